@@ -1,0 +1,28 @@
+"""dcqformat: a compressed, palette-quantized image-dataset format for PyTorch training.
+
+>>> import dcqformat
+>>> reader = dcqformat.open("train.dcq")            # doctest: +SKIP
+>>> image = reader[0]                               # (H, W, C) uint8  # doctest: +SKIP
+>>> batch = reader.decode_batch(range(256), layout="NCHW")  # doctest: +SKIP
+"""
+
+from ._layout import VERSION_MAJOR, VERSION_MINOR
+from .errors import ChecksumMismatch, CorruptFile, DcqError, NotADcqFile, TruncatedFile, UnsupportedVersion
+from .reader import DcqReader, open
+from .writer import DcqWriter
+
+__version__ = "0.1.0"
+SPEC_VERSION = f"{VERSION_MAJOR}.{VERSION_MINOR}"
+
+__all__ = [
+    "ChecksumMismatch",
+    "CorruptFile",
+    "DcqError",
+    "DcqReader",
+    "DcqWriter",
+    "NotADcqFile",
+    "SPEC_VERSION",
+    "TruncatedFile",
+    "UnsupportedVersion",
+    "open",
+]

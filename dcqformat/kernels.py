@@ -1,0 +1,221 @@
+"""Numba kernels of the decoder, each with a plain NumPy twin in :mod:`dcqformat.bitpack`.
+
+Set ``DCQ_DISABLE_JIT=1`` in the environment (before import) or call
+``set_jit_enabled(False)`` to run the same kernels as plain Python, for debugging.
+Kernels never check bounds: the reader validates every offset and size before calling them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numba
+import numpy as np
+from numba import prange
+
+_enabled = os.environ.get("DCQ_DISABLE_JIT", "").lower() not in ("1", "true", "yes")
+
+
+def set_jit_enabled(enabled: bool) -> None:
+    """Turn Numba compilation of the top-level kernels on or off (debugging switch)."""
+    global _enabled
+    _enabled = bool(enabled)
+
+
+def jit_enabled() -> bool:
+    """Whether the kernels run compiled."""
+    return _enabled
+
+
+def _helper(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return numba.njit(cache=True, nogil=True, inline="always")(fn) if _enabled else fn
+
+
+class _Kernel:
+    """A top-level kernel: compiled on first use while JIT is enabled, else plain Python."""
+
+    def __init__(self, fn: Callable[..., Any], parallel: bool) -> None:
+        self.py_func = fn
+        self.parallel = parallel
+        self._compiled: Callable[..., Any] | None = None
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+
+    def __call__(self, *args: Any) -> Any:
+        if not _enabled:
+            return self.py_func(*args)
+        if self._compiled is None:
+            self._compiled = numba.njit(cache=True, nogil=True, parallel=self.parallel)(self.py_func)
+        return self._compiled(*args)
+
+
+def _kernel(parallel: bool = False) -> Callable[[Callable[..., Any]], _Kernel]:
+    return lambda fn: _Kernel(fn, parallel)
+
+
+@_helper
+def _read_index(src, base, pos, bits):  # type: ignore[no-untyped-def]
+    """Index number ``pos`` of the bit stream starting at ``src[base]``."""
+    bit = pos * bits
+    byte = base + (bit >> 3)
+    shift = bit & 7
+    value = np.int64(src[byte]) >> shift
+    if shift + bits > 8:
+        value |= np.int64(src[byte + 1]) << (8 - shift)
+    return value & ((1 << bits) - 1)
+
+
+@_helper
+def _put(out, n, pixel, pal, index, chw):  # type: ignore[no-untyped-def]
+    channels = pal.shape[1]
+    if chw:
+        for c in range(channels):
+            out[c * n + pixel] = pal[index, c]
+    else:
+        for c in range(channels):
+            out[pixel * channels + c] = pal[index, c]
+
+
+@_helper
+def _decode_stream(src, base, bits, n, pal, out, chw):  # type: ignore[no-untyped-def]
+    """Decode ``n`` consecutive pixels of a stream into a flat HWC or CHW image."""
+    if bits == 1 or bits == 2 or bits == 4 or bits == 8:
+        per_byte = 8 // bits
+        mask = (1 << bits) - 1
+        full = n // per_byte
+        for j in range(full):
+            byte = src[base + j]
+            for k in range(per_byte):
+                _put(out, n, j * per_byte + k, pal, (byte >> (k * bits)) & mask, chw)
+        for p in range(full * per_byte, n):
+            _put(out, n, p, pal, _read_index(src, base, p, bits), chw)
+    else:
+        for p in range(n):
+            _put(out, n, p, pal, _read_index(src, base, p, bits), chw)
+
+
+@_kernel()
+def unpack_indices(src, bits, n, out):  # type: ignore[no-untyped-def]
+    """Unpack ``n`` indices of ``bits`` bits from ``src`` into the uint8 array ``out``."""
+    for p in range(n):
+        out[p] = _read_index(src, 0, p, bits)
+    return out
+
+
+@_kernel()
+def gather(indices, palette, out, chw):  # type: ignore[no-untyped-def]
+    """Look flat ``indices`` up in ``palette`` (K, C) into flat ``out`` (HWC or CHW order)."""
+    n = indices.shape[0]
+    for p in range(n):
+        _put(out, n, p, palette, indices[p], chw)
+    return out
+
+
+@_kernel(parallel=True)
+def decode_packed_batch(data, offsets, palette_ids, palettes, bits, n, out, chw):  # type: ignore[no-untyped-def]
+    """Decode unmasked samples of ``n`` pixels each into ``out`` (N, n*C), in parallel."""
+    for b in prange(offsets.shape[0]):
+        _decode_stream(data, offsets[b], bits, n, palettes[palette_ids[b]], out[b], chw)
+    return out
+
+
+@_kernel()
+def decode_masked(src, bits, height, width, patch_h, patch_w, dropped, pal, out, chw):  # type: ignore[no-untyped-def]
+    """Decode one masked sample: kept patches from the stream, dropped pixels set to 0.
+
+    ``dropped`` is the unpacked (gh*gw,) uint8 mask; ``out`` the flat image (HWC or CHW).
+    """
+    n = height * width
+    gw = (width + patch_w - 1) // patch_w
+    channels = pal.shape[1]
+    pos = 0
+    for g in range(dropped.shape[0]):
+        y0 = (g // gw) * patch_h
+        x0 = (g % gw) * patch_w
+        for y in range(y0, min(y0 + patch_h, height)):
+            for x in range(x0, min(x0 + patch_w, width)):
+                pixel = y * width + x
+                if dropped[g]:
+                    for c in range(channels):
+                        out[c * n + pixel if chw else pixel * channels + c] = 0
+                else:
+                    _put(out, n, pixel, pal, _read_index(src, 0, pos, bits), chw)
+                    pos += 1
+    return out
+
+
+@_kernel()
+def kept_pixel_counts(masks, mask_offsets, heights, widths, patch_h, patch_w):  # type: ignore[no-untyped-def]
+    """Number of kept pixels of each masked sample (used to validate payload lengths)."""
+    counts = np.zeros(mask_offsets.shape[0], dtype=np.int64)
+    for s in range(mask_offsets.shape[0]):
+        h = heights[s]
+        w = widths[s]
+        gh = (h + patch_h - 1) // patch_h
+        gw = (w + patch_w - 1) // patch_w
+        total = 0
+        for g in range(gh * gw):
+            byte = masks[mask_offsets[s] + (g >> 3)]
+            if not (byte >> (g & 7)) & 1:
+                ph = min(patch_h, h - (g // gw) * patch_h)
+                pw = min(patch_w, w - (g % gw) * patch_w)
+                total += ph * pw
+        counts[s] = total
+    return counts
+
+
+@_kernel()
+def blocks_verified(verified, starts, ends, block_shift):  # type: ignore[no-untyped-def]
+    """True when every DATA block touched by the byte ranges [start, end) is verified."""
+    for s in range(starts.shape[0]):
+        if ends[s] > starts[s]:
+            for blk in range(starts[s] >> block_shift, ((ends[s] - 1) >> block_shift) + 1):
+                if not verified[blk]:
+                    return False
+    return True
+
+
+@_kernel(parallel=True)
+def decode_lut_batch(data, offsets, lut_ids, luts, nbytes, out, chw):  # type: ignore[no-untyped-def]
+    """Decode samples whose ``nbytes`` payload bytes each expand to ``C`` output words.
+
+    ``luts`` is (L, 256, C) of words of ``8 // bits`` bytes (see :func:`build_luts`), ``out``
+    the output viewed as words, (N, nbytes * C). Used for 1, 2, 4 and 8 bits.
+    """
+    channels = luts.shape[2]
+    for b in prange(offsets.shape[0]):
+        lut = luts[lut_ids[b]]
+        o = out[b]
+        base = offsets[b]
+        if chw:
+            for j in range(nbytes):
+                byte = data[base + j]
+                for c in range(channels):
+                    o[c * nbytes + j] = lut[byte, c]
+        else:
+            for j in range(nbytes):
+                byte = data[base + j]
+                for c in range(channels):
+                    o[j * channels + c] = lut[byte, c]
+    return out
+
+
+WORD_DTYPES = {1: np.uint64, 2: np.uint32, 4: np.uint16, 8: np.uint8}
+
+
+def build_luts(palettes: np.ndarray, bits: int, chw: bool) -> np.ndarray:
+    """Expansion tables of :func:`decode_lut_batch` for (P, 2**bits, C) palettes.
+
+    Entry ``[p, byte, w]`` holds, as one word of ``8 // bits`` bytes, either the bytes
+    ``w*ppb .. w*ppb+ppb-1`` of the HWC pixels that ``byte`` encodes (``chw=False``) or the
+    channel-``w`` values of those pixels (``chw=True``), ``ppb = 8 // bits`` pixels per byte.
+    """
+    per_byte = 8 // bits
+    shifts = np.arange(per_byte, dtype=np.uint16) * bits
+    idx = (np.arange(256, dtype=np.uint16)[:, None] >> shifts) & ((1 << bits) - 1)
+    pix = palettes[:, idx]  # (P, 256, ppb, C)
+    if chw:
+        pix = pix.transpose(0, 1, 3, 2)  # (P, 256, C, ppb)
+    pix = np.ascontiguousarray(pix).reshape(palettes.shape[0], 256, -1)
+    return pix.view(WORD_DTYPES[bits])

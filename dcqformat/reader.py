@@ -1,0 +1,510 @@
+"""DcqReader: memory-mapped random access to a .dcq file (spec/FORMAT.md, "Reader rules")."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import mmap
+import os
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import zstandard
+
+from . import _layout as L
+from . import bitpack, kernels
+from .errors import ChecksumMismatch, CorruptFile, DcqError
+from .header import Header, Section, check_crc, parse_header
+from .records import RecordTable
+from .weights import load_weights, validate_safetensors
+
+Layout = Literal["NHWC", "NCHW"]
+_LUT_CACHE_BYTES = 64 << 20
+
+
+def open(path: str | os.PathLike[str], *, verify: bool = False) -> "DcqReader":  # noqa: A001
+    """Open a .dcq file for reading (``verify=True`` also checks every payload byte now)."""
+    return DcqReader(path, verify=verify)
+
+
+class DcqReader:
+    """Random access to the samples of a .dcq file.
+
+    Opening validates the header, the section table, the checksums of every section but
+    DATA, and every record's offsets and sizes. DATA is checked block by block (CRC-32 per
+    block, section DCRC) the first time a sample touching the block is decoded.
+
+    The reader pickles as its path and reopens lazily, so it can cross into DataLoader workers.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool = False) -> None:
+        self.path = Path(path)
+        self._verify_on_open = verify
+        self._mm: mmap.mmap | None = None
+        self._open()
+        if verify:
+            self.verify()
+
+    # -- opening ---------------------------------------------------------------------------
+    def _open(self) -> None:
+        with builtins.open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                self._buf = np.zeros(0, dtype=np.uint8)
+            else:
+                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                self._buf = np.frombuffer(self._mm, dtype=np.uint8)
+        try:
+            self._parse()
+        except DcqError as exc:
+            self.close()
+            exc.args = (f"{self.path}: {exc.args[0]}",) + exc.args[1:]
+            raise
+        except (RecursionError, MemoryError, OverflowError) as exc:  # hostile input
+            self.close()
+            raise CorruptFile(f"{self.path}: {type(exc).__name__}: {exc}") from None
+
+    def _section(self, tag: bytes) -> np.ndarray:
+        s = self.header.sections[tag]
+        return self._buf[s.offset : s.offset + s.length]
+
+    def _parse(self) -> None:
+        self.header: Header = parse_header(self._buf)
+        secs = self.header.sections
+        for tag, sec in secs.items():
+            if tag != L.TAG_DATA:
+                check_crc(self._buf, sec)
+        self.meta: dict[str, Any] = self._parse_meta(secs[L.TAG_META])
+        self._parse_palettes(secs[L.TAG_PALT])
+        self._records = RecordTable(self._section(L.TAG_RECS), secs[L.TAG_RECS].offset)
+        self.codec = L.CODEC_NAMES[self._records.codec]
+        self._data = self._section(L.TAG_DATA)
+        self._parse_dcrc(secs[L.TAG_DCRC])
+        self.patch_size: tuple[int, int] | None = None
+        if L.TAG_MASK in secs:
+            self._parse_mask(secs[L.TAG_MASK])
+        self._zdict = None
+        if self.codec == "zstd" and L.TAG_ZDCT in secs:
+            try:
+                self._zdict = zstandard.ZstdCompressionDict(self._section(L.TAG_ZDCT).tobytes())
+            except zstandard.ZstdError as exc:
+                raise CorruptFile(f"bad zstd dictionary ({exc})", section="ZDCT",
+                                  offset=secs[L.TAG_ZDCT].offset) from None
+        if L.TAG_WGHT in secs:
+            validate_safetensors(self._section(L.TAG_WGHT), secs[L.TAG_WGHT].offset)
+        self._validate_records()
+        self._dctx: zstandard.ZstdDecompressor | None = None
+        self._luts: dict[bool, np.ndarray] = {}
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _parse_meta(self, sec: Section) -> dict[str, Any]:
+        if sec.length > L.MAX_META_BYTES:
+            raise CorruptFile("metadata too large", section="META", offset=sec.offset,
+                              expected=f"<= {L.MAX_META_BYTES} bytes", found=sec.length)
+        try:
+            meta = json.loads(self._section(L.TAG_META).tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise CorruptFile(f"metadata is not UTF-8 JSON ({exc})", section="META", offset=sec.offset) from None
+        if not isinstance(meta, dict):
+            raise CorruptFile("metadata is not a JSON object", section="META", offset=sec.offset,
+                              expected="object", found=type(meta).__name__)
+        return meta
+
+    def _parse_palettes(self, sec: Section) -> None:
+        buf = self._section(L.TAG_PALT)
+        if sec.length < L.PALT_HEADER.size:
+            raise CorruptFile("too short", section="PALT", offset=sec.offset,
+                              expected=f">= {L.PALT_HEADER.size} bytes", found=sec.length)
+        count, bits, channels, _ = L.PALT_HEADER.unpack_from(buf, 0)
+        if not 1 <= bits <= L.MAX_BITS or channels not in L.CHANNELS or not 1 <= count <= L.MAX_PALETTES:
+            raise CorruptFile("bad palette header", section="PALT", offset=sec.offset,
+                              expected=f"bits 1..8, channels 1|3, 1..{L.MAX_PALETTES} palettes",
+                              found=f"bits {bits}, channels {channels}, {count} palettes")
+        k = 1 << bits
+        if sec.length != L.PALT_HEADER.size + count * k * channels:
+            raise CorruptFile("length does not match the palette header", section="PALT", offset=sec.offset,
+                              expected=L.PALT_HEADER.size + count * k * channels, found=sec.length)
+        self.bits: int = bits
+        self.channels: int = channels
+        self.palettes: np.ndarray = buf[L.PALT_HEADER.size :].reshape(count, k, channels)
+
+    def _parse_dcrc(self, sec: Section) -> None:
+        buf = self._section(L.TAG_DCRC)
+        if sec.length < L.DCRC_HEADER.size:
+            raise CorruptFile("too short", section="DCRC", offset=sec.offset,
+                              expected=f">= {L.DCRC_HEADER.size} bytes", found=sec.length)
+        block, _, count = L.DCRC_HEADER.unpack_from(buf, 0)
+        want = -(-self._data.size // block) if block else -1
+        if block & (block - 1) or not L.MIN_BLOCK <= block <= L.MAX_BLOCK or count != want \
+                or sec.length != L.DCRC_HEADER.size + 4 * count:
+            raise CorruptFile("bad block checksum table", section="DCRC", offset=sec.offset,
+                              expected=f"power-of-two block size, {want} blocks",
+                              found=f"block size {block}, {count} blocks, {sec.length} bytes")
+        self._block_size = block
+        self._block_shift = block.bit_length() - 1
+        self._block_crcs = buf[L.DCRC_HEADER.size :].view("<u4")
+        self._verified = np.zeros(count, dtype=np.bool_)
+
+    def _parse_mask(self, sec: Section) -> None:
+        buf = self._section(L.TAG_MASK)
+        if sec.length < L.MASK_HEADER.size:
+            raise CorruptFile("too short", section="MASK", offset=sec.offset,
+                              expected=f">= {L.MASK_HEADER.size} bytes", found=sec.length)
+        ph, pw, _ = L.MASK_HEADER.unpack_from(buf, 0)
+        if ph < 1 or pw < 1:
+            raise CorruptFile("patch size is zero", section="MASK", offset=sec.offset, expected=">= 1",
+                              found=(ph, pw))
+        self.patch_size = (ph, pw)
+        self._masks = buf
+
+    def _validate_records(self) -> None:
+        """Check every record against the file before any kernel touches the bytes."""
+        rec, sec = self._records, self.header.sections[L.TAG_RECS]
+        for sl in rec.chunks():
+            def bad(name: str, ok: np.ndarray, expected: str, found: np.ndarray) -> None:
+                if not ok.all():
+                    i = int(np.argmin(ok))
+                    raise CorruptFile(f"record {sl.start + i}: bad {name}", section="RECS", offset=sec.offset,
+                                      expected=expected, found=int(found[i]))
+            pid = rec.get("palette_id", sl)
+            bad("palette_id", (pid >= 0) & (pid < len(self.palettes)), f"0..{len(self.palettes) - 1}", pid)
+            h, w = rec.get("height", sl), rec.get("width", sl)
+            bad("height", (h >= 1) & (h <= L.MAX_SIDE), f"1..{L.MAX_SIDE}", h)
+            bad("width", (w >= 1) & (w <= L.MAX_SIDE), f"1..{L.MAX_SIDE}", w)
+            bad("pixel count", h * w <= L.MAX_PIXELS, f"<= {L.MAX_PIXELS}", h * w)
+            src = rec.get("source_index", sl)
+            bad("source_index", src >= 0, ">= 0", src)
+            flags = rec.get("flags", sl)
+            bad("flags", (flags & ~L.RECORD_FLAGS_KNOWN) == 0, f"bits {L.RECORD_FLAGS_KNOWN:#x}", flags)
+            off, length = rec.get("payload_offset", sl), rec.get("payload_length", sl)
+            bad("payload_offset", off >= 0, ">= 0", off)
+            bad("payload_length", length >= 0, ">= 0", length)
+            bad("payload end", off + length <= self._data.size, f"<= DATA length {self._data.size}", off + length)
+            pixels = h * w
+            masked = (flags & L.RECORD_FLAG_MASKED) != 0
+            if masked.any():
+                if self.patch_size is None:
+                    raise CorruptFile(f"record {sl.start + int(np.argmax(masked))} is masked but there is no "
+                                      "MASK section", section="RECS", offset=sec.offset)
+                ph, pw = self.patch_size
+                mo = rec.get("mask_offset", sl)[masked]
+                mh, mw = h[masked], w[masked]
+                nbytes = ((-(-mh // ph)) * (-(-mw // pw)) + 7) // 8
+                ok = (mo >= L.MASK_HEADER.size) & (mo + nbytes <= self._masks.size)
+                if not ok.all():
+                    i = int(np.argmin(ok))
+                    raise CorruptFile(f"record {sl.start + int(np.flatnonzero(masked)[i])}: mask out of range",
+                                      section="RECS", offset=sec.offset,
+                                      expected=f"{L.MASK_HEADER.size}..{self._masks.size - int(nbytes[i])}",
+                                      found=int(mo[i]))
+                pixels = pixels.copy()
+                pixels[masked] = kernels.kept_pixel_counts(self._masks, mo, mh, mw, ph, pw)
+            if self.codec == "packed":
+                want = (pixels * self.bits + 7) // 8
+                bad("payload_length", length == want, "(kept pixels * bits + 7) // 8", length)
+
+    # -- record fields ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._records.count
+
+    def field(self, name: str) -> np.ndarray:
+        """All values of a record field (see spec), as int64; cached."""
+        if name not in self._cache:
+            self._cache[name] = self._records.get(name)
+        return self._cache[name]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Class label of every sample (int64; -1 where unlabelled)."""
+        return self.field("label")
+
+    @property
+    def palette_ids(self) -> np.ndarray:
+        return self.field("palette_id")
+
+    @property
+    def source_indices(self) -> np.ndarray:
+        """Position of every sample in the dataset it was converted from."""
+        return self.field("source_index")
+
+    @property
+    def shapes(self) -> np.ndarray:
+        """(N, 2) heights and widths."""
+        return np.stack([self.field("height"), self.field("width")], axis=1)
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return self.header.major, self.header.minor
+
+    @property
+    def classes(self) -> list[str] | None:
+        classes = self.meta.get("classes")
+        return list(classes) if isinstance(classes, list) else None
+
+    def _index(self, i: int) -> int:
+        n = len(self)
+        i = int(i)
+        if not -n <= i < n:
+            raise IndexError(f"sample {i} out of range for {n} samples")
+        return i % n
+
+    def mask(self, i: int) -> np.ndarray | None:
+        """The (gh, gw) drop mask of sample ``i`` (True = dropped patch), or None."""
+        i = self._index(i)
+        if not self._records.value("flags", i) & L.RECORD_FLAG_MASKED:
+            return None
+        assert self.patch_size is not None
+        h, w = self._records.value("height", i), self._records.value("width", i)
+        gh, gw = bitpack.grid_shape(h, w, *self.patch_size)
+        off = self._records.value("mask_offset", i)
+        return bitpack.unpack_mask(self._masks[off : off + (gh * gw + 7) // 8], gh, gw)
+
+    # -- payload bytes ---------------------------------------------------------------------
+    def _check_blocks(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        if kernels.blocks_verified(self._verified, starts, ends, self._block_shift):
+            return
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            for blk in range(s >> self._block_shift, ((e - 1) >> self._block_shift) + 1 if e > s else 0):
+                if not self._verified[blk]:
+                    self._verify_block(blk)
+
+    def _verify_block(self, blk: int) -> None:
+        lo = blk << self._block_shift
+        computed = zlib.crc32(self._data[lo : lo + self._block_size])
+        stored = int(self._block_crcs[blk])
+        if computed != stored:
+            raise ChecksumMismatch(f"DATA block {blk}", self.header.sections[L.TAG_DATA].offset + lo,
+                                   stored, computed)
+        self._verified[blk] = True
+
+    def _expected_bytes(self, i: int) -> int:
+        h, w = self._records.value("height", i), self._records.value("width", i)
+        m = self.mask(i)
+        pixels = h * w if m is None else bitpack.kept_pixel_order(h, w, *self.patch_size, m).size  # type: ignore[misc]
+        return bitpack.packed_size(pixels, self.bits)
+
+    def payload(self, i: int) -> np.ndarray:
+        """The bit stream of sample ``i`` (decompressed for ``zstd``), checksum-verified."""
+        i = self._index(i)
+        off = self._records.value("payload_offset", i)
+        length = self._records.value("payload_length", i)
+        self._check_blocks(np.array([off]), np.array([off + length]))
+        raw = self._data[off : off + length]
+        if self.codec == "packed":
+            return raw
+        return np.frombuffer(self._decompress(i, raw, self._expected_bytes(i)), dtype=np.uint8)
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        if self._dctx is None:
+            self._dctx = zstandard.ZstdDecompressor(dict_data=self._zdict)
+        return self._dctx
+
+    def _decompress(self, i: int, frame: np.ndarray, size: int) -> bytes:
+        try:
+            out = self._decompressor().decompress(frame.tobytes(), max_output_size=max(size, 1))
+        except zstandard.ZstdError as exc:
+            raise CorruptFile(f"sample {i}: zstd frame does not decode ({exc})", section="DATA") from None
+        if len(out) != size:
+            raise CorruptFile(f"sample {i}: zstd frame has the wrong size", section="DATA",
+                              expected=f"{size} bytes", found=f"{len(out)} bytes")
+        return out
+
+    # -- decoding --------------------------------------------------------------------------
+    def indices(self, i: int) -> np.ndarray:
+        """The (H, W) palette-index map of sample ``i`` (dropped pixels read 0)."""
+        i = self._index(i)
+        h, w = self._records.value("height", i), self._records.value("width", i)
+        m = self.mask(i)
+        stream = self.payload(i)
+        if m is None:
+            out = np.empty(h * w, dtype=np.uint8)
+            return kernels.unpack_indices(stream, self.bits, h * w, out).reshape(h, w)
+        order = bitpack.kept_pixel_order(h, w, *self.patch_size, m)  # type: ignore[misc]
+        out = np.zeros(h * w, dtype=np.uint8)
+        kept = np.empty(order.size, dtype=np.uint8)
+        out[order] = kernels.unpack_indices(stream, self.bits, order.size, kept)
+        return out.reshape(h, w)
+
+    def decode(self, i: int, layout: Layout = "NHWC") -> np.ndarray:
+        """Sample ``i`` as uint8 pixels, (H, W, C) or with ``layout="NCHW"`` (C, H, W)."""
+        i = self._index(i)
+        return self.decode_batch([i], layout=layout)[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.decode(i)
+
+    def decode_batch(
+        self,
+        indices: Iterable[int] | np.ndarray,
+        out: np.ndarray | None = None,
+        layout: Layout = "NHWC",
+    ) -> np.ndarray:
+        """Decode samples of one size into ``out`` (N, H, W, C) or (N, C, H, W) uint8, in parallel."""
+        if layout not in ("NHWC", "NCHW"):
+            raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"sample index out of range for {n} samples")
+        idx = idx % max(n, 1)
+        rec = self._records
+        hs, ws = rec.get("height", idx), rec.get("width", idx)
+        if idx.size and (np.any(hs != hs[0]) or np.any(ws != ws[0])):
+            raise DcqError("decode_batch needs samples of one size; decode() them one by one instead")
+        h, w = (int(hs[0]), int(ws[0])) if idx.size else (0, 0)
+        c = self.channels
+        shape = (idx.size, h, w, c) if layout == "NHWC" else (idx.size, c, h, w)
+        if out is None:
+            out = np.empty(shape, dtype=np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}")
+        if idx.size == 0:
+            return out
+        chw = layout == "NCHW"
+        flat = out.reshape(idx.size, h * w * c)
+        masked = (rec.get("flags", idx) & L.RECORD_FLAG_MASKED) != 0
+        plain = np.flatnonzero(~masked)
+        if plain.size:
+            self._decode_plain(idx[plain], h * w, flat, plain, chw)
+        for b in np.flatnonzero(masked).tolist():
+            self._decode_masked(int(idx[b]), h, w, flat[b], chw)
+        return out
+
+    def _decode_plain(self, idx: np.ndarray, n: int, flat: np.ndarray, rows: np.ndarray, chw: bool) -> None:
+        rec = self._records
+        offsets, lengths = rec.get("payload_offset", idx), rec.get("payload_length", idx)
+        self._check_blocks(offsets, offsets + lengths)
+        data = self._data
+        if self.codec == "zstd":
+            size = bitpack.packed_size(n, self.bits)
+            data = self._decompress_many(idx, offsets, lengths, size)
+            offsets = np.arange(idx.size, dtype=np.int64) * size
+        pids = rec.get("palette_id", idx)
+        target = flat if rows.size == flat.shape[0] else np.empty((rows.size, flat.shape[1]), np.uint8)
+        per_byte = 8 // self.bits
+        if 8 % self.bits == 0 and n % per_byte == 0:
+            luts, lut_ids = self._luts_for(pids, chw)
+            words = target.view(kernels.WORD_DTYPES[self.bits])
+            kernels.decode_lut_batch(data, offsets, lut_ids, luts, n // per_byte, words, chw)
+        else:
+            kernels.decode_packed_batch(data, offsets, pids, self.palettes, self.bits, n, target, chw)
+        if target is not flat:
+            flat[rows] = target
+
+    def _luts_for(self, pids: np.ndarray, chw: bool) -> tuple[np.ndarray, np.ndarray]:
+        per_palette = 256 * self.channels * (8 // self.bits)
+        if len(self.palettes) * per_palette <= _LUT_CACHE_BYTES:
+            if chw not in self._luts:
+                self._luts[chw] = kernels.build_luts(self.palettes, self.bits, chw)
+            return self._luts[chw], pids
+        used, inverse = np.unique(pids, return_inverse=True)
+        return kernels.build_luts(self.palettes[used], self.bits, chw), inverse.astype(np.int64)
+
+    def _decompress_many(self, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, size: int) -> np.ndarray:
+        frames = [self._data[o : o + ln].tobytes() for o, ln in zip(offsets.tolist(), lengths.tolist())]
+        try:
+            result = self._decompressor().multi_decompress_to_buffer(
+                frames, decompressed_sizes=np.full(len(frames), size, dtype=np.uint64).tobytes()
+            )
+            blob = np.frombuffer(result[0].tobytes() if len(result) == 1 else b"".join(
+                result[k].tobytes() for k in range(len(result))), dtype=np.uint8)
+        except zstandard.ZstdError:
+            blob = None
+        if blob is None or blob.size != size * len(frames):
+            # Find and name the bad frame.
+            for k, i in enumerate(idx.tolist()):
+                self._decompress(i, self._data[offsets[k] : offsets[k] + lengths[k]], size)
+            raise CorruptFile("zstd frames have the wrong size", section="DATA")
+        return blob
+
+    def _decode_masked(self, i: int, h: int, w: int, dest: np.ndarray, chw: bool) -> None:
+        m = self.mask(i)
+        assert m is not None and self.patch_size is not None
+        stream = self.payload(i)
+        pal = self.palettes[self._records.value("palette_id", i)]
+        kernels.decode_masked(stream, self.bits, h, w, *self.patch_size,
+                              m.reshape(-1).astype(np.uint8), pal, dest, chw)
+
+    # -- whole-file checks -----------------------------------------------------------------
+    def verify(self) -> None:
+        """Check every checksum and decode every sample; raise the first problem found."""
+        data_sec = self.header.sections[L.TAG_DATA]
+        check_crc(self._buf, data_sec)
+        for blk in range(len(self._verified)):
+            self._verify_block(blk)
+        self._check_padding()
+        for i in range(len(self)):
+            self.payload(i)
+
+    def _check_padding(self) -> None:
+        pos = L.HEADER_SIZE
+        spans = sorted((s.offset, s.offset + s.length) for s in self.header.sections.values())
+        for start, end in spans + [(self.header.table_offset, self.header.file_size)]:
+            gap = self._buf[pos:start]
+            if gap.any():
+                raise CorruptFile("padding between sections is not zero", section="padding",
+                                  offset=pos + int(np.argmax(gap != 0)), expected=0,
+                                  found=int(gap[np.argmax(gap != 0)]))
+            pos = end
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The embedded model weights (section WGHT) as NumPy arrays; empty when absent."""
+        if L.TAG_WGHT not in self.header.sections:
+            return {}
+        return load_weights(self._section(L.TAG_WGHT))
+
+    def info(self) -> dict[str, Any]:
+        """A summary of the file: version, codec, sizes, sections."""
+        size = self.header.file_size
+        pixels = int((self.field("height") * self.field("width")).sum())
+        raw = pixels * self.channels
+        return {
+            "path": str(self.path),
+            "version": f"{self.header.major}.{self.header.minor}",
+            "samples": len(self),
+            "bits": self.bits,
+            "channels": self.channels,
+            "palettes": len(self.palettes),
+            "codec": self.codec,
+            "patch_size": list(self.patch_size) if self.patch_size else None,
+            "masked_samples": int(((self.field("flags") & L.RECORD_FLAG_MASKED) != 0).sum()),
+            "file_bytes": size,
+            "raw_uint8_bytes": raw,
+            "bits_per_pixel": 8 * size / pixels if pixels else 0.0,
+            "compression_ratio": raw / size if size else 0.0,
+            "sections": [
+                {"tag": s.name, "offset": s.offset, "length": s.length, "crc32": f"{s.crc:08x}",
+                 "skippable": bool(s.flags & L.SECTION_FLAG_SKIPPABLE)}
+                for s in self.header.sections.values()
+            ],
+        }
+
+    # -- lifetime --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the memory map (arrays handed out keep it alive until they are dropped)."""
+        for name in ("_buf", "_data", "palettes", "_masks", "_block_crcs", "_records", "_luts", "_cache"):
+            self.__dict__.pop(name, None)
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                pass  # views still held by the caller; the map goes when they do
+            self._mm = None
+
+    def __enter__(self) -> "DcqReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path), "verify": False}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], verify=state["verify"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return (f"DcqReader({str(self.path)!r}, samples={len(self)}, bits={self.bits}, "
+                f"channels={self.channels}, palettes={len(self.palettes)}, codec={self.codec!r})")

@@ -1,0 +1,170 @@
+"""The per-sample record table (section RECS): fixed-width rows of per-file field widths.
+
+Each field of :data:`~dcqformat._layout.FIELDS` is either *stored* in every row as a
+little-endian integer of 1, 2, 4 or 8 bytes, or *affine*: ``base + step * i`` for record
+``i``, taking no bytes. Record ``i`` is always found in O(1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from . import _layout as L
+from .errors import CorruptFile, UnsupportedVersion
+
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Field:
+    """How one field is encoded."""
+
+    name: str
+    mode: int
+    width: int
+    column: int
+    base: int
+    step: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        kind = "i" if self.name in L.SIGNED_FIELDS else "u"
+        return np.dtype(f"<{kind}{self.width}")
+
+
+def rows_start(field_count: int) -> int:
+    """Offset of the first row inside RECS."""
+    size = L.RECS_HEADER.size + field_count * L.FIELD.size
+    return -(-size // L.RECS_ROWS_ALIGN) * L.RECS_ROWS_ALIGN
+
+
+def _fits(lo: int, hi: int, width: int, signed: bool) -> bool:
+    if signed:
+        return -(1 << (8 * width - 1)) <= lo and hi < (1 << (8 * width - 1))
+    return lo >= 0 and hi < (1 << (8 * width))
+
+
+def choose_fields(values: "Iterator[np.ndarray]") -> list[Field]:
+    """Pick the smallest encoding of every field from chunks of (n, F) int64 rows."""
+    nf = len(L.FIELDS)
+    lo = np.full(nf, np.iinfo(np.int64).max)
+    hi = np.full(nf, np.iinfo(np.int64).min)
+    base = step = None
+    affine = np.ones(nf, dtype=bool)
+    start = 0
+    for chunk in values:
+        if base is None:
+            base = chunk[0].copy()
+            step = chunk[1] - chunk[0] if len(chunk) > 1 else np.zeros(nf, dtype=np.int64)
+        i = np.arange(start, start + len(chunk), dtype=np.int64)[:, None]
+        affine &= (chunk == base + step * i).all(axis=0)
+        lo = np.minimum(lo, chunk.min(axis=0))
+        hi = np.maximum(hi, chunk.max(axis=0))
+        start += len(chunk)
+    fields, column = [], 0
+    for f, name in enumerate(L.FIELDS):
+        if start == 0 or affine[f]:
+            b = int(base[f]) if base is not None else 0
+            s = int(step[f]) if base is not None else 0
+            fields.append(Field(name, L.MODE_AFFINE, 0, 0, b, s))
+            continue
+        width = next(w for w in L.STORED_WIDTHS if _fits(int(lo[f]), int(hi[f]), w, name in L.SIGNED_FIELDS))
+        fields.append(Field(name, L.MODE_STORED, width, column, 0, 0))
+        column += width
+    return fields
+
+
+def encode_header(count: int, codec: int, fields: list[Field]) -> bytes:
+    """RECS header, descriptors and padding up to the first row."""
+    stride = sum(f.width for f in fields)
+    out = bytearray(L.RECS_HEADER.pack(count, stride, len(fields), codec, bytes(7)))
+    for f in fields:
+        out += L.FIELD.pack(f.mode, f.width, f.column, 0, f.base, f.step)
+    out += bytes(rows_start(len(fields)) - len(out))
+    return bytes(out)
+
+
+def encode_rows(chunk: np.ndarray, fields: list[Field]) -> bytes:
+    """Rows of a chunk of (n, F) int64 values."""
+    stride = sum(f.width for f in fields)
+    rows = np.empty((len(chunk), stride), dtype=np.uint8)
+    for f, field in enumerate(fields):
+        if field.mode == L.MODE_STORED:
+            col = chunk[:, f].astype(field.dtype).view(np.uint8).reshape(len(chunk), field.width)
+            rows[:, field.column : field.column + field.width] = col
+    return rows.tobytes()
+
+
+class RecordTable:
+    """Read-only view of a RECS section held in ``buf`` (a uint8 array over the mmap)."""
+
+    def __init__(self, buf: np.ndarray, file_offset: int) -> None:
+        def corrupt(msg: str, at: int, expected: object = None, found: object = None) -> CorruptFile:
+            return CorruptFile(msg, section="RECS", offset=file_offset + at, expected=expected, found=found)
+
+        if buf.size < L.RECS_HEADER.size:
+            raise corrupt("section too short for its header", 0, f">= {L.RECS_HEADER.size} bytes", buf.size)
+        count, stride, nfields, codec, _ = L.RECS_HEADER.unpack_from(buf, 0)
+        if codec not in L.CODEC_NAMES:
+            raise UnsupportedVersion(f"unknown payload codec id {codec} (this reader knows {sorted(L.CODEC_NAMES)})")
+        if nfields < len(L.FIELDS) or nfields > 255:
+            raise corrupt("bad field count", 12, f"{len(L.FIELDS)}..255", nfields)
+        start = rows_start(nfields)
+        if buf.size < start or (buf.size - start) != count * stride:
+            raise corrupt("length does not match sample_count * row_stride", 0,
+                          f"{start} + {count} * {stride} = {start + count * stride} bytes", buf.size)
+        self.count = int(count)
+        self.stride = int(stride)
+        self.codec = int(codec)
+        self.fields: dict[str, Field] = {}
+        for f in range(nfields):
+            at = L.RECS_HEADER.size + f * L.FIELD.size
+            mode, width, column, _, base, step = L.FIELD.unpack_from(buf, at)
+            if f >= len(L.FIELDS):
+                continue  # fields added by a later minor version: ignored
+            name = L.FIELDS[f]
+            if mode == L.MODE_AFFINE:
+                if width != 0:
+                    raise corrupt(f"affine field {name} has a width", at + 1, 0, width)
+                last = base + step * max(self.count - 1, 0)
+                if not -(1 << 62) <= last < (1 << 62) or not -(1 << 62) <= base < (1 << 62):
+                    raise corrupt(f"affine field {name} overflows", at + 8, "values within +-2**62",
+                                  f"base {base}, step {step}")
+            elif mode == L.MODE_STORED:
+                if width not in L.STORED_WIDTHS or column + width > stride:
+                    raise corrupt(f"stored field {name} does not fit a row", at + 1,
+                                  f"width in {L.STORED_WIDTHS}, column + width <= {stride}",
+                                  f"width {width}, column {column}")
+            else:
+                raise corrupt(f"unknown mode of field {name}", at, "0 or 1", mode)
+            self.fields[name] = Field(name, mode, width, column, base, step)
+        self._rows = buf[start:].reshape(self.count, self.stride) if self.stride else None
+
+    def get(self, name: str, idx: np.ndarray | slice | None = None) -> np.ndarray:
+        """Values of field ``name`` (int64) for ``idx`` (an index array or slice; all if None)."""
+        field = self.fields[name]
+        if idx is None:
+            idx = slice(0, self.count)
+        if field.mode == L.MODE_AFFINE:
+            i = np.arange(self.count, dtype=np.int64)[idx]
+            return field.base + field.step * i
+        assert self._rows is not None
+        raw = self._rows[idx, field.column : field.column + field.width]
+        return np.ascontiguousarray(raw).view(field.dtype).reshape(-1).astype(np.int64)
+
+    def value(self, name: str, i: int) -> int:
+        """One field of record ``i``."""
+        field = self.fields[name]
+        if field.mode == L.MODE_AFFINE:
+            return field.base + field.step * i
+        assert self._rows is not None
+        raw = self._rows[i, field.column : field.column + field.width]
+        return int(np.frombuffer(raw.tobytes(), dtype=field.dtype)[0])
+
+    def chunks(self) -> Iterator[slice]:
+        """Slices over all records, in bounded chunks (for validation)."""
+        for start in range(0, self.count, _CHUNK):
+            yield slice(start, min(start + _CHUNK, self.count))

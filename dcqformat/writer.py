@@ -1,0 +1,350 @@
+"""DcqWriter: stream samples into a .dcq file (spec/FORMAT.md, "Writer rules")."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Mapping
+
+import numpy as np
+import zstandard
+
+from . import _layout as L
+from . import bitpack
+from .errors import DcqError
+from .records import choose_fields, encode_header, encode_rows
+
+_SPILL_CHUNK = 1 << 16
+
+
+class _Spill:
+    """An anonymous temporary file of fixed-size rows, read back in chunks."""
+
+    def __init__(self, dtype: np.dtype, row: int) -> None:
+        self.file: IO[bytes] = tempfile.TemporaryFile()
+        self.dtype = np.dtype(dtype)
+        self.row = row
+        self.count = 0
+
+    def append(self, values: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
+        self.count += 1
+
+    def chunks(self, rows: int = _SPILL_CHUNK):  # type: ignore[no-untyped-def]
+        self.file.seek(0)
+        itemsize = self.dtype.itemsize * self.row
+        while True:
+            raw = self.file.read(rows * itemsize)
+            if not raw:
+                return
+            yield np.frombuffer(raw, dtype=self.dtype).reshape(-1, self.row)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _BlockCrc:
+    """CRC-32 of the whole DATA section and of each of its blocks, computed as bytes stream in."""
+
+    def __init__(self, block_size: int) -> None:
+        self.block_size = block_size
+        self.total = 0
+        self.crc = 0
+        self.block_crc = 0
+        self.in_block = 0
+        self.blocks = tempfile.TemporaryFile()
+        self.nblocks = 0
+
+    def update(self, data: bytes) -> None:
+        self.total += len(data)
+        self.crc = zlib.crc32(data, self.crc)
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self.block_size - self.in_block)
+            self.block_crc = zlib.crc32(view[:take], self.block_crc)
+            self.in_block += take
+            view = view[take:]
+            if self.in_block == self.block_size:
+                self._flush()
+
+    def _flush(self) -> None:
+        self.blocks.write(self.block_crc.to_bytes(4, "little"))
+        self.nblocks += 1
+        self.block_crc = 0
+        self.in_block = 0
+
+    def section(self) -> bytes:
+        if self.in_block:
+            self._flush()
+        self.blocks.seek(0)
+        body = self.blocks.read()
+        self.blocks.close()
+        return L.DCRC_HEADER.pack(self.block_size, 0, self.nblocks) + body
+
+
+class DcqWriter:
+    """Write a .dcq file sample by sample; memory stays flat whatever the sample count.
+
+    The file is written to a temporary file beside ``path`` and renamed into place by
+    :meth:`close` (or on leaving a ``with`` block without an exception); on error nothing
+    is left behind.
+
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "tiny.dcq")
+    >>> pal = np.array([[[0, 0, 0], [255, 255, 255]]], dtype=np.uint8)  # one 1-bit palette
+    >>> with DcqWriter(path, bits=1, palettes=pal, meta={"classes": ["a"]}) as w:
+    ...     w.add(np.eye(4, dtype=np.uint8), palette=0, label=0)
+    0
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        bits: int,
+        channels: int = 3,
+        palettes: np.ndarray | None = None,
+        codec: str = "packed",
+        meta: Mapping[str, Any] | None = None,
+        patch_size: int | tuple[int, int] | None = None,
+        zstd_level: int = 19,
+        zstd_dictionary: bytes | None = None,
+        dict_samples: int = 2048,
+        dict_size: int = 16384,
+        block_size: int = 1 << 16,
+    ) -> None:
+        if not 1 <= bits <= L.MAX_BITS:
+            raise DcqError(f"bits must be 1..{L.MAX_BITS}, got {bits}")
+        if channels not in L.CHANNELS:
+            raise DcqError(f"channels must be 1 or 3, got {channels}")
+        if codec not in L.CODECS:
+            raise DcqError(f"codec must be one of {sorted(L.CODECS)}, got {codec!r}")
+        if block_size & (block_size - 1) or not L.MIN_BLOCK <= block_size <= L.MAX_BLOCK:
+            raise DcqError(f"block_size must be a power of two in {L.MIN_BLOCK}..{L.MAX_BLOCK}")
+        self.path = Path(path)
+        self.bits, self.channels, self.codec = bits, channels, codec
+        self.meta = dict(meta or {})
+        self._json_meta = json.dumps(self.meta, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        if patch_size is None:
+            self.patch = None
+        else:
+            ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
+            if not (1 <= ph <= L.MAX_SIDE and 1 <= pw <= L.MAX_SIDE):
+                raise DcqError(f"patch size must be 1..{L.MAX_SIDE}, got {patch_size}")
+            self.patch = (ph, pw)
+        self.zstd_level = zstd_level
+        self._zdict = zstd_dictionary
+        self._dict_samples, self._dict_size = dict_samples, dict_size
+        self._pending: list[tuple[bytes, list[int]]] = []  # zstd: held back to train a dictionary
+        self._compressor: zstandard.ZstdCompressor | None = None
+        self._weights: bytes | None = None
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "w+b")
+        self._file.write(bytes(L.HEADER_SIZE))
+        self._crc = _BlockCrc(block_size)
+        self._records = _Spill(np.int64, len(L.FIELDS))
+        k = 1 << bits
+        self._palettes = _Spill(np.uint8, k * channels)
+        self._masks = tempfile.TemporaryFile()
+        self._mask_bytes = L.MASK_HEADER.size
+        self.count = 0
+        self._closed = False
+        if palettes is not None:
+            for pal in np.asarray(palettes).reshape(-1, k, channels):
+                self.add_palette(pal)
+
+    # -- input -----------------------------------------------------------------------------
+    def add_palette(self, palette: np.ndarray) -> int:
+        """Append a (2**bits, channels) uint8 palette (fewer entries are padded); return its id."""
+        pal = np.asarray(palette)
+        k = 1 << self.bits
+        if pal.dtype != np.uint8 or pal.ndim != 2 or pal.shape[1] != self.channels or pal.shape[0] > k:
+            raise DcqError(
+                f"palette must be uint8 (<= {k}, {self.channels}), got {pal.dtype} {pal.shape}"
+            )
+        if pal.shape[0] < k:
+            pal = np.concatenate([pal, np.zeros((k - pal.shape[0], self.channels), np.uint8)])
+        if self._palettes.count >= L.MAX_PALETTES:
+            raise DcqError(f"too many palettes (limit {L.MAX_PALETTES})")
+        self._palettes.append(pal)
+        return self._palettes.count - 1
+
+    def set_weights(self, safetensors_bytes: bytes) -> None:
+        """Embed model weights: a safetensors buffer (spec/FORMAT.md, section WGHT)."""
+        from .weights import validate_safetensors
+
+        validate_safetensors(safetensors_bytes)
+        self._weights = bytes(safetensors_bytes)
+
+    def add(
+        self,
+        indices: np.ndarray,
+        *,
+        palette: int,
+        label: int = -1,
+        source_index: int | None = None,
+        dropped: np.ndarray | None = None,
+    ) -> int:
+        """Append one sample: an (H, W) map of palette indices; return its record number.
+
+        ``dropped`` is an optional (gh, gw) boolean patch mask (True = dropped patch) on the
+        grid of ``patch_size``; the dropped pixels are not stored.
+        """
+        self._check_open()
+        idx = np.asarray(indices)
+        if idx.ndim != 2 or idx.dtype.kind not in "ui":
+            raise DcqError(f"indices must be an (H, W) integer array, got {idx.dtype} {idx.shape}")
+        h, w = idx.shape
+        if not (1 <= h <= L.MAX_SIDE and 1 <= w <= L.MAX_SIDE) or h * w > L.MAX_PIXELS:
+            raise DcqError(f"image size {h}x{w} outside 1..{L.MAX_SIDE} per side, {L.MAX_PIXELS} pixels")
+        if idx.size and (idx.min() < 0 or idx.max() >= (1 << self.bits)):
+            raise DcqError(f"indices must be in 0..{(1 << self.bits) - 1}, got {idx.min()}..{idx.max()}")
+        if not 0 <= palette < self._palettes.count:
+            raise DcqError(f"palette id {palette} not added yet ({self._palettes.count} palettes)")
+        flags, mask_offset = 0, 0
+        flat = idx.astype(np.uint8).reshape(-1)
+        if dropped is not None:
+            if self.patch is None:
+                raise DcqError("a drop mask needs the writer's patch_size")
+            gh, gw = bitpack.grid_shape(h, w, *self.patch)
+            dropped = np.asarray(dropped, dtype=bool)
+            if dropped.shape != (gh, gw):
+                raise DcqError(f"drop mask must be {(gh, gw)} for a {h}x{w} image, got {dropped.shape}")
+            flat = flat[bitpack.kept_pixel_order(h, w, *self.patch, dropped)]
+            mask_offset = self._mask_bytes
+            packed_mask = bitpack.pack_mask(dropped).tobytes()
+            self._masks.write(packed_mask)
+            self._mask_bytes += len(packed_mask)
+            flags |= L.RECORD_FLAG_MASKED
+        payload = bitpack.pack_indices(flat, self.bits).tobytes()
+        src = self.count if source_index is None else int(source_index)
+        if src < 0:
+            raise DcqError(f"source_index must be >= 0, got {src}")
+        record = [palette, int(label), h, w, src, 0, 0, mask_offset, flags]
+        if self.codec == "zstd" and self._compressor is None:
+            self._pending.append((payload, record))
+            if len(self._pending) >= self._dict_samples:
+                self._start_zstd()
+        else:
+            self._emit(payload, record)
+        self.count += 1
+        return self.count - 1
+
+    # -- output ----------------------------------------------------------------------------
+    def _emit(self, payload: bytes, record: list[int]) -> None:
+        if self._compressor is not None:
+            payload = self._compressor.compress(payload)
+        record[5] = self._crc.total
+        record[6] = len(payload)
+        self._file.write(payload)
+        self._crc.update(payload)
+        self._records.append(np.array(record, dtype=np.int64))
+
+    def _start_zstd(self) -> None:
+        if self._zdict is None and len(self._pending) >= 8:
+            try:
+                trained = zstandard.train_dictionary(self._dict_size, [p for p, _ in self._pending])
+                self._zdict = trained.as_bytes()
+            except zstandard.ZstdError:
+                self._zdict = None  # too little or too uniform data: frames without dictionary
+        params = dict(level=self.zstd_level, write_checksum=False, write_content_size=False, write_dict_id=False)
+        zd = zstandard.ZstdCompressionDict(self._zdict) if self._zdict else None
+        self._compressor = zstandard.ZstdCompressor(dict_data=zd, **params)
+        pending, self._pending = self._pending, []
+        for payload, record in pending:
+            self._emit(payload, record)
+
+    def _pad(self) -> None:
+        pos = self._file.tell()
+        self._file.write(bytes(-pos % L.ALIGN))
+
+    def _section(self, table: list[bytes], tag: bytes, body: bytes | None = None, parts=None) -> None:  # type: ignore[no-untyped-def]
+        self._pad()
+        offset = self._file.tell()
+        crc, length = 0, 0
+        for part in ([body] if body is not None else parts):
+            self._file.write(part)
+            crc = zlib.crc32(part, crc)
+            length += len(part)
+        table.append(L.SECTION.pack(tag, 0, offset, length, crc, 0))
+
+    def close(self) -> Path:
+        """Finish the file and rename it into place; return its path."""
+        self._check_open()
+        try:
+            if self.codec == "zstd" and self._compressor is None:
+                self._start_zstd()
+            table: list[bytes] = []
+            data_len = self._crc.total
+            table.append(L.SECTION.pack(L.TAG_DATA, 0, L.HEADER_SIZE, data_len, self._crc.crc, 0))
+            fields = choose_fields(self._records.chunks())
+            codec_id = L.CODECS[self.codec]
+            rows = (encode_rows(c, fields) for c in self._records.chunks())
+            self._section(table, L.TAG_RECS, parts=[encode_header(self.count, codec_id, fields), *rows])
+            if self.patch is not None:
+                self._masks.seek(0)
+                head = L.MASK_HEADER.pack(self.patch[0], self.patch[1], 0)
+                self._section(table, L.TAG_MASK, parts=[head, self._masks.read()])
+            self._section(table, L.TAG_DCRC, self._crc.section())
+            pal_head = L.PALT_HEADER.pack(self._palettes.count, self.bits, self.channels, 0)
+            self._section(table, L.TAG_PALT, parts=[pal_head, *(c.tobytes() for c in self._palettes.chunks())])
+            if self.codec == "zstd" and self._zdict:
+                self._section(table, L.TAG_ZDCT, self._zdict)
+            if self._weights is not None:
+                self._section(table, L.TAG_WGHT, self._weights)
+            self._section(table, L.TAG_META, self._json_meta.encode("utf-8"))
+            self._pad()
+            table_offset = self._file.tell()
+            table_bytes = b"".join(table)
+            self._file.write(table_bytes)
+            file_size = self._file.tell()
+            head = L.HEADER.pack(L.MAGIC, L.VERSION_MAJOR, L.VERSION_MINOR, 0, file_size, table_offset,
+                                 len(table), zlib.crc32(table_bytes), bytes(20), 0)
+            head = head[: L.HEADER_CRC_SPAN] + zlib.crc32(head[: L.HEADER_CRC_SPAN]).to_bytes(4, "little")
+            self._file.seek(0)
+            self._file.write(head)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._release()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file; the destination is left untouched."""
+        if not self._file.closed:
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)
+        self._release()
+
+    def _release(self) -> None:
+        self._closed = True
+        self._records.close()
+        self._palettes.close()
+        self._masks.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DcqError("writer is closed")
+
+    def __enter__(self) -> "DcqWriter":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        elif not self._closed:
+            self.abort()
