@@ -1,0 +1,146 @@
+"""The ``dcq`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DcqError
+from .reader import open as open_dcq
+
+EPILOG = """examples:
+  dcq info train.dcq              header, sections, sizes, bits/pixel, ratio
+  dcq info train.dcq --json       the same as JSON
+  dcq verify train.dcq            check every checksum and sample (exit 1 on any problem)
+  dcq export train.dcq out/       decoded PNGs in an ImageFolder tree out/<class>/<index>.png
+  dcq export train.dcq out.npz    decoded arrays x, y, source_index in one .npz
+  dcq demo                        quantize a small image set and show what the format does
+"""
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    with open_dcq(args.file) as r:
+        info = r.info()
+        info["meta"] = r.meta
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['path']}: dcq {info['version']}, {info['samples']:,} samples, {info['bits']}-bit, "
+          f"{info['channels']} channel(s), {info['palettes']:,} palette(s), codec {info['codec']}")
+    if info["patch_size"]:
+        print(f"patches {info['patch_size'][0]}x{info['patch_size'][1]}, "
+              f"{info['masked_samples']:,} samples with dropped patches")
+    print(f"size {info['file_bytes']:,} bytes, {info['bits_per_pixel']:.3f} bits/pixel, "
+          f"{info['compression_ratio']:.1f}x smaller than raw uint8 ({info['raw_uint8_bytes']:,} bytes)")
+    print(f"{'section':8}{'offset':>14}{'length':>14}  crc32")
+    for s in info["sections"]:
+        print(f"{s['tag']:8}{s['offset']:>14,}{s['length']:>14,}  {s['crc32']}")
+    meta = info["meta"]
+    for key in ("name", "color_space"):
+        if key in meta:
+            print(f"{key}: {meta[key]}")
+    if isinstance(meta.get("classes"), list):
+        print(f"classes ({len(meta['classes'])}): {', '.join(map(str, meta['classes'][:20]))}"
+              + (" ..." if len(meta["classes"]) > 20 else ""))
+    if "quantizer" in meta:
+        print(f"quantizer: {json.dumps(meta['quantizer'])}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    bad = 0
+    for path in args.files:
+        try:
+            with open_dcq(path) as r:
+                r.verify()
+                print(f"{path}: ok ({len(r):,} samples, all checksums match)")
+        except DcqError as exc:
+            print(f"{path}: FAILED: {exc}")
+            bad += 1
+    return 1 if bad else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    with open_dcq(args.file) as r:
+        n = len(r) if args.limit is None else min(args.limit, len(r))
+        classes = r.classes
+        out = Path(args.out)
+        if out.suffix == ".npz":
+            shapes = r.shapes[:n]
+            if n and (shapes != shapes[0]).any():
+                raise DcqError("samples differ in size: export to a folder of PNGs instead of .npz")
+            x = r.decode_batch(np.arange(n))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".npz", delete=False) as tmp:
+                np.savez(tmp, x=x, y=r.labels[:n], source_index=r.source_indices[:n])
+            Path(tmp.name).replace(out)
+            print(f"wrote {n:,} samples to {out}")
+            return 0
+        for i in range(n):
+            label = int(r.labels[i])
+            name = classes[label] if classes and 0 <= label < len(classes) else (
+                str(label) if label >= 0 else "unlabelled")
+            folder = out / name
+            folder.mkdir(parents=True, exist_ok=True)
+            img = r.decode(i)
+            Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(
+                folder / f"{int(r.source_indices[i]):08d}.png")
+        print(f"wrote {n:,} PNGs under {out}/")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    run(Path(args.out), limit=args.limit, bits=args.bits)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``dcq``."""
+    p = argparse.ArgumentParser(prog="dcq", description="Inspect, check and export .dcq image datasets.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser("info", help="show header, sections, sizes and metadata")
+    s.add_argument("file")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(fn=_cmd_info)
+    s = sub.add_parser("verify", help="check every checksum and sample; exit 1 on any problem")
+    s.add_argument("files", nargs="+", metavar="FILE")
+    s.set_defaults(fn=_cmd_verify)
+    s = sub.add_parser("export", help="decode to PNGs (ImageFolder tree) or to one .npz",
+                       description="Decode to OUT/<class>/<source index>.png, or to OUT.npz when OUT "
+                                   "ends in .npz. Dropped patches export as zeros.")
+    s.add_argument("file")
+    s.add_argument("out", metavar="OUT")
+    s.add_argument("--limit", type=int, default=None, help="export only the first N samples")
+    s.set_defaults(fn=_cmd_export)
+    s = sub.add_parser("demo", help="quantize a small image set and show sizes and decode speed")
+    s.add_argument("--out", default="out/demo", help="folder for the files (default: out/demo)")
+    s.add_argument("--limit", type=int, default=2000, help="number of images (default: 2000)")
+    s.add_argument("--bits", type=int, default=2, choices=range(1, 9), help="bits per pixel (default: 2)")
+    s.set_defaults(fn=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dcq`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except (DcqError, OSError) as exc:
+        print(f"dcq: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

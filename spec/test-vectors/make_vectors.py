@@ -1,0 +1,303 @@
+"""Generate the golden test vectors of spec/FORMAT.md (run once; the files are then frozen).
+
+Usage: python spec/test-vectors/make_vectors.py
+
+This script assembles files from the spec with its own code, independent of DcqWriter, so
+the vectors check the library against the spec. It writes valid/*.dcq with their decoded
+arrays valid/*.npz (x: list of images as x0, x1, ...; labels; source_index), invalid/*
+files, and MANIFEST.json, which names the error every invalid file must raise and when.
+Never regenerate committed vectors: add new ones.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import zstandard
+
+HERE = Path(__file__).parent
+MAGIC = b"\x89DCQ\r\n\x1a\n"
+FIELDS = ["palette_id", "label", "height", "width", "source_index", "payload_offset", "payload_length",
+          "mask_offset", "flags"]
+
+
+def pack_bits(values: list[int], bits: int) -> bytes:
+    """LSB-first bit stream, written the slow, obvious way."""
+    out = bytearray((len(values) * bits + 7) // 8)
+    for j, v in enumerate(values):
+        for b in range(bits):
+            if (v >> b) & 1:
+                t = j * bits + b
+                out[t // 8] |= 1 << (t % 8)
+    return bytes(out)
+
+
+def recs_section(records: list[dict], codec: int, widths: dict[str, int], extra_fields: int = 0) -> bytes:
+    """RECS with the given stored widths (0 = affine, base = record 0, step = record 1 - record 0)."""
+    nf = len(FIELDS) + extra_fields
+    descs, column = b"", 0
+    for name in FIELDS:
+        w = widths.get(name, 0)
+        if w:
+            descs += struct.pack("<BBHIqq", 0, w, column, 0, 0, 0)
+            column += w
+        else:
+            vals = [r[name] for r in records]
+            base = vals[0] if vals else 0
+            step = vals[1] - vals[0] if len(vals) > 1 else 0
+            assert all(v == base + step * i for i, v in enumerate(vals)), name
+            descs += struct.pack("<BBHIqq", 1, 0, 0, 0, base, step)
+    for _ in range(extra_fields):
+        descs += struct.pack("<BBHIqq", 1, 0, 0, 0, 7, 0)
+    head = struct.pack("<QIIB7s", len(records), column, nf, codec, bytes(7)) + descs
+    head += bytes(-len(head) % 64)
+    rows = b""
+    for r in records:
+        for name in FIELDS:
+            w = widths.get(name, 0)
+            if w:
+                rows += r[name].to_bytes(w, "little", signed=name == "label")
+    return head + rows
+
+
+def dcrc_section(data: bytes, block: int = 4096) -> bytes:
+    blocks = [data[i : i + block] for i in range(0, len(data), block)]
+    return struct.pack("<IIQ", block, 0, len(blocks)) + b"".join(
+        struct.pack("<I", zlib.crc32(b)) for b in blocks)
+
+
+def assemble(sections: list[tuple[bytes, int, bytes]], major: int = 1, minor: int = 0) -> bytes:
+    """Header + 64-aligned sections in the given order + section table at the end."""
+    body, table, pos = bytearray(), b"", 64
+    for tag, flags, data in sections:
+        pad = -pos % 64
+        body += bytes(pad)
+        pos += pad
+        table += struct.pack("<4sIQQII", tag, flags, pos, len(data), zlib.crc32(data), 0)
+        body += data
+        pos += len(data)
+    pad = -pos % 64
+    body += bytes(pad)
+    pos += pad
+    size = pos + len(table)
+    head = struct.pack("<8sHHIQQII20s", MAGIC, major, minor, 0, size, pos, len(table) // 32,
+                       zlib.crc32(table), bytes(20))
+    return head + struct.pack("<I", zlib.crc32(head)) + bytes(body) + table
+
+
+def build(images, palettes, bits, channels, *, labels=None, codec="packed", patch=None, masks=None,
+          widths=None, meta=None, weights=None, zdict=None, extra=(), minor=0, extra_fields=0):
+    """Assemble a file; return (bytes, expected decoded images)."""
+    palettes = np.asarray(palettes, np.uint8)
+    data, records, mask_bytes, expected = b"", [], b"", []
+    zc = None
+    if codec == "zstd":
+        zd = zstandard.ZstdCompressionDict(zdict) if zdict else None
+        zc = zstandard.ZstdCompressor(level=19, dict_data=zd, write_content_size=False, write_checksum=False,
+                                      write_dict_id=False)
+    for i, (idx, pid) in enumerate(images):
+        idx = np.asarray(idx, np.uint8)
+        h, w = idx.shape
+        pal = palettes[pid]
+        img = pal[idx].copy()
+        order = [(y, x) for y in range(h) for x in range(w)]
+        flags, moff = 0, 0
+        if masks is not None and masks[i] is not None:
+            ph, pw = patch
+            gh, gw = -(-h // ph), -(-w // pw)
+            m = np.asarray(masks[i], bool).reshape(gh, gw)
+            order = []
+            for g in range(gh * gw):
+                gy, gx = divmod(g, gw)
+                ys = range(gy * ph, min(gy * ph + ph, h))
+                xs = range(gx * pw, min(gx * pw + pw, w))
+                if m[gy, gx]:
+                    for y in ys:
+                        for x in xs:
+                            img[y, x] = 0
+                else:
+                    order += [(y, x) for y in ys for x in xs]
+            moff = 8 + len(mask_bytes)
+            mask_bytes += pack_bits([int(v) for v in m.reshape(-1)], 1)
+            flags = 1
+        payload = pack_bits([int(idx[y, x]) for y, x in order], bits)
+        if zc is not None:
+            payload = zc.compress(payload)
+        records.append(dict(palette_id=pid, label=(labels[i] if labels else -1), height=h, width=w,
+                            source_index=i, payload_offset=len(data), payload_length=len(payload),
+                            mask_offset=moff, flags=flags))
+        data += payload
+        expected.append(img)
+    widths = widths or {"palette_id": 1, "label": 1, "height": 2, "width": 2, "payload_offset": 4,
+                        "payload_length": 4, "mask_offset": 4, "flags": 1}
+    secs = [(b"DATA", 0, data), (b"RECS", 0, recs_section(records, 1 if codec == "zstd" else 0, widths,
+                                                             extra_fields))]
+    if patch is not None:
+        secs.append((b"MASK", 0, struct.pack("<HHI", patch[0], patch[1], 0) + mask_bytes))
+    secs.append((b"DCRC", 0, dcrc_section(data)))
+    secs.append((b"PALT", 0, struct.pack("<IBBH", len(palettes), bits, channels, 0) + palettes.tobytes()))
+    if zdict:
+        secs.append((b"ZDCT", 0, zdict))
+    if weights is not None:
+        secs.append((b"WGHT", 0, weights))
+    secs += list(extra)
+    secs.append((b"META", 0, json.dumps(meta or {}, sort_keys=True, separators=(",", ":")).encode()))
+    return assemble(secs, minor=minor), expected, records
+
+
+def safetensors_blob() -> bytes:
+    tensor = np.arange(6, dtype="<f4").reshape(2, 3)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+                         "__metadata__": {"arch": "tiny"}}, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + tensor.tobytes()
+
+
+def valid_vectors(rng: np.random.Generator) -> dict[str, tuple]:
+    def rand(h, w, bits):
+        return rng.integers(0, 1 << bits, (h, w))
+
+    v = {}
+    gray = np.array([[[0], [255]]])
+    v["gray-1bit-sizes"] = build([(rand(8, 8, 1), 0), (rand(5, 3, 1), 0), (rand(1, 1, 1), 0)], gray, 1, 1,
+                                 labels=[0, 1, 0], meta={"name": "gray", "classes": ["a", "b"]})
+    pal2 = rng.integers(0, 256, (2, 4, 3))
+    v["rgb-2bit-shared"] = build([(rand(4, 4, 2), i % 2) for i in range(6)], pal2, 2, 3, labels=list(range(6)),
+                                 meta={"name": "shared", "color_space": "sRGB"})
+    pal3 = rng.integers(0, 256, (3, 8, 3))
+    v["rgb-3bit-odd"] = build([(rand(7, 5, 3), i) for i in range(3)], pal3, 3, 3, labels=[2, 0, 1])
+    for bits in (5, 6, 7):
+        pal = rng.integers(0, 256, (1, 1 << bits, 3))
+        v[f"rgb-{bits}bit"] = build([(rand(3, 7, bits), 0), (rand(2, 2, bits), 0)], pal, bits, 3)
+    pal8 = rng.integers(0, 256, (1, 256, 3))
+    v["rgb-8bit"] = build([(rand(3, 2, 8), 0)], pal8, 8, 3, labels=[-1])
+    pal4 = rng.integers(0, 256, (1, 16, 3))
+    v["rgb-4bit-masked"] = build([(rand(6, 5, 4), 0), (rand(4, 4, 4), 0), (rand(3, 3, 4), 0)], pal4, 4, 3,
+                                 patch=(2, 2), masks=[[1, 0, 0, 0, 1, 0, 0, 0, 1], None, [1, 1, 1, 1]],
+                                 labels=[0, 1, 2])
+    zdict = zstandard.train_dictionary(1024, [pack_bits(list(rand(8, 8, 2).reshape(-1)), 2)
+                                              for _ in range(200)]).as_bytes()
+    v["rgb-2bit-zstd"] = build([(rand(8, 8, 2), i % 2) for i in range(10)], pal2, 2, 3, codec="zstd",
+                               zdict=zdict, labels=list(range(10)))
+    v["rgb-2bit-zstd-nodict"] = build([(rand(8, 8, 2), 0) for _ in range(3)], pal2, 2, 3, codec="zstd")
+    v["rgb-1bit-weights"] = build([(rand(4, 4, 1), 0)], [[[0, 0, 0], [255, 128, 0]]], 1, 3,
+                                  weights=safetensors_blob(), meta={"mae": {"arch": "tiny"}})
+    v["affine-fields"] = build([(rand(4, 4, 2), 0) for _ in range(4)], pal2, 2, 3,
+                               widths={"label": 1}, labels=[3, 1, 4, 1])
+    v["minor-1.9-extensions"] = build([(rand(4, 4, 2), 1)], pal2, 2, 3, minor=9, extra_fields=2,
+                                      extra=[(b"XTRA", 1, b"future, skippable")])
+    v["empty"] = build([], pal2, 2, 3)
+    return v
+
+
+def patch_section(blob: bytes, tag: bytes, edit, fix_crc: bool = True) -> bytes:
+    """Apply ``edit(bytearray)`` to one section and recompute every checksum (when fix_crc)."""
+    b = bytearray(blob)
+    size, table_off, count = struct.unpack_from("<QQI", b, 16)
+    for k in range(count):
+        at = table_off + 32 * k
+        t, flags, off, length, crc, _ = struct.unpack_from("<4sIQQII", b, at)
+        if t == tag:
+            sec = bytearray(b[off : off + length])
+            edit(sec)
+            assert len(sec) == length
+            b[off : off + length] = sec
+            if fix_crc:
+                struct.pack_into("<I", b, at + 24, zlib.crc32(sec))
+                if tag == b"DATA":  # keep DCRC consistent too
+                    for k2 in range(count):
+                        at2 = table_off + 32 * k2
+                        t2, _, off2, len2, _, _ = struct.unpack_from("<4sIQQII", b, at2)
+                        if t2 == b"DCRC":
+                            new = dcrc_section(bytes(sec), struct.unpack_from("<I", b, off2)[0])
+                            b[off2 : off2 + len2] = new
+                            struct.pack_into("<I", b, at2 + 24, zlib.crc32(new))
+    if fix_crc:
+        struct.pack_into("<I", b, 36, zlib.crc32(bytes(b[table_off : table_off + 32 * count])))
+        struct.pack_into("<I", b, 60, zlib.crc32(bytes(b[:60])))
+    return bytes(b)
+
+
+def rehead(blob: bytes, offset: int, fmt: str, value) -> bytes:  # type: ignore[no-untyped-def]
+    b = bytearray(blob)
+    struct.pack_into(fmt, b, offset, value)
+    struct.pack_into("<I", b, 60, zlib.crc32(bytes(b[:60])))
+    return bytes(b)
+
+
+def invalid_vectors(base: bytes, zbase: bytes) -> dict[str, tuple[bytes, str, str, str]]:
+    """name -> (bytes, error class, when ('open' or 'decode'), message fragment)."""
+    def flip(at):
+        b = bytearray(base)
+        b[at] ^= 0x40
+        return bytes(b)
+
+    # Row layout of the default widths: palette_id @0, label @1, height @2, width @4,
+    # payload_offset @6, payload_length @10, mask_offset @14, flags @18; rows start at RECS+256.
+    data_off = 64
+    recs_off = struct.unpack_from("<Q", base, struct.unpack_from("<Q", base, 24)[0] + 32 + 8)[0]
+    v = {
+        "empty-file": (b"", "NotADcqFile", "open", "not a dcq file"),
+        "png-file": (b"\x89PNG\r\n\x1a\n" + bytes(100), "NotADcqFile", "open", "not a dcq file"),
+        "text-mode-crlf": (base.replace(b"\r\n", b"\n", 1), "CorruptFile", "open", "text-mode"),
+        "seven-bit": (bytes([base[0] & 0x7F]) + base[1:], "CorruptFile", "open", "high bit"),
+        "truncated-magic": (base[:5], "TruncatedFile", "open", "magic"),
+        "truncated-header": (base[:40], "TruncatedFile", "open", "header"),
+        "truncated-data": (base[:100], "TruncatedFile", "open", "shorter"),
+        "truncated-table": (base[:-5], "TruncatedFile", "open", "shorter"),
+        "trailing-bytes": (base + b"\0", "CorruptFile", "open", "after the end"),
+        "version-2.0": (rehead(base, 8, "<H", 2), "UnsupportedVersion", "open", "version 2.0"),
+        "header-crc": (flip(20), "ChecksumMismatch", "open", "checksum"),
+        "table-crc": (flip(len(base) - 3), "ChecksumMismatch", "open", "checksum"),
+        "recs-crc": (flip(recs_off + 3), "ChecksumMismatch", "open", "RECS"),
+        "data-block-crc": (flip(data_off + 1), "ChecksumMismatch", "decode", "DATA block 0"),
+        "bad-palette-id": (patch_section(base, b"RECS", lambda s: s.__setitem__(256, 9)), "CorruptFile",
+                           "open", "palette_id"),
+        "payload-past-data": (patch_section(base, b"RECS", lambda s: s.__setitem__(slice(262, 266),
+                              (10**6).to_bytes(4, "little"))), "CorruptFile", "open", "payload end"),
+        "payload-length": (patch_section(base, b"RECS", lambda s: s.__setitem__(266, 3)), "CorruptFile", "open",
+                           "payload_length"),
+        "meta-not-json": (patch_section(base, b"META", lambda s: s.__setitem__(0, ord("x"))), "CorruptFile",
+                          "open", "JSON"),
+        "bits-9": (patch_section(base, b"PALT", lambda s: s.__setitem__(4, 9)), "CorruptFile", "open",
+                   "palette header"),
+        "zstd-bad-frame": (patch_section(zbase, b"DATA", lambda s: s.__setitem__(slice(0, 4), b"\xff" * 4)),
+                           "CorruptFile", "decode", "zstd"),
+    }
+    # A required section this reader does not know, with consistent checksums.
+    b = bytearray(base)
+    size, table_off, count = struct.unpack_from("<QQI", b, 16)
+    meta_at = [table_off + 32 * k for k in range(count) if b[table_off + 32 * k : table_off + 32 * k + 4] == b"META"]
+    b[meta_at[0] : meta_at[0] + 4] = b"NEWS"
+    struct.pack_into("<I", b, 36, zlib.crc32(bytes(b[table_off:])))
+    struct.pack_into("<I", b, 60, zlib.crc32(bytes(b[:60])))
+    v["unknown-required-section"] = (bytes(b), "UnsupportedVersion", "open", "NEWS")
+    return v
+
+
+def main() -> None:
+    rng = np.random.default_rng(20261123)
+    (HERE / "valid").mkdir(exist_ok=True)
+    (HERE / "invalid").mkdir(exist_ok=True)
+    manifest = {"valid": {}, "invalid": {}}
+    valid = valid_vectors(rng)
+    for name, (blob, expected, records) in valid.items():
+        (HERE / "valid" / f"{name}.dcq").write_bytes(blob)
+        arrays = {f"x{i}": img for i, img in enumerate(expected)}
+        arrays["labels"] = np.array([r["label"] for r in records], np.int64)
+        arrays["source_index"] = np.array([r["source_index"] for r in records], np.int64)
+        np.savez(HERE / "valid" / f"{name}.npz", **arrays)
+        manifest["valid"][name] = {"samples": len(expected), "bytes": len(blob)}
+    base = valid["rgb-2bit-shared"][0]
+    for name, (blob, err, when, fragment) in invalid_vectors(base, valid["rgb-2bit-zstd"][0]).items():
+        (HERE / "invalid" / f"{name}.dcq").write_bytes(blob)
+        manifest["invalid"][name] = {"error": err, "when": when, "message": fragment}
+    (HERE / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
