@@ -79,7 +79,7 @@ def parse_header(buf: np.ndarray) -> Header:
     if file_size < size:
         raise CorruptFile("bytes after the end of the file", offset=file_size,
                           expected=f"{file_size} bytes", found=f"{size} bytes")
-    if count > L.MAX_SECTIONS or not (L.HEADER_SIZE <= table_offset
+    if count > L.MAX_SECTIONS or not (table_offset >= L.HEADER_SIZE
                                       and table_offset + count * L.SECTION_SIZE == file_size):
         raise CorruptFile("section table out of place", offset=24,
                           expected=f"table of <= {L.MAX_SECTIONS} entries ending at {file_size}",

@@ -8,7 +8,8 @@ Kernels never check bounds: the reader validates every offset and size before ca
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np

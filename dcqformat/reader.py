@@ -7,8 +7,9 @@ import json
 import mmap
 import os
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import zstandard
@@ -163,10 +164,10 @@ class DcqReader:
         """Check every record against the file before any kernel touches the bytes."""
         rec, sec = self._records, self.header.sections[L.TAG_RECS]
         for sl in rec.chunks():
-            def bad(name: str, ok: np.ndarray, expected: str, found: np.ndarray) -> None:
+            def bad(name: str, ok: np.ndarray, expected: str, found: np.ndarray, first: int = sl.start) -> None:
                 if not ok.all():
                     i = int(np.argmin(ok))
-                    raise CorruptFile(f"record {sl.start + i}: bad {name}", section="RECS", offset=sec.offset,
+                    raise CorruptFile(f"record {first + i}: bad {name}", section="RECS", offset=sec.offset,
                                       expected=expected, found=int(found[i]))
             pid = rec.get("palette_id", sl)
             bad("palette_id", (pid >= 0) & (pid < len(self.palettes)), f"0..{len(self.palettes) - 1}", pid)

@@ -7,8 +7,8 @@ little-endian integer of 1, 2, 4 or 8 bytes, or *affine*: ``base + step * i`` fo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 

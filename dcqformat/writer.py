@@ -6,9 +6,10 @@ import json
 import os
 import tempfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Mapping
+from typing import IO, Any
 
 import numpy as np
 import zstandard
@@ -254,9 +255,10 @@ class DcqWriter:
                 self._zdict = trained.as_bytes()
             except zstandard.ZstdError:
                 self._zdict = None  # too little or too uniform data: frames without dictionary
-        params = dict(level=self.zstd_level, write_checksum=False, write_content_size=False, write_dict_id=False)
         zd = zstandard.ZstdCompressionDict(self._zdict) if self._zdict else None
-        self._compressor = zstandard.ZstdCompressor(dict_data=zd, **params)
+        self._compressor = zstandard.ZstdCompressor(
+            level=self.zstd_level, dict_data=zd, write_checksum=False, write_content_size=False, write_dict_id=False
+        )
         pending, self._pending = self._pending, []
         for payload, record in pending:
             self._emit(payload, record)
