@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import DcqError
 from .reader import open as open_dcq
+from .sample_data import DATASETS
 
 EPILOG = """examples:
   dcq info train.dcq              header, sections, sizes, bits/pixel, ratio
@@ -99,7 +100,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
-    run(Path(args.out), limit=args.limit, bits=args.bits)
+    run(Path(args.out), limit=args.limit, bits=args.bits, dataset=args.dataset)
     return 0
 
 
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="out/demo", help="folder for the files (default: out/demo)")
     s.add_argument("--limit", type=int, default=2000, help="number of images (default: 2000)")
     s.add_argument("--bits", type=int, default=2, choices=range(1, 9), help="bits per pixel (default: 2)")
+    s.add_argument("--dataset", default="auto", choices=DATASETS,
+                   help="auto: CIFAR-10 from ../shared/data/cifar10 when present, else the embedded photo crops")
     s.set_defaults(fn=_cmd_demo)
     return p
 

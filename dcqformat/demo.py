@@ -24,9 +24,9 @@ def _decode_rate(reader, reps: int = 5) -> float:  # type: ignore[no-untyped-def
     return len(idx) / best
 
 
-def run(out_dir: Path, limit: int = 2000, bits: int = 2) -> dict[str, float]:
+def run(out_dir: Path, limit: int = 2000, bits: int = 2, dataset: str = "auto") -> dict[str, float]:
     """Run the demo; return the figures it prints."""
-    data = sample_data.load_default(limit)
+    data = sample_data.load_default(limit, dataset)
     n = len(data.images)
     print(f"dataset: {data.name}, {n} images {data.images.shape[1]}x{data.images.shape[2]}, "
           f"{len(data.classes)} classes")

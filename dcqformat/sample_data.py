@@ -80,6 +80,11 @@ def load_photo_crops(limit: int | None = None) -> ImageSet:
                     len(raw) * len(tiles) // (len(order)))
 
 
-def load_default(limit: int | None = 2000) -> ImageSet:
+DATASETS = ("auto", "cifar10", "photo-crops")
+
+
+def load_default(limit: int | None = 2000, dataset: str = "auto") -> ImageSet:
     """CIFAR-10 (first ``limit`` training images) when present, else the embedded photo crops."""
-    return load_cifar10(limit) if find_cifar10() else load_photo_crops(limit)
+    if dataset == "photo-crops" or (dataset == "auto" and find_cifar10() is None):
+        return load_photo_crops(limit)
+    return load_cifar10(limit)

@@ -330,11 +330,17 @@ class DcqWriter:
         self._tmp.unlink(missing_ok=True)
         self._release()
 
+    def __del__(self) -> None:
+        # A writer dropped without close() leaves no temporary file behind.
+        if not getattr(self, "_closed", True):
+            self.abort()
+
     def _release(self) -> None:
         self._closed = True
         self._records.close()
         self._palettes.close()
         self._masks.close()
+        self._crc.blocks.close()
 
     def _check_open(self) -> None:
         if self._closed:

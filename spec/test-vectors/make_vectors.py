@@ -89,8 +89,24 @@ def assemble(sections: list[tuple[bytes, int, bytes]], major: int = 1, minor: in
     return head + struct.pack("<I", zlib.crc32(head)) + bytes(body) + table
 
 
+def canonical_widths(records: list[dict]) -> dict[str, int]:
+    """Spec §4 canonical choice: affine when exactly affine, else the narrowest width."""
+    widths = {}
+    for name in FIELDS:
+        vals = [r[name] for r in records]
+        if len(vals) < 2 or all(v == vals[0] + (vals[1] - vals[0]) * i for i, v in enumerate(vals)):
+            continue
+        signed = name == "label"
+        for w in (1, 2, 4, 8):
+            lo, hi = (-(1 << (8 * w - 1)), 1 << (8 * w - 1)) if signed else (0, 1 << (8 * w))
+            if all(lo <= v < hi for v in vals):
+                widths[name] = w
+                break
+    return widths
+
+
 def build(images, palettes, bits, channels, *, labels=None, codec="packed", patch=None, masks=None,
-          widths=None, meta=None, weights=None, zdict=None, extra=(), minor=0, extra_fields=0):
+          widths=None, meta=None, weights=None, zdict=None, extra=(), minor=0, extra_fields=0, block=4096):
     """Assemble a file; return (bytes, expected decoded images)."""
     palettes = np.asarray(palettes, np.uint8)
     data, records, mask_bytes, expected = b"", [], b"", []
@@ -132,13 +148,15 @@ def build(images, palettes, bits, channels, *, labels=None, codec="packed", patc
                             mask_offset=moff, flags=flags))
         data += payload
         expected.append(img)
-    widths = widths or {"palette_id": 1, "label": 1, "height": 2, "width": 2, "payload_offset": 4,
+    if widths == "canonical":
+        widths = canonical_widths(records)
+    widths = widths if widths is not None else {"palette_id": 1, "label": 1, "height": 2, "width": 2, "payload_offset": 4,
                         "payload_length": 4, "mask_offset": 4, "flags": 1}
     secs = [(b"DATA", 0, data), (b"RECS", 0, recs_section(records, 1 if codec == "zstd" else 0, widths,
                                                              extra_fields))]
     if patch is not None:
         secs.append((b"MASK", 0, struct.pack("<HHI", patch[0], patch[1], 0) + mask_bytes))
-    secs.append((b"DCRC", 0, dcrc_section(data)))
+    secs.append((b"DCRC", 0, dcrc_section(data, block)))
     secs.append((b"PALT", 0, struct.pack("<IBBH", len(palettes), bits, channels, 0) + palettes.tobytes()))
     if zdict:
         secs.append((b"ZDCT", 0, zdict))
@@ -192,6 +210,26 @@ def valid_vectors(rng: np.random.Generator) -> dict[str, tuple]:
                                       extra=[(b"XTRA", 1, b"future, skippable")])
     v["empty"] = build([], pal2, 2, 3)
     return v
+
+
+def canonical_vectors(rng: np.random.Generator) -> dict[str, tuple]:
+    """Files exactly as DcqWriter must write them; their inputs are saved beside them."""
+    out = {}
+    pal = rng.integers(0, 256, (3, 4, 3)).astype(np.uint8)
+    imgs = [(rng.integers(0, 4, (8, 8)), int(rng.integers(0, 3))) for _ in range(12)]
+    labels = [int(x) for x in rng.integers(0, 10, 12)]
+    meta = {"name": "canonical", "classes": [str(c) for c in range(10)], "color_space": "sRGB"}
+    out["canonical-2bit"] = (imgs, pal, 2, 3, labels, None, None, meta)
+    pal3 = rng.integers(0, 256, (5, 8, 1)).astype(np.uint8)
+    imgs3, masks = [], []
+    for k in range(5):
+        h, w = int(rng.integers(1, 12)), int(rng.integers(1, 12))
+        imgs3.append((rng.integers(0, 8, (h, w)), k))
+        gh, gw = -(-h // 3), -(-w // 3)
+        masks.append((rng.random(gh * gw) < 0.4).astype(int).tolist() if k % 2 == 0 else None)
+    out["canonical-masked-3bit-gray"] = (imgs3, pal3, 3, 1, [1, -1, 300, 2, 0], (3, 3), masks,
+                                         {"name": "masked", "classes": []})
+    return out
 
 
 def patch_section(blob: bytes, tag: bytes, edit, fix_crc: bool = True) -> bytes:
@@ -292,6 +330,19 @@ def main() -> None:
         arrays["source_index"] = np.array([r["source_index"] for r in records], np.int64)
         np.savez(HERE / "valid" / f"{name}.npz", **arrays)
         manifest["valid"][name] = {"samples": len(expected), "bytes": len(blob)}
+    for name, (imgs, pal, bits, ch, labels, patch, masks, meta) in canonical_vectors(rng).items():
+        blob, expected, records = build(imgs, pal, bits, ch, labels=labels, patch=patch, masks=masks, meta=meta,
+                                        widths="canonical", block=65536)
+        (HERE / "valid" / f"{name}.dcq").write_bytes(blob)
+        arrays = {f"x{i}": img for i, img in enumerate(expected)}
+        arrays.update({f"i{i}": np.asarray(idx, np.uint8) for i, (idx, _) in enumerate(imgs)})
+        arrays.update({f"m{i}": np.asarray(m, bool) for i, m in enumerate(masks or []) if m is not None})
+        arrays.update(labels=np.array(labels, np.int64), source_index=np.arange(len(imgs)),
+                      palette_ids=np.array([p for _, p in imgs]), palettes=pal,
+                      meta=np.array(json.dumps(meta)))
+        np.savez(HERE / "valid" / f"{name}.npz", **arrays)
+        manifest["valid"][name] = {"samples": len(imgs), "bytes": len(blob), "canonical": True, "bits": bits,
+                                   "patch": list(patch) if patch else None}
     base = valid["rgb-2bit-shared"][0]
     for name, (blob, err, when, fragment) in invalid_vectors(base, valid["rgb-2bit-zstd"][0]).items():
         (HERE / "invalid" / f"{name}.dcq").write_bytes(blob)

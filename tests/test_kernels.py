@@ -1,0 +1,97 @@
+"""Every Numba kernel against its plain NumPy twin, compiled and with JIT off."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dcqformat import bitpack, kernels
+
+
+@pytest.fixture(params=[True, False], ids=["jit", "nojit"])
+def jit(request):
+    before = kernels.jit_enabled()
+    kernels.set_jit_enabled(request.param)
+    yield request.param
+    kernels.set_jit_enabled(before)
+
+
+def _data(seed, bits, n_img, n, channels, n_pal=3):
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, 1 << bits, (n_img, n)).astype(np.uint8)
+    pals = rng.integers(0, 256, (n_pal, 1 << bits, channels)).astype(np.uint8)
+    pids = rng.integers(0, n_pal, n_img).astype(np.int64)
+    size = bitpack.packed_size(n, bits)
+    data = np.concatenate([bitpack.pack_indices(i, bits) for i in idx] + [np.zeros(1, np.uint8)])
+    offsets = np.arange(n_img, dtype=np.int64) * size
+    return idx, pals, pids, data, offsets
+
+
+@given(bits=st.integers(1, 8), n=st.integers(1, 200), seed=st.integers(0, 2**32 - 1))
+def test_unpack_indices(jit, bits, n, seed):
+    idx = np.random.default_rng(seed).integers(0, 1 << bits, n).astype(np.uint8)
+    packed = bitpack.pack_indices(idx, bits)
+    out = np.empty(n, np.uint8)
+    kernels.unpack_indices(packed, bits, n, out)
+    np.testing.assert_array_equal(out, bitpack.unpack_indices(packed, bits, n))
+
+
+@given(bits=st.integers(1, 8), channels=st.sampled_from([1, 3]), n=st.integers(1, 100),
+       chw=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_gather(jit, bits, channels, n, chw, seed):
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, 1 << bits, n).astype(np.uint8)
+    pal = rng.integers(0, 256, (1 << bits, channels)).astype(np.uint8)
+    want = bitpack.gather(idx, pal)
+    out = np.empty(n * channels, np.uint8)
+    kernels.gather(idx, pal, out, chw)
+    np.testing.assert_array_equal(out, (want.T if chw else want).reshape(-1))
+
+
+@given(bits=st.integers(1, 8), channels=st.sampled_from([1, 3]), n=st.integers(1, 80), chw=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_decode_packed_batch(jit, bits, channels, n, chw, seed):
+    idx, pals, pids, data, offsets = _data(seed, bits, 5, n, channels)
+    out = np.empty((5, n * channels), np.uint8)
+    kernels.decode_packed_batch(data, offsets, pids, pals, bits, n, out, chw)
+    for b in range(5):
+        want = bitpack.decode_image(data[offsets[b]:], pals[pids[b]], bits, 1, n)[0]
+        np.testing.assert_array_equal(out[b], (want.T if chw else want).reshape(-1))
+
+
+@given(bits=st.sampled_from([1, 2, 4, 8]), channels=st.sampled_from([1, 3]), words=st.integers(1, 20),
+       chw=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_decode_lut_batch(jit, bits, channels, words, chw, seed):
+    n = words * (8 // bits)
+    idx, pals, pids, data, offsets = _data(seed, bits, 6, n, channels)
+    out = np.empty((6, n * channels), np.uint8)
+    luts = kernels.build_luts(pals, bits, chw)
+    kernels.decode_lut_batch(data, offsets, pids, luts, n * bits // 8, out.view(kernels.WORD_DTYPES[bits]), chw)
+    want = pals[pids[:, None], idx]  # (6, n, C)
+    np.testing.assert_array_equal(out, (want.transpose(0, 2, 1) if chw else want).reshape(6, -1))
+
+
+@given(bits=st.integers(1, 8), channels=st.sampled_from([1, 3]), h=st.integers(1, 12), w=st.integers(1, 12),
+       ph=st.integers(1, 5), pw=st.integers(1, 5), chw=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_decode_masked_and_kept_counts(jit, bits, channels, h, w, ph, pw, chw, seed):
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, 1 << bits, (h, w)).astype(np.uint8)
+    pal = rng.integers(0, 256, (1 << bits, channels)).astype(np.uint8)
+    dropped = rng.random(bitpack.grid_shape(h, w, ph, pw)) < 0.5
+    order = bitpack.kept_pixel_order(h, w, ph, pw, dropped)
+    stream = bitpack.pack_indices(idx.reshape(-1)[order], bits)
+    want = bitpack.decode_image(stream, pal, bits, h, w, (ph, pw, dropped))
+    out = np.full(h * w * channels, 99, np.uint8)
+    kernels.decode_masked(stream, bits, h, w, ph, pw, dropped.reshape(-1).astype(np.uint8), pal, out, chw)
+    np.testing.assert_array_equal(out, (want.transpose(2, 0, 1) if chw else want).reshape(-1))
+    masks = np.concatenate([np.zeros(3, np.uint8), bitpack.pack_mask(dropped)])
+    counts = kernels.kept_pixel_counts(masks, np.array([3]), np.array([h]), np.array([w]), ph, pw)
+    assert counts.tolist() == [order.size]
+
+
+def test_blocks_verified(jit):
+    verified = np.array([True, False, True])
+    starts, ends = np.array([0, 8200]), np.array([4096, 9000])
+    assert kernels.blocks_verified(verified, starts, ends, 12)
+    assert not kernels.blocks_verified(verified, np.array([4000]), np.array([4200]), 12)
+    assert kernels.blocks_verified(verified, np.array([5000]), np.array([5000]), 12)  # empty range
