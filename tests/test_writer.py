@@ -52,12 +52,12 @@ def test_bad_writer_arguments(tmp_path, kwargs, match):
 def test_bad_samples_are_refused(tmp_path):
     with DcqWriter(tmp_path / "x.dcq", bits=2, palettes=PAL, patch_size=2) as w:
         for bad, match in [
-            (dict(indices=np.full((2, 2), 4, np.uint8), palette=0), "0..3"),
-            (dict(indices=np.zeros((2, 2, 3), np.uint8), palette=0), r"\(H, W\)"),
-            (dict(indices=np.zeros((0, 2), np.uint8), palette=0), "size"),
-            (dict(indices=np.zeros((2, 2), np.uint8), palette=5), "palette id"),
-            (dict(indices=np.zeros((4, 4), np.uint8), palette=0, dropped=np.zeros((3, 3), bool)), "mask"),
-            (dict(indices=np.zeros((2, 2), np.float32), palette=0), "integer"),
+            ({"indices": np.full((2, 2), 4, np.uint8), "palette": 0}, "0..3"),
+            ({"indices": np.zeros((2, 2, 3), np.uint8), "palette": 0}, r"\(H, W\)"),
+            ({"indices": np.zeros((0, 2), np.uint8), "palette": 0}, "size"),
+            ({"indices": np.zeros((2, 2), np.uint8), "palette": 5}, "palette id"),
+            ({"indices": np.zeros((4, 4), np.uint8), "palette": 0, "dropped": np.zeros((3, 3), bool)}, "mask"),
+            ({"indices": np.zeros((2, 2), np.float32), "palette": 0}, "integer"),
         ]:
             with pytest.raises(DcqError, match=match):
                 w.add(**bad)

@@ -1,0 +1,25 @@
+"""The installed layout: dcqformat.loaders comes from loaders/, data files ship, torch stays out."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_core_imports_without_torch():
+    code = "import sys, dcqformat, dcqformat.loaders; assert 'torch' not in sys.modules; print('ok')"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
+
+
+def test_wheel_contents(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (wheel,) = tmp_path.glob("dcqformat-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for expected in ["dcqformat/__init__.py", "dcqformat/loaders/__init__.py", "dcqformat/data/photo_crops.png",
+                     "dcqformat/data/photo_crops.json", "dcqformat/py.typed"]:
+        assert expected in names
+    assert not any(n.startswith(("loaders/", "tests/")) for n in names)
