@@ -189,11 +189,23 @@ def decode_lut_batch(data, offsets, lut_ids, luts, nbytes, out, chw):  # type: i
         lut = luts[lut_ids[b]]
         o = out[b]
         base = offsets[b]
-        if chw:
+        if chw and channels == 3:  # the common cases, unrolled
+            for j in range(nbytes):
+                byte = data[base + j]
+                o[j] = lut[byte, 0]
+                o[nbytes + j] = lut[byte, 1]
+                o[2 * nbytes + j] = lut[byte, 2]
+        elif chw:
             for j in range(nbytes):
                 byte = data[base + j]
                 for c in range(channels):
                     o[c * nbytes + j] = lut[byte, c]
+        elif channels == 3:
+            for j in range(nbytes):
+                byte = data[base + j]
+                o[3 * j] = lut[byte, 0]
+                o[3 * j + 1] = lut[byte, 1]
+                o[3 * j + 2] = lut[byte, 2]
         else:
             for j in range(nbytes):
                 byte = data[base + j]

@@ -147,6 +147,8 @@ class DcqReader:
         self._block_shift = block.bit_length() - 1
         self._block_crcs = buf[L.DCRC_HEADER.size :].view("<u4")
         self._verified = np.zeros(count, dtype=np.bool_)
+        self._unverified = count
+        self._all_verified = count == 0
 
     def _parse_mask(self, sec: Section) -> None:
         buf = self._section(L.TAG_MASK)
@@ -264,7 +266,7 @@ class DcqReader:
 
     # -- payload bytes ---------------------------------------------------------------------
     def _check_blocks(self, starts: np.ndarray, ends: np.ndarray) -> None:
-        if kernels.blocks_verified(self._verified, starts, ends, self._block_shift):
+        if self._all_verified or kernels.blocks_verified(self._verified, starts, ends, self._block_shift):
             return
         for s, e in zip(starts.tolist(), ends.tolist()):
             for blk in range(s >> self._block_shift, ((e - 1) >> self._block_shift) + 1 if e > s else 0):
@@ -279,6 +281,8 @@ class DcqReader:
             raise ChecksumMismatch(f"DATA block {blk}", self.header.sections[L.TAG_DATA].offset + lo,
                                    stored, computed)
         self._verified[blk] = True
+        self._unverified -= 1
+        self._all_verified = self._unverified == 0
 
     def _expected_bytes(self, i: int) -> int:
         h, w = self._records.value("height", i), self._records.value("width", i)
@@ -351,10 +355,12 @@ class DcqReader:
             raise IndexError(f"sample index out of range for {n} samples")
         idx = idx % max(n, 1)
         rec = self._records
-        hs, ws = rec.get("height", idx), rec.get("width", idx)
-        if idx.size and (np.any(hs != hs[0]) or np.any(ws != ws[0])):
-            raise DcqError("decode_batch needs samples of one size; decode() them one by one instead")
-        h, w = (int(hs[0]), int(ws[0])) if idx.size else (0, 0)
+        h, w = rec.constant("height"), rec.constant("width")
+        if h is None or w is None:
+            hs, ws = rec.get("height", idx), rec.get("width", idx)
+            if idx.size and (np.any(hs != hs[0]) or np.any(ws != ws[0])):
+                raise DcqError("decode_batch needs samples of one size; decode() them one by one instead")
+            h, w = (int(hs[0]), int(ws[0])) if idx.size else (0, 0)
         c = self.channels
         shape = (idx.size, h, w, c) if layout == "NHWC" else (idx.size, c, h, w)
         if out is None:
@@ -365,6 +371,9 @@ class DcqReader:
             return out
         chw = layout == "NCHW"
         flat = out.reshape(idx.size, h * w * c)
+        if rec.constant("flags") == 0:  # no sample of the file is masked
+            self._decode_plain(idx, h * w, flat, None, chw)
+            return out
         masked = (rec.get("flags", idx) & L.RECORD_FLAG_MASKED) != 0
         plain = np.flatnonzero(~masked)
         if plain.size:
@@ -373,7 +382,8 @@ class DcqReader:
             self._decode_masked(int(idx[b]), h, w, flat[b], chw)
         return out
 
-    def _decode_plain(self, idx: np.ndarray, n: int, flat: np.ndarray, rows: np.ndarray, chw: bool) -> None:
+    def _decode_plain(self, idx: np.ndarray, n: int, flat: np.ndarray, rows: np.ndarray | None, chw: bool) -> None:
+        """Decode unmasked samples ``idx`` into ``flat[rows]`` (all rows when ``rows`` is None)."""
         rec = self._records
         offsets, lengths = rec.get("payload_offset", idx), rec.get("payload_length", idx)
         self._check_blocks(offsets, offsets + lengths)
@@ -383,7 +393,7 @@ class DcqReader:
             data = self._decompress_many(idx, offsets, lengths, size)
             offsets = np.arange(idx.size, dtype=np.int64) * size
         pids = rec.get("palette_id", idx)
-        target = flat if rows.size == flat.shape[0] else np.empty((rows.size, flat.shape[1]), np.uint8)
+        target = flat if rows is None or rows.size == flat.shape[0] else np.empty((rows.size, flat.shape[1]), np.uint8)
         per_byte = 8 // self.bits
         if 8 % self.bits == 0 and n % per_byte == 0:
             luts, lut_ids = self._luts_for(pids, chw)

@@ -149,11 +149,18 @@ class RecordTable:
         if idx is None:
             idx = slice(0, self.count)
         if field.mode == L.MODE_AFFINE:
-            i = np.arange(self.count, dtype=np.int64)[idx]
+            i = np.arange(*idx.indices(self.count)) if isinstance(idx, slice) else np.asarray(idx, np.int64)
             return field.base + field.step * i
         assert self._rows is not None
         raw = self._rows[idx, field.column : field.column + field.width]
         return np.ascontiguousarray(raw).view(field.dtype).reshape(-1).astype(np.int64)
+
+    def constant(self, name: str) -> int | None:
+        """The value every record has for ``name``, when the encoding makes it one."""
+        field = self.fields[name]
+        if field.mode == L.MODE_AFFINE and (field.step == 0 or self.count <= 1):
+            return field.base
+        return None
 
     def value(self, name: str, i: int) -> int:
         """One field of record ``i``."""
