@@ -6,6 +6,7 @@ import builtins
 import json
 import mmap
 import os
+import struct
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -71,6 +72,14 @@ class DcqReader:
         s = self.header.sections[tag]
         return self._buf[s.offset : s.offset + s.length]
 
+    def _section_header(self, tag: bytes, layout: struct.Struct) -> tuple[np.ndarray, tuple]:
+        """A section's bytes and its fixed header's fields, after checking it is long enough."""
+        sec, buf = self.header.sections[tag], self._section(tag)
+        if sec.length < layout.size:
+            raise CorruptFile("too short for its header", section=sec.name, offset=sec.offset,
+                              expected=f">= {layout.size} bytes", found=sec.length)
+        return buf, layout.unpack_from(buf, 0)
+
     def _parse(self) -> None:
         self.header: Header = parse_header(self._buf)
         secs = self.header.sections
@@ -114,11 +123,7 @@ class DcqReader:
         return meta
 
     def _parse_palettes(self, sec: Section) -> None:
-        buf = self._section(L.TAG_PALT)
-        if sec.length < L.PALT_HEADER.size:
-            raise CorruptFile("too short", section="PALT", offset=sec.offset,
-                              expected=f">= {L.PALT_HEADER.size} bytes", found=sec.length)
-        count, bits, channels, _ = L.PALT_HEADER.unpack_from(buf, 0)
+        buf, (count, bits, channels, _) = self._section_header(L.TAG_PALT, L.PALT_HEADER)
         if not 1 <= bits <= L.MAX_BITS or channels not in L.CHANNELS or not 1 <= count <= L.MAX_PALETTES:
             raise CorruptFile("bad palette header", section="PALT", offset=sec.offset,
                               expected=f"bits 1..8, channels 1|3, 1..{L.MAX_PALETTES} palettes",
@@ -132,11 +137,7 @@ class DcqReader:
         self.palettes: np.ndarray = buf[L.PALT_HEADER.size :].reshape(count, k, channels)
 
     def _parse_dcrc(self, sec: Section) -> None:
-        buf = self._section(L.TAG_DCRC)
-        if sec.length < L.DCRC_HEADER.size:
-            raise CorruptFile("too short", section="DCRC", offset=sec.offset,
-                              expected=f">= {L.DCRC_HEADER.size} bytes", found=sec.length)
-        block, _, count = L.DCRC_HEADER.unpack_from(buf, 0)
+        buf, (block, _, count) = self._section_header(L.TAG_DCRC, L.DCRC_HEADER)
         want = -(-self._data.size // block) if block else -1
         if block & (block - 1) or not L.MIN_BLOCK <= block <= L.MAX_BLOCK or count != want \
                 or sec.length != L.DCRC_HEADER.size + 4 * count:
@@ -151,11 +152,7 @@ class DcqReader:
         self._all_verified = count == 0
 
     def _parse_mask(self, sec: Section) -> None:
-        buf = self._section(L.TAG_MASK)
-        if sec.length < L.MASK_HEADER.size:
-            raise CorruptFile("too short", section="MASK", offset=sec.offset,
-                              expected=f">= {L.MASK_HEADER.size} bytes", found=sec.length)
-        ph, pw, _ = L.MASK_HEADER.unpack_from(buf, 0)
+        buf, (ph, pw, _) = self._section_header(L.TAG_MASK, L.MASK_HEADER)
         if ph < 1 or pw < 1:
             raise CorruptFile("patch size is zero", section="MASK", offset=sec.offset, expected=">= 1",
                               found=(ph, pw))
@@ -213,9 +210,11 @@ class DcqReader:
         return self._records.count
 
     def field(self, name: str) -> np.ndarray:
-        """All values of a record field (see spec), as int64; cached."""
+        """All values of a record field (see spec), as a read-only int64 array; cached."""
         if name not in self._cache:
-            self._cache[name] = self._records.get(name)
+            values = self._records.get(name)
+            values.flags.writeable = False
+            self._cache[name] = values
         return self._cache[name]
 
     @property
