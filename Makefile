@@ -6,9 +6,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
+# torch: a bare `torch` requirement pulls a multi-GB CUDA build; without a GPU install the CPU
+# build first (on the reference machines `pip install torch==2.13.0` takes the CPU wheel on disk).
+# Override with `make TORCH_SPEC=... test`, e.g. a CUDA build on a GPU machine.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH_SPEC ?= $(if $(HAS_GPU),torch,torch==2.13.0)
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check '$(TORCH_SPEC)'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[torch,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

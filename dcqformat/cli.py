@@ -21,6 +21,8 @@ EPILOG = """examples:
   dcq verify train.dcq            check every checksum and sample (exit 1 on any problem)
   dcq export train.dcq out/       decoded PNGs in an ImageFolder tree out/<class>/<index>.png
   dcq export train.dcq out.npz    decoded arrays x, y, source_index in one .npz
+  dcq to-wds train.dcq 'shards/train-%06d.tar' --maxcount 10000
+                                  WebDataset shards (.dcqi + .cls) and the sidecar shards/train.dcq
   dcq demo                        quantize a small image set and show what the format does
 """
 
@@ -98,6 +100,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_to_wds(args: argparse.Namespace) -> int:
+    try:
+        from .loaders.wds import write_shards
+    except ImportError as exc:
+        raise DcqError(f"to-wds needs the loaders' dependencies (torch, webdataset): {exc}") from None
+    side, shards = write_shards(args.file, args.pattern, maxcount=args.maxcount, sidecar=args.sidecar)
+    print(f"wrote {len(shards)} shard(s) ({shards[0] if shards else '-'} ...) and the sidecar {side}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
@@ -124,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", metavar="OUT")
     s.add_argument("--limit", type=int, default=None, help="export only the first N samples")
     s.set_defaults(fn=_cmd_export)
+    s = sub.add_parser("to-wds", help="write WebDataset shards (.dcqi + .cls members) and their sidecar",
+                       description="Write every sample as a .dcqi member (spec/WEBDATASET.md) with its .cls "
+                                   "label into shards named by PATTERN (printf-style, e.g. 'out/train-%%06d.tar'), "
+                                   "and the palettes and metadata into a sidecar .dcq file.")
+    s.add_argument("file")
+    s.add_argument("pattern", metavar="PATTERN")
+    s.add_argument("--maxcount", type=int, default=10000, help="samples per shard (default 10000)")
+    s.add_argument("--sidecar", default=None, help="sidecar path (default: PATTERN's prefix + .dcq)")
+    s.set_defaults(fn=_cmd_to_wds)
     s = sub.add_parser("demo", help="quantize a small image set and show sizes and decode speed")
     s.add_argument("--out", default="out/demo", help="folder for the files (default: out/demo)")
     s.add_argument("--limit", type=int, default=2000, help="number of images (default: 2000)")

@@ -8,6 +8,7 @@ Kernels never check bounds: the reader validates every offset and size before ca
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from numba import prange
 
 _enabled = os.environ.get("DCQ_DISABLE_JIT", "").lower() not in ("1", "true", "yes")
+_parallel = True
 
 
 def set_jit_enabled(enabled: bool) -> None:
@@ -29,6 +31,20 @@ def jit_enabled() -> bool:
     return _enabled
 
 
+def set_parallel(enabled: bool) -> None:
+    """Use the multi-threaded (default) or the single-threaded build of the batch kernels.
+
+    DataLoader workers use the single-threaded build: the workers are the parallelism, and a
+    forked child must not rely on a thread pool its parent started.
+    """
+    global _parallel
+    _parallel = bool(enabled)
+
+
+# A forked child must not use a thread pool its parent started (GNU OpenMP aborts the child).
+os.register_at_fork(after_in_child=lambda: set_parallel(False))
+
+
 def _helper(fn: Callable[..., Any]) -> Callable[..., Any]:
     return numba.njit(cache=True, nogil=True, inline="always")(fn) if _enabled else fn
 
@@ -39,16 +55,23 @@ class _Kernel:
     def __init__(self, fn: Callable[..., Any], parallel: bool) -> None:
         self.py_func = fn
         self.parallel = parallel
-        self._compiled: Callable[..., Any] | None = None
+        self._compiled: dict[bool, Callable[..., Any]] = {}
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
 
     def __call__(self, *args: Any) -> Any:
         if not _enabled:
             return self.py_func(*args)
-        if self._compiled is None:
-            self._compiled = numba.njit(cache=True, nogil=True, parallel=self.parallel)(self.py_func)
-        return self._compiled(*args)
+        threads = self.parallel and _parallel
+        fn = self._compiled.get(threads)
+        if fn is None:
+            source = self.py_func
+            if self.parallel and not threads:
+                # Numba's disk cache is keyed by qualified name: the serial build needs its own.
+                source = types.FunctionType(source.__code__, source.__globals__, source.__name__ + "_serial")
+                source.__qualname__ = self.py_func.__qualname__ + "_serial"
+            fn = self._compiled[threads] = numba.njit(cache=True, nogil=True, parallel=threads)(source)
+        return fn(*args)
 
 
 def _kernel(parallel: bool = False) -> Callable[[Callable[..., Any]], _Kernel]:
@@ -211,6 +234,70 @@ def decode_lut_batch(data, offsets, lut_ids, luts, nbytes, out, chw):  # type: i
                 byte = data[base + j]
                 for c in range(channels):
                     o[j * channels + c] = lut[byte, c]
+    return out
+
+
+@_kernel(parallel=True)
+def decode_resample_batch(data, offsets, heights, widths, table_ids, table, fill, bits, boxes, flips, bilinear,
+                          rounding, out, chw):  # type: ignore[no-untyped-def]
+    """Decode and crop/flip/resize unmasked samples to one output size in a single pass.
+
+    Sample ``b`` is the bit stream at ``data[offsets[b]]`` of a ``heights[b] x widths[b]``
+    image; its palette is ``table[table_ids[b]]`` (uint8 colours, or float32 values already
+    normalised). ``boxes[b] = (y0, x0, h, w)`` is the source window, in pixels, that fills the
+    output; parts outside the image take ``fill`` (per channel). ``flips[b]`` mirrors the output
+    horizontally. Nearest sampling takes pixel ``floor(y0 + (y + 0.5) * h / OH)``; bilinear
+    samples at ``y0 + (y + 0.5) * h / OH - 0.5``, clamped to the image (align_corners=False).
+    ``out`` is (N, C, OH, OW) when ``chw`` else (N, OH, OW, C); ``rounding`` is 0.5 when it
+    holds integers (bilinear values are rounded), else 0.
+    """
+    channels = table.shape[2]
+    oh = out.shape[2] if chw else out.shape[1]
+    ow = out.shape[3] if chw else out.shape[2]
+    for b in prange(offsets.shape[0]):
+        h = heights[b]
+        w = widths[b]
+        base = offsets[b]
+        pal = table[table_ids[b]]
+        sy_scale = boxes[b, 2] / oh
+        sx_scale = boxes[b, 3] / ow
+        for y in range(oh):
+            fy = boxes[b, 0] + (y + 0.5) * sy_scale
+            for x in range(ow):
+                xo = ow - 1 - x if flips[b] else x
+                fx = boxes[b, 1] + (x + 0.5) * sx_scale
+                if bilinear:
+                    ry = min(max(fy - 0.5, 0.0), h - 1.0)
+                    rx = min(max(fx - 0.5, 0.0), w - 1.0)
+                    y0 = int(ry)
+                    x0 = int(rx)
+                    y1 = min(y0 + 1, h - 1)
+                    x1 = min(x0 + 1, w - 1)
+                    ay = ry - y0
+                    ax = rx - x0
+                    i00 = _read_index(data, base, y0 * w + x0, bits)
+                    i01 = _read_index(data, base, y0 * w + x1, bits)
+                    i10 = _read_index(data, base, y1 * w + x0, bits)
+                    i11 = _read_index(data, base, y1 * w + x1, bits)
+                    for c in range(channels):
+                        top = pal[i00, c] * (1.0 - ax) + pal[i01, c] * ax
+                        bottom = pal[i10, c] * (1.0 - ax) + pal[i11, c] * ax
+                        v = top * (1.0 - ay) + bottom * ay + rounding
+                        if chw:
+                            out[b, c, y, xo] = v
+                        else:
+                            out[b, y, xo, c] = v
+                else:
+                    sy = int(np.floor(fy))
+                    sx = int(np.floor(fx))
+                    inside = 0 <= sy < h and 0 <= sx < w
+                    index = _read_index(data, base, sy * w + sx, bits) if inside else 0
+                    for c in range(channels):
+                        v = pal[index, c] if inside else fill[c]
+                        if chw:
+                            out[b, c, y, xo] = v
+                        else:
+                            out[b, y, xo, c] = v
     return out
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import zstandard
 
 from . import _layout as L
-from . import bitpack, kernels
+from . import bitpack, kernels, resample
 from .errors import ChecksumMismatch, CorruptFile, DcqError
 from .header import Header, Section, check_crc, parse_header
 from .records import RecordTable
@@ -381,16 +381,24 @@ class DcqReader:
             self._decode_masked(int(idx[b]), h, w, flat[b], chw)
         return out
 
-    def _decode_plain(self, idx: np.ndarray, n: int, flat: np.ndarray, rows: np.ndarray | None, chw: bool) -> None:
-        """Decode unmasked samples ``idx`` into ``flat[rows]`` (all rows when ``rows`` is None)."""
+    def _streams(self, idx: np.ndarray, sizes: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        """Verified bit streams of unmasked samples ``idx``: a buffer and each one's offset in it.
+
+        ``sizes`` is each stream's length in bytes (one int when all are equal).
+        """
         rec = self._records
         offsets, lengths = rec.get("payload_offset", idx), rec.get("payload_length", idx)
         self._check_blocks(offsets, offsets + lengths)
-        data = self._data
-        if self.codec == "zstd":
-            size = bitpack.packed_size(n, self.bits)
-            data = self._decompress_many(idx, offsets, lengths, size)
-            offsets = np.arange(idx.size, dtype=np.int64) * size
+        if self.codec == "packed":
+            return self._data, offsets
+        sizes = np.broadcast_to(np.asarray(sizes, np.int64), idx.shape)
+        data = self._decompress_many(idx, offsets, lengths, sizes)
+        return data, np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+    def _decode_plain(self, idx: np.ndarray, n: int, flat: np.ndarray, rows: np.ndarray | None, chw: bool) -> None:
+        """Decode unmasked samples ``idx`` into ``flat[rows]`` (all rows when ``rows`` is None)."""
+        rec = self._records
+        data, offsets = self._streams(idx, bitpack.packed_size(n, self.bits))
         pids = rec.get("palette_id", idx)
         target = flat if rows is None or rows.size == flat.shape[0] else np.empty((rows.size, flat.shape[1]), np.uint8)
         per_byte = 8 // self.bits
@@ -412,22 +420,91 @@ class DcqReader:
         used, inverse = np.unique(pids, return_inverse=True)
         return kernels.build_luts(self.palettes[used], self.bits, chw), inverse.astype(np.int64)
 
-    def _decompress_many(self, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, size: int) -> np.ndarray:
+    def _decompress_many(self, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
+                         sizes: np.ndarray) -> np.ndarray:
         frames = [self._data[o : o + ln].tobytes() for o, ln in zip(offsets.tolist(), lengths.tolist())]
         try:
             result = self._decompressor().multi_decompress_to_buffer(
-                frames, decompressed_sizes=np.full(len(frames), size, dtype=np.uint64).tobytes()
+                frames, decompressed_sizes=sizes.astype(np.uint64).tobytes()
             )
-            blob = np.frombuffer(result[0].tobytes() if len(result) == 1 else b"".join(
-                result[k].tobytes() for k in range(len(result))), dtype=np.uint8)
+            blob = np.frombuffer(b"".join(result[k].tobytes() for k in range(len(result))), dtype=np.uint8)
         except zstandard.ZstdError:
             blob = None
-        if blob is None or blob.size != size * len(frames):
+        if blob is None or blob.size != int(sizes.sum()):
             # Find and name the bad frame.
             for k, i in enumerate(idx.tolist()):
-                self._decompress(i, self._data[offsets[k] : offsets[k] + lengths[k]], size)
+                self._decompress(i, self._data[offsets[k] : offsets[k] + lengths[k]], int(sizes[k]))
             raise CorruptFile("zstd frames have the wrong size", section="DATA")
         return blob
+
+    def decode_crops(
+        self,
+        indices: Iterable[int] | np.ndarray,
+        boxes: np.ndarray,
+        size: tuple[int, int],
+        *,
+        flips: np.ndarray | None = None,
+        interpolation: Literal["nearest", "bilinear"] = "nearest",
+        layout: Layout = "NCHW",
+        table: np.ndarray | None = None,
+        fill: np.ndarray | float = 0,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Decode samples of any sizes straight into crops of one ``size``, in one parallel pass.
+
+        ``boxes`` (N, 4) holds each sample's source window ``(y0, x0, h, w)`` in pixels (it may
+        reach outside the image: those pixels take ``fill``); ``flips`` (N,) mirrors outputs.
+        ``table`` replaces the palettes, e.g. by normalised float32 values of the same shape:
+        the output takes its dtype. Random crops, centre crops, resizes and random-resized
+        crops are all such windows (see ``dcqformat.loaders``).
+        """
+        if layout not in ("NHWC", "NCHW"):
+            raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
+        if interpolation not in ("nearest", "bilinear"):
+            raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"sample index out of range for {n} samples")
+        idx = idx % max(n, 1)
+        table = self.palettes if table is None else np.asarray(table)
+        if table.shape != self.palettes.shape:
+            raise ValueError(f"table must have the palettes' shape {self.palettes.shape}, got {table.shape}")
+        boxes = np.ascontiguousarray(boxes, dtype=np.float64).reshape(idx.size, 4)
+        flips = np.zeros(idx.size, np.bool_) if flips is None else np.asarray(flips, np.bool_).reshape(idx.size)
+        fill_c = np.broadcast_to(np.asarray(fill, table.dtype), (self.channels,)).copy()
+        oh, ow = size
+        shape = (idx.size, self.channels, oh, ow) if layout == "NCHW" else (idx.size, oh, ow, self.channels)
+        if out is None:
+            out = np.empty(shape, dtype=table.dtype)
+        elif out.shape != shape or out.dtype != table.dtype:
+            raise ValueError(f"out must be {table.dtype} {shape}, got {out.dtype} {out.shape}")
+        if idx.size == 0:
+            return out
+        rec = self._records
+        hs, ws = rec.get("height", idx), rec.get("width", idx)
+        masked = (rec.get("flags", idx) & L.RECORD_FLAG_MASKED) != 0 if rec.constant("flags") != 0 else None
+        plain = np.arange(idx.size) if masked is None else np.flatnonzero(~masked)
+        bilinear = interpolation == "bilinear"
+        rounding = 0.5 if table.dtype.kind in "ui" else 0.0
+        if plain.size:
+            sel = idx[plain]
+            data, offsets = self._streams(sel, (hs[plain] * ws[plain] * self.bits + 7) // 8)
+            target = out if plain.size == idx.size else np.empty((plain.size,) + shape[1:], table.dtype)
+            kernels.decode_resample_batch(data, offsets, hs[plain], ws[plain], rec.get("palette_id", sel), table,
+                                          fill_c, self.bits, boxes[plain], flips[plain], bilinear, rounding,
+                                          target, layout == "NCHW")
+            if target is not out:
+                out[plain] = target
+        for b in [] if masked is None else np.flatnonzero(masked).tolist():
+            i = int(idx[b])
+            m = self.mask(i)
+            image = table[self._records.value("palette_id", i)][self.indices(i)]
+            assert m is not None and self.patch_size is not None
+            image[np.repeat(np.repeat(m, self.patch_size[0], 0), self.patch_size[1], 1)[: hs[b], : ws[b]]] = fill_c
+            res = resample.resample(image, tuple(boxes[b]), bool(flips[b]), oh, ow, bilinear, fill_c) + rounding
+            out[b] = res.transpose(2, 0, 1) if layout == "NCHW" else res
+        return out
 
     def _decode_masked(self, i: int, h: int, w: int, dest: np.ndarray, chw: bool) -> None:
         m = self.mask(i)
@@ -464,6 +541,12 @@ class DcqReader:
         if L.TAG_WGHT not in self.header.sections:
             return {}
         return load_weights(self._section(L.TAG_WGHT))
+
+    def weights_blob(self) -> bytes | None:
+        """The WGHT section as stored (a safetensors buffer), or None."""
+        if L.TAG_WGHT not in self.header.sections:
+            return None
+        return self._section(L.TAG_WGHT).tobytes()
 
     def info(self) -> dict[str, Any]:
         """A summary of the file: version, codec, sizes, sections."""

@@ -1,7 +1,20 @@
 """dcqformat.loaders: PyTorch and WebDataset adapters over .dcq files.
 
-Installed as ``dcqformat.loaders`` (source in the repository's top-level ``loaders/``).
-The adapters import torch; the core ``dcqformat`` package never imports this one.
+Installed as ``dcqformat.loaders`` (source in the repository's top-level ``loaders/``). These
+modules import torch; the core ``dcqformat`` package never imports them.
 """
 
-__all__: list[str] = []
+from .augment import CenterCrop, RandomCrop, RandomResizedCrop, Resize
+from .dataset import DCQDataset, normalized_table
+from .gpu import DeviceDecoder, random_crop_flip
+
+__all__ = [
+    "CenterCrop",
+    "DCQDataset",
+    "DeviceDecoder",
+    "RandomCrop",
+    "RandomResizedCrop",
+    "Resize",
+    "normalized_table",
+    "random_crop_flip",
+]

@@ -1,4 +1,4 @@
-"""The installed layout: dcqformat.loaders comes from loaders/, data files ship, torch stays out."""
+"""The installed layout: dcqformat.loaders comes from loaders/, data files ship, the core needs no torch."""
 
 import subprocess
 import sys
@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_core_imports_without_torch():
-    code = "import sys, dcqformat, dcqformat.loaders; assert 'torch' not in sys.modules; print('ok')"
+    code = "import sys, dcqformat, dcqformat.cli; assert 'torch' not in sys.modules; print('ok')"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
 
 

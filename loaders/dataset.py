@@ -1,0 +1,210 @@
+"""DCQDataset: a map-style torch Dataset over a .dcq file, in torchvision's conventions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+import dcqformat
+from dcqformat import kernels
+
+from .augment import output_size
+
+
+def normalized_table(palettes: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
+    """Palettes as float32 ``(value / 255 - mean) / std``: decoding through it normalises for free."""
+    table = palettes.astype(np.float32) / 255.0
+    if mean is not None:
+        table -= np.asarray(mean, np.float32)
+    if std is not None:
+        table /= np.asarray(std, np.float32)
+    return table
+
+
+class DCQDataset(Dataset):
+    """Samples of a .dcq file as ``(image, label)``; the image is a uint8 CHW tensor by default.
+
+    Args:
+        path: the .dcq file.
+        transform, target_transform: callables applied per sample, as in torchvision (the image
+            is given as ``output``: a tensor, a numpy array or a PIL image).
+        augment: a fused batch augmentation from :mod:`dcqformat.loaders.augment`
+            (``RandomCrop``, ``RandomResizedCrop``, ``CenterCrop``, ``Resize``), applied while
+            decoding; it also gives files of varying image sizes one output size.
+        layout: ``"CHW"`` (default) or ``"HWC"``.
+        dtype: ``torch.uint8`` (default) or ``torch.float32`` (values / 255, then ``mean`` and
+            ``std`` if given, computed through the palettes at no extra cost).
+        output: ``"tensor"`` (default), ``"numpy"`` or ``"pil"`` (for PIL-only transforms).
+        decode: ``"cpu"`` (pixels) or ``"device"``: items are ``(packed indices, palette id,
+            label)`` to be decoded on the GPU by :meth:`device_decoder` after ``.to(device)``.
+
+    DataLoader batches are decoded by one parallel call through ``__getitems__``. The file is
+    opened lazily in each process, and the dataset pickles as its arguments.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        transform: Callable[[Any], Any] | None = None,
+        target_transform: Callable[[int], Any] | None = None,
+        *,
+        augment: Any = None,
+        layout: Literal["CHW", "HWC"] = "CHW",
+        dtype: torch.dtype = torch.uint8,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        output: Literal["tensor", "numpy", "pil"] = "tensor",
+        decode: Literal["cpu", "device"] = "cpu",
+    ) -> None:
+        if layout not in ("CHW", "HWC"):
+            raise ValueError(f"layout must be 'CHW' or 'HWC', got {layout!r}")
+        if output not in ("tensor", "numpy", "pil"):
+            raise ValueError(f"output must be 'tensor', 'numpy' or 'pil', got {output!r}")
+        if decode not in ("cpu", "device"):
+            raise ValueError(f"decode must be 'cpu' or 'device', got {decode!r}")
+        if (mean is not None or std is not None) and dtype == torch.uint8:
+            dtype = torch.float32
+        if dtype not in (torch.uint8, torch.float32):
+            raise ValueError(f"dtype must be torch.uint8 or torch.float32, got {dtype}")
+        self.path = Path(path)
+        self.transform, self.target_transform = transform, target_transform
+        self.augment, self.layout, self.dtype = augment, layout, dtype
+        self.mean, self.std = mean, std
+        self.output, self.decode = output, decode
+        self._reader: dcqformat.DcqReader | None = None
+        self._pid = -1
+        reader = self.reader  # fail early on a bad file, in the constructor's process
+        self.classes: list[str] = reader.classes or []
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        if decode == "device":
+            shapes = reader.shapes
+            if len(shapes) and (shapes != shapes[0]).any():
+                raise dcqformat.DcqError("decode='device' needs images of one size")
+            if reader.patch_size is not None and (reader.field("flags") != 0).any():
+                raise dcqformat.DcqError("decode='device' does not handle dropped patches yet")
+
+    # -- the file, opened once per process -------------------------------------------------
+    @property
+    def reader(self) -> dcqformat.DcqReader:
+        """The open reader of this process (reopened after a fork)."""
+        if self._reader is None or self._pid != os.getpid():
+            if self._reader is not None:
+                self._reader.close()  # the parent's map, inherited through fork
+            if get_worker_info() is not None:
+                kernels.set_parallel(False)  # the DataLoader workers are the parallelism
+            self._reader = dcqformat.open(self.path)
+            self._pid = os.getpid()
+            self._table = None if self.dtype == torch.uint8 else normalized_table(
+                self._reader.palettes, self.mean, self.std)
+        return self._reader
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_reader"], state["_pid"], state["_table"] = None, -1, None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    @property
+    def targets(self) -> list[int]:
+        """Every label, as torchvision datasets have them."""
+        return self.reader.labels.tolist()
+
+    # -- decoding --------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, Any]]:
+        r = self.reader
+        idx = np.asarray(indices, dtype=np.int64)
+        labels = [self._target(int(y)) for y in r.labels[idx]] if idx.size else []
+        if self.decode == "device":
+            packed, pids = self.packed(idx)
+            return [(packed[k], int(pids[k]), labels[k]) for k in range(idx.size)]
+        if self.transform is None and self.output == "tensor" and self._batchable(idx):
+            batch = torch.from_numpy(self._decode(idx))
+            return list(zip(batch, labels))
+        items = []
+        for k, i in enumerate(idx.tolist()):
+            img = self._decode(np.array([i]))[0]
+            img = self._to_output(img)
+            items.append((self.transform(img) if self.transform else img, labels[k]))
+        return items
+
+    def _target(self, label: int) -> Any:
+        return self.target_transform(label) if self.target_transform else label
+
+    def _batchable(self, idx: np.ndarray) -> bool:
+        if self.augment is not None:
+            return True
+        shapes = self.reader.shapes[idx]
+        return not len(shapes) or bool((shapes == shapes[0]).all())
+
+    def _decode(self, idx: np.ndarray) -> np.ndarray:
+        """Decode a batch (N, C, H, W) or (N, H, W, C), augmented and typed as configured."""
+        r = self.reader
+        layout = "NCHW" if self.layout == "CHW" else "NHWC"
+        if self.augment is None and self._table is None:
+            return r.decode_batch(idx, layout=layout)
+        if self.augment is not None:
+            boxes, flips = self.augment.windows(r.field("height")[idx], r.field("width")[idx])
+            size = output_size(self.augment)
+            interp = self.augment.interpolation
+        else:  # float output, no augmentation: the whole image, through the float table
+            h, w = (int(v) for v in r.shapes[idx[0]])
+            boxes = np.tile([0.0, 0.0, h, w], (idx.size, 1))
+            flips, size, interp = None, (h, w), "nearest"
+        table = r.palettes if self._table is None else self._table
+        fill = normalized_table(np.zeros((1, 1, r.channels), np.uint8), self.mean, self.std)[0, 0] \
+            if self._table is not None else 0
+        return r.decode_crops(idx, boxes, size, flips=flips, interpolation=interp, layout=layout, table=table,
+                              fill=fill)
+
+    def _to_output(self, img: np.ndarray) -> Any:
+        if self.output == "numpy":
+            return img
+        if self.output == "pil":
+            from PIL import Image
+
+            hwc = img if self.layout == "HWC" else img.transpose(1, 2, 0)
+            if hwc.dtype != np.uint8:
+                raise ValueError("output='pil' needs dtype=torch.uint8")
+            return Image.fromarray(hwc[..., 0] if hwc.shape[2] == 1 else hwc)
+        return torch.from_numpy(img)
+
+    # -- device decoding -------------------------------------------------------------------
+    def packed(self, idx: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Bit-packed index streams (N, bytes) and palette ids of samples ``idx``."""
+        r = self.reader
+        h, w = (int(v) for v in r.shapes[0])
+        size = (h * w * r.bits + 7) // 8
+        data, offsets = r._streams(idx, size)
+        rows = data[offsets[:, None] + np.arange(size)]
+        return torch.from_numpy(rows), r.palette_ids[idx]
+
+    def device_decoder(self, **kwargs: Any) -> torch.nn.Module:
+        """A :class:`~dcqformat.loaders.gpu.DeviceDecoder` for this file (mean/std as configured)."""
+        from .gpu import DeviceDecoder
+
+        r = self.reader
+        h, w = (int(v) for v in r.shapes[0])
+        kwargs.setdefault("mean", self.mean)
+        kwargs.setdefault("std", self.std)
+        kwargs.setdefault("dtype", self.dtype)
+        return DeviceDecoder(np.array(r.palettes), r.bits, h, w, **kwargs)
+
+    def __repr__(self) -> str:
+        lines = [f"Dataset {type(self).__name__}", f"    Number of datapoints: {len(self)}",
+                 f"    Root location: {self.path}"]
+        if self.augment is not None:
+            lines.append(f"    Augment: {self.augment}")
+        if self.transform is not None:
+            lines.append(f"    Transform: {self.transform}")
+        return "\n".join(lines)

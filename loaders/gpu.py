@@ -1,0 +1,69 @@
+"""Decoding on the device: ship bit-packed indices, unpack and look colours up after .to(device).
+
+The host sends ``bits / (8 * C)`` of the bytes of uint8 pixels (2-bit RGB: 1/12), or
+``bits / (32 * C)`` of float32 pixels. The same module runs on CPU tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+class DeviceDecoder(torch.nn.Module):
+    """Unpack (N, bytes) uint8 bit streams and palette ids to (N, C, H, W) images, batched.
+
+    Args:
+        palettes: (P, 2**bits, C) uint8, the file's palettes.
+        bits, height, width: of the samples (one size).
+        mean, std: normalise float output, as torchvision's ``Normalize``.
+        dtype: ``torch.float32`` (values / 255, then normalised) or ``torch.uint8``.
+    """
+
+    def __init__(self, palettes: np.ndarray, bits: int, height: int, width: int, *,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.bits, self.height, self.width = bits, height, width
+        pal = torch.as_tensor(np.asarray(palettes))
+        if dtype == torch.uint8:
+            table = pal
+        else:
+            table = pal.to(torch.float32) / 255.0
+            if mean is not None:
+                table = table - torch.tensor(mean, dtype=torch.float32)
+            if std is not None:
+                table = table / torch.tensor(std, dtype=torch.float32)
+        self.register_buffer("table", table.contiguous(), persistent=False)
+        n = height * width
+        pos = torch.arange(n, dtype=torch.int64) * bits
+        self.register_buffer("byte", pos >> 3, persistent=False)
+        self.register_buffer("shift", (pos & 7).to(torch.int32), persistent=False)
+
+    def forward(self, packed: torch.Tensor, palette_ids: torch.Tensor) -> torch.Tensor:
+        n_img = packed.shape[0]
+        wide = torch.nn.functional.pad(packed, (0, 1)).to(torch.int32)  # room for a straddling index
+        lo = wide[:, self.byte]
+        hi = wide[:, self.byte + 1]
+        idx = ((lo | (hi << 8)) >> self.shift) & ((1 << self.bits) - 1)  # (N, H*W)
+        pix = self.table[palette_ids.to(torch.int64)[:, None], idx.to(torch.int64)]  # (N, H*W, C)
+        return pix.permute(0, 2, 1).reshape(n_img, -1, self.height, self.width)
+
+
+def random_crop_flip(images: torch.Tensor, padding: int = 4, flip: float = 0.5, fill: float = 0.0,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Batched ``RandomCrop(size, padding) + RandomHorizontalFlip`` on (N, C, H, W), on any device."""
+    n, _, h, w = images.shape
+    dev = images.device
+    padded = torch.nn.functional.pad(images, (padding,) * 4, value=fill)
+    oy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(dev)
+    ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(dev)
+    flips = (torch.rand(n, generator=generator) < flip).to(dev)
+    rows = oy[:, None] + torch.arange(h, device=dev)
+    cols = torch.arange(w, device=dev).expand(n, w)
+    cols = torch.where(flips[:, None], cols.flip(1), cols) + ox[:, None]
+    batch = torch.arange(n, device=dev)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
