@@ -1,0 +1,141 @@
+"""WebDataset shards: members, handler, pipeline, DDP splitting, corrupt shards, CLI."""
+
+import struct
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+from common import make_spec, write_spec
+from dcqformat.loaders import RandomCrop
+from dcqformat.loaders.wds import dcq_pipeline, dcqi_handler, epoch_batches, parse_dcqi, write_shards
+
+import dcqformat
+from dcqformat import DcqError
+
+# webdataset 1.0.2 leaves closing its shard streams to the garbage collector.
+pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wds")
+    spec = make_spec(np.random.default_rng(9), bits=3, channels=3, n=40, sizes=[(8, 8)], masked=0.3, patch=(4, 4))
+    spec.meta = {"classes": list("abcdefghij")}
+    spec.codec = "zstd"
+    path = write_spec(spec, d / "src.dcq")
+    side, names = write_shards(path, str(d / "train-%06d.tar"), maxcount=10)
+    return spec, d, side, names
+
+
+def urls(d):
+    return str(d / "train-{000000..000003}.tar")
+
+
+def test_shards_and_sidecar(shards):
+    spec, d, side, names = shards
+    assert side == d / "train.dcq" and len(names) == 4
+    with tarfile.open(names[0]) as tar:
+        members = tar.getnames()
+    assert sorted(members[:2]) == ["000000000.cls", "000000000.dcqi"]
+    s = dcqformat.open(side)
+    assert len(s) == 0 and s.meta["webdataset"]["samples"] == 40 and s.meta["classes"][0] == "a"
+    np.testing.assert_array_equal(s.palettes, spec.palettes)
+
+
+def test_handler_decodes_every_sample_exactly(shards):
+    spec, d, side, _ = shards
+    ds = wds.WebDataset(urls(d), shardshuffle=False).decode(dcqi_handler(side)).to_tuple("dcqi", "cls")
+    got = list(ds)
+    assert len(got) == 40
+    for i, (img, label) in enumerate(got):
+        np.testing.assert_array_equal(img, spec.expected(i))
+        assert label == spec.samples[i].label
+
+
+def test_pipeline_batches_and_augments(shards):
+    spec, d, side, _ = shards
+    batches = list(dcq_pipeline(urls(d), side, batch_size=16, shuffle=0))
+    assert [len(x) for x, _ in batches] == [16, 16, 8]
+    x = torch.cat([b[0] for b in batches])
+    want = torch.stack([torch.from_numpy(spec.expected(i).transpose(2, 0, 1).copy()) for i in range(40)])
+    assert torch.equal(x, want)
+    x, y = next(iter(dcq_pipeline(f"pipe:cat {d}/train-000001.tar", side, batch_size=5, shuffle=5,
+                                  augment=RandomCrop(6, padding=1), mean=[0.5] * 3, std=[0.5] * 3)))
+    assert x.shape == (5, 3, 6, 6) and x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
+
+
+def test_two_ranks_and_workers_see_each_sample_once(shards, monkeypatch):
+    spec, d, side, _ = shards
+    seen = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        loader = wds.WebLoader(dcq_pipeline(urls(d), side, batch_size=4, shuffle=20), batch_size=None,
+                               num_workers=2)
+        seen += [tuple(x.flatten().tolist()) for xb, _ in loader for x in xb]
+    want = [tuple(spec.expected(i).transpose(2, 0, 1).flatten().tolist()) for i in range(40)]
+    assert sorted(seen) == sorted(want)
+
+
+def test_epoch_length():
+    assert epoch_batches(50000, 256, world_size=2, num_workers=4) == 25
+    assert epoch_batches(10, 256) == 1
+
+
+def test_resampled_pipeline_with_epoch(shards):
+    _, d, side, _ = shards
+    pipe = dcq_pipeline(urls(d), side, batch_size=8, shuffle=0, resampled=True, epoch_batches=7)
+    assert len(list(pipe)) == 7 and len(list(pipe)) == 7
+
+
+def test_corrupt_samples_are_skipped_with_a_warning(shards, tmp_path):
+    spec, d, side, names = shards
+    bad = tmp_path / "bad-000000.tar"
+    with tarfile.open(names[0]) as src, tarfile.open(bad, "w") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read()
+            if m.name == "000000003.dcqi":
+                data = data[:40] + bytes([data[40] ^ 0xFF]) + data[41:]
+            m.size = len(data)
+            dst.addfile(m, __import__("io").BytesIO(data))
+    with pytest.warns(UserWarning):
+        got = list(dcq_pipeline(str(bad), side, batch_size=100, shuffle=0, handler=wds.warn_and_continue))
+    assert len(got[0][1]) == 9
+    with pytest.raises(DcqError, match="checksum"):
+        list(dcq_pipeline(str(bad), side, batch_size=100, shuffle=0))
+    trunc = tmp_path / "trunc-000000.tar"
+    trunc.write_bytes(open(names[1], "rb").read()[:3000])
+    with pytest.warns(UserWarning):
+        got = list(dcq_pipeline(str(trunc), side, batch_size=100, shuffle=0, handler=wds.warn_and_continue))
+    assert 0 < sum(len(y) for _, y in got) < 10
+
+
+def test_parse_dcqi_rejects_mutations(shards):
+    _, d, _, names = shards
+    with tarfile.open(names[0]) as tar:
+        blob = tar.extractfile("000000001.dcqi").read()
+    parse_dcqi(blob)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        b = bytearray(blob)
+        if rng.random() < 0.3:
+            b = b[: int(rng.integers(0, len(b)))]
+        else:
+            b[int(rng.integers(0, len(b)))] ^= int(rng.integers(1, 256))
+        with pytest.raises(DcqError):
+            parse_dcqi(bytes(b))
+    assert struct.unpack_from("<4s", blob)[0] == b"DCQI"
+
+
+def test_cli_to_wds(tmp_path):
+    spec = make_spec(np.random.default_rng(2), bits=2, channels=1, n=25, sizes=[(5, 5)])
+    src = write_spec(spec, tmp_path / "s.dcq")
+    r = subprocess.run([sys.executable, "-m", "dcqformat", "to-wds", str(src), str(tmp_path / "o" / "x-%06d.tar"),
+                        "--maxcount", "10"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "3 shard(s)" in r.stdout and (tmp_path / "o" / "x.dcq").exists()
