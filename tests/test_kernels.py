@@ -95,3 +95,37 @@ def test_blocks_verified(jit):
     assert kernels.blocks_verified(verified, starts, ends, 12)
     assert not kernels.blocks_verified(verified, np.array([4000]), np.array([4200]), 12)
     assert kernels.blocks_verified(verified, np.array([5000]), np.array([5000]), 12)  # empty range
+
+
+@given(bits=st.integers(1, 8), channels=st.sampled_from([1, 3]), bilinear=st.booleans(), chw=st.booleans(),
+       floats=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_decode_resample_batch(jit, bits, channels, bilinear, chw, floats, seed):
+    from dcqformat import resample
+
+    rng = np.random.default_rng(seed)
+    n_img, oh, ow = 4, int(rng.integers(1, 9)), int(rng.integers(1, 9))
+    hs, ws = rng.integers(1, 12, n_img), rng.integers(1, 12, n_img)
+    idx = [rng.integers(0, 1 << bits, (h, w)).astype(np.uint8) for h, w in zip(hs, ws)]
+    streams = [bitpack.pack_indices(i, bits) for i in idx]
+    data = np.concatenate(streams + [np.zeros(1, np.uint8)])
+    offsets = np.concatenate([[0], np.cumsum([s.size for s in streams])[:-1]]).astype(np.int64)
+    table = rng.integers(0, 256, (2, 1 << bits, channels)).astype(np.uint8)
+    if floats:
+        table = (table / 255.0 - 0.5).astype(np.float32)
+    tids = rng.integers(0, 2, n_img)
+    boxes = np.stack([rng.uniform(-4, 8, n_img), rng.uniform(-4, 8, n_img), rng.uniform(1, 14, n_img),
+                      rng.uniform(1, 14, n_img)], 1)
+    if not bilinear:
+        boxes[:, :2] = np.floor(boxes[:, :2])
+    flips = rng.random(n_img) < 0.5
+    fill = np.full(channels, 7, table.dtype)
+    rounding = 0.0 if floats else 0.5
+    out = np.empty((n_img, channels, oh, ow) if chw else (n_img, oh, ow, channels), table.dtype)
+    kernels.decode_resample_batch(data, offsets, hs, ws, tids, table, fill, bits, boxes, flips, bilinear, rounding,
+                                  out, chw)
+    for b in range(n_img):
+        want = resample.resample(table[tids[b]][idx[b]], tuple(boxes[b]), flips[b], oh, ow, bilinear, fill)
+        if not floats:
+            want = np.floor(want + (0.5 if bilinear else 0.0))
+        got = out[b].transpose(1, 2, 0) if chw else out[b]
+        np.testing.assert_allclose(got, want, atol=1e-4)
