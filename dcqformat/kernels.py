@@ -237,6 +237,102 @@ def decode_lut_batch(data, offsets, lut_ids, luts, nbytes, out, chw):  # type: i
     return out
 
 
+@_helper
+def _unpack_all(src, base, bits, n, dest):  # type: ignore[no-untyped-def]
+    """All ``n`` indices of a stream into ``dest``; 1, 2, 4 and 8 bits have constant-shift loops."""
+    full = n * bits // 8 if 8 % bits == 0 else 0
+    if bits == 8:
+        for p in range(n):
+            dest[p] = src[base + p]
+    elif bits == 4:
+        for j in range(full):
+            byte = src[base + j]
+            dest[2 * j] = byte & 15
+            dest[2 * j + 1] = byte >> 4
+    elif bits == 2:
+        for j in range(full):
+            byte = src[base + j]
+            dest[4 * j] = byte & 3
+            dest[4 * j + 1] = (byte >> 2) & 3
+            dest[4 * j + 2] = (byte >> 4) & 3
+            dest[4 * j + 3] = byte >> 6
+    elif bits == 1:
+        for j in range(full):
+            byte = src[base + j]
+            for k in range(8):
+                dest[8 * j + k] = (byte >> k) & 1
+    for p in range(full * 8 // bits if full else 0, n):
+        dest[p] = _read_index(src, base, p, bits)
+
+
+@_helper
+def _nearest(idx, h, w, rows, cols, pal, fill, o, chw):  # type: ignore[no-untyped-def]
+    """Write ``o`` (C, OH, OW) or (OH, OW, C) from the index map ``idx`` at the given rows/cols.
+
+    One loop nest per layout, the three channels of RGB unrolled: a channel loop or a branch
+    inside the pixel loop makes this 2.5x slower.
+    """
+    channels = pal.shape[1]
+    if channels == 3 and chw:
+        for y in range(rows.shape[0]):
+            sy = rows[y]
+            for x in range(cols.shape[0]):
+                sx = cols[x]
+                if 0 <= sy < h and 0 <= sx < w:
+                    k = idx[sy * w + sx]
+                    o[0, y, x] = pal[k, 0]
+                    o[1, y, x] = pal[k, 1]
+                    o[2, y, x] = pal[k, 2]
+                else:
+                    o[0, y, x] = fill[0]
+                    o[1, y, x] = fill[1]
+                    o[2, y, x] = fill[2]
+    elif channels == 3:
+        for y in range(rows.shape[0]):
+            sy = rows[y]
+            for x in range(cols.shape[0]):
+                sx = cols[x]
+                if 0 <= sy < h and 0 <= sx < w:
+                    k = idx[sy * w + sx]
+                    o[y, x, 0] = pal[k, 0]
+                    o[y, x, 1] = pal[k, 1]
+                    o[y, x, 2] = pal[k, 2]
+                else:
+                    o[y, x, 0] = fill[0]
+                    o[y, x, 1] = fill[1]
+                    o[y, x, 2] = fill[2]
+    else:
+        for y in range(rows.shape[0]):
+            sy = rows[y]
+            for x in range(cols.shape[0]):
+                sx = cols[x]
+                v = pal[idx[sy * w + sx], 0] if 0 <= sy < h and 0 <= sx < w else fill[0]
+                if chw:
+                    o[0, y, x] = v
+                else:
+                    o[y, x, 0] = v
+
+
+@_helper
+def _bilinear(idx, w, r0, r1, ry, c0, c1, rx, pal, rounding, o, chw):  # type: ignore[no-untyped-def]
+    """Bilinear counterpart of :func:`_nearest` (two taps and a weight per row and column)."""
+    channels = pal.shape[1]
+    for y in range(r0.shape[0]):
+        for x in range(c0.shape[0]):
+            i00 = idx[r0[y] * w + c0[x]]
+            i01 = idx[r0[y] * w + c1[x]]
+            i10 = idx[r1[y] * w + c0[x]]
+            i11 = idx[r1[y] * w + c1[x]]
+            for c in range(channels):
+                top = pal[i00, c] * (1.0 - rx[x]) + pal[i01, c] * rx[x]
+                bottom = pal[i10, c] * (1.0 - rx[x]) + pal[i11, c] * rx[x]
+                v = top * (1.0 - ry[y]) + bottom * ry[y] + rounding
+                if chw:
+                    o[c, y, x] = v
+                else:
+                    o[y, x, c] = v
+
+
 @_kernel(parallel=True)
 def decode_resample_batch(data, offsets, heights, widths, table_ids, table, fill, bits, boxes, flips, bilinear,
                           rounding, out, chw):  # type: ignore[no-untyped-def]
@@ -251,53 +347,45 @@ def decode_resample_batch(data, offsets, heights, widths, table_ids, table, fill
     ``out`` is (N, C, OH, OW) when ``chw`` else (N, OH, OW, C); ``rounding`` is 0.5 when it
     holds integers (bilinear values are rounded), else 0.
     """
-    channels = table.shape[2]
     oh = out.shape[2] if chw else out.shape[1]
     ow = out.shape[3] if chw else out.shape[2]
     for b in prange(offsets.shape[0]):
         h = heights[b]
         w = widths[b]
-        base = offsets[b]
         pal = table[table_ids[b]]
-        sy_scale = boxes[b, 2] / oh
-        sx_scale = boxes[b, 3] / ow
+        idx = np.empty(h * w, np.uint8)
+        _unpack_all(data, offsets[b], bits, h * w, idx)
+        # Source rows and columns (nearest) or the two taps and weight (bilinear), once each.
+        r0 = np.empty(oh, np.int64)
+        r1 = np.empty(oh, np.int64)
+        ry = np.zeros(oh, np.float64)
+        c0 = np.empty(ow, np.int64)
+        c1 = np.empty(ow, np.int64)
+        rx = np.zeros(ow, np.float64)
         for y in range(oh):
-            fy = boxes[b, 0] + (y + 0.5) * sy_scale
-            for x in range(ow):
-                xo = ow - 1 - x if flips[b] else x
-                fx = boxes[b, 1] + (x + 0.5) * sx_scale
-                if bilinear:
-                    ry = min(max(fy - 0.5, 0.0), h - 1.0)
-                    rx = min(max(fx - 0.5, 0.0), w - 1.0)
-                    y0 = int(ry)
-                    x0 = int(rx)
-                    y1 = min(y0 + 1, h - 1)
-                    x1 = min(x0 + 1, w - 1)
-                    ay = ry - y0
-                    ax = rx - x0
-                    i00 = _read_index(data, base, y0 * w + x0, bits)
-                    i01 = _read_index(data, base, y0 * w + x1, bits)
-                    i10 = _read_index(data, base, y1 * w + x0, bits)
-                    i11 = _read_index(data, base, y1 * w + x1, bits)
-                    for c in range(channels):
-                        top = pal[i00, c] * (1.0 - ax) + pal[i01, c] * ax
-                        bottom = pal[i10, c] * (1.0 - ax) + pal[i11, c] * ax
-                        v = top * (1.0 - ay) + bottom * ay + rounding
-                        if chw:
-                            out[b, c, y, xo] = v
-                        else:
-                            out[b, y, xo, c] = v
-                else:
-                    sy = int(np.floor(fy))
-                    sx = int(np.floor(fx))
-                    inside = 0 <= sy < h and 0 <= sx < w
-                    index = _read_index(data, base, sy * w + sx, bits) if inside else 0
-                    for c in range(channels):
-                        v = pal[index, c] if inside else fill[c]
-                        if chw:
-                            out[b, c, y, xo] = v
-                        else:
-                            out[b, y, xo, c] = v
+            fy = boxes[b, 0] + (y + 0.5) * (boxes[b, 2] / oh)
+            if bilinear:
+                t = min(max(fy - 0.5, 0.0), h - 1.0)
+                r0[y] = int(t)
+                r1[y] = min(r0[y] + 1, h - 1)
+                ry[y] = t - r0[y]
+            else:
+                r0[y] = int(np.floor(fy))
+        for x in range(ow):
+            xs = ow - 1 - x if flips[b] else x
+            fx = boxes[b, 1] + (xs + 0.5) * (boxes[b, 3] / ow)
+            if bilinear:
+                t = min(max(fx - 0.5, 0.0), w - 1.0)
+                c0[x] = int(t)
+                c1[x] = min(c0[x] + 1, w - 1)
+                rx[x] = t - c0[x]
+            else:
+                c0[x] = int(np.floor(fx))
+        o = out[b]
+        if bilinear:
+            _bilinear(idx, w, r0, r1, ry, c0, c1, rx, pal, rounding, o, chw)
+        else:
+            _nearest(idx, h, w, r0, c0, pal, fill, o, chw)
     return out
 
 

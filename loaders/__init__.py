@@ -7,10 +7,12 @@ modules import torch; the core ``dcqformat`` package never imports them.
 from .augment import CenterCrop, RandomCrop, RandomResizedCrop, Resize
 from .dataset import DCQDataset, normalized_table
 from .gpu import DeviceDecoder, random_crop_flip
+from .loader import DCQLoader
 
 __all__ = [
     "CenterCrop",
     "DCQDataset",
+    "DCQLoader",
     "DeviceDecoder",
     "RandomCrop",
     "RandomResizedCrop",

@@ -138,6 +138,19 @@ class DCQDataset(Dataset):
             items.append((self.transform(img) if self.transform else img, labels[k]))
         return items
 
+    def get_batch(self, indices: Sequence[int] | np.ndarray,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A collated batch ``(images, labels)``, decoded (and augmented) in one call.
+
+        What :class:`~dcqformat.loaders.DCQLoader` uses; ``transform`` and ``output`` do not
+        apply here, ``target_transform`` does not either (labels come as an int64 tensor).
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        if not self._batchable(idx):
+            raise dcqformat.DcqError("images differ in size: give the dataset an augment (e.g. Resize)")
+        labels = torch.from_numpy(np.array(self.reader.labels[idx]))
+        return torch.from_numpy(self._decode(idx, generator)), labels
+
     def _target(self, label: int) -> Any:
         return self.target_transform(label) if self.target_transform else label
 
@@ -147,14 +160,14 @@ class DCQDataset(Dataset):
         shapes = self.reader.shapes[idx]
         return not len(shapes) or bool((shapes == shapes[0]).all())
 
-    def _decode(self, idx: np.ndarray) -> np.ndarray:
+    def _decode(self, idx: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
         """Decode a batch (N, C, H, W) or (N, H, W, C), augmented and typed as configured."""
         r = self.reader
         layout = "NCHW" if self.layout == "CHW" else "NHWC"
         if self.augment is None and self._table is None:
             return r.decode_batch(idx, layout=layout)
         if self.augment is not None:
-            boxes, flips = self.augment.windows(r.field("height")[idx], r.field("width")[idx])
+            boxes, flips = self.augment.windows(r.field("height")[idx], r.field("width")[idx], generator)
             size = output_size(self.augment)
             interp = self.augment.interpolation
         else:  # float output, no augmentation: the whole image, through the float table

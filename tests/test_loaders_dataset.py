@@ -11,6 +11,7 @@ from common import make_spec, write_spec
 from dcqformat.loaders import (
     CenterCrop,
     DCQDataset,
+    DCQLoader,
     DeviceDecoder,
     RandomCrop,
     RandomResizedCrop,
@@ -18,6 +19,8 @@ from dcqformat.loaders import (
     random_crop_flip,
 )
 from torch.utils.data import DataLoader, DistributedSampler
+
+import dcqformat
 
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 
@@ -166,3 +169,41 @@ def test_random_crop_flip_on_tensors():
         padded = torch.nn.functional.pad(x[b], (2, 2, 2, 2))
         options = [padded[:, i : i + 6, j : j + 6] for i in range(5) for j in range(5)]
         assert any(torch.equal(y[b], o) or torch.equal(y[b], o.flip(2)) for o in options)
+
+
+def test_dcqloader_epochs_shuffle_and_seed(spec_path):
+    spec, path = spec_path
+    ds = DCQDataset(path, augment=RandomCrop(12, padding=2), mean=MEAN, std=STD)
+    loader = DCQLoader(ds, batch_size=10, shuffle=True, seed=1)
+    assert len(loader) == 7
+    first = [y for _, y in loader]
+    second = [y for _, y in loader]  # the next epoch: another order
+    for labels in (first, second):
+        assert sorted(torch.cat(labels).tolist()) == sorted(s.label for s in spec.samples)
+    assert not all(torch.equal(a, b) for a, b in zip(first, second))
+    again = DCQLoader(ds, batch_size=10, shuffle=True, seed=1)
+    x1 = [x for x, _ in again]
+    again.set_epoch(0)
+    x2 = [x for x, _ in again]
+    assert all(torch.equal(a, b) for a, b in zip(x1, x2))  # same seed and epoch: same batches
+    assert x1[0].shape == (10, 3, 12, 12) and x1[-1].shape == (4, 3, 12, 12)
+    assert len(DCQLoader(ds, batch_size=10, drop_last=True)) == 6
+
+
+def test_dcqloader_with_distributed_sampler_and_early_exit(spec_path):
+    spec, path = spec_path
+    ds = DCQDataset(path)
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=4)
+        seen += [bytes(t.numpy().tobytes()) for x, _ in DCQLoader(ds, batch_size=7, sampler=sampler) for t in x]
+    assert sorted(seen) == sorted(bytes(chw(spec.expected(i)).numpy().tobytes()) for i in range(64))
+    for _ in DCQLoader(ds, batch_size=4, prefetch=1):
+        break  # the producer thread must not hang on a full queue
+
+
+def test_dcqloader_passes_errors_on(tmp_path):
+    spec = make_spec(np.random.default_rng(0), bits=2, channels=3, n=8, sizes=[(4, 4), (5, 5)])
+    ds = DCQDataset(write_spec(spec, tmp_path / "v.dcq"))
+    with pytest.raises(dcqformat.DcqError, match="differ in size"):
+        list(DCQLoader(ds, batch_size=4))
