@@ -16,10 +16,6 @@ from dcqformat.loaders.wds import dcq_pipeline, dcqi_handler, epoch_batches, par
 import dcqformat
 from dcqformat import DcqError
 
-# webdataset 1.0.2 leaves closing its shard streams to the garbage collector.
-pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
-              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
-
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):

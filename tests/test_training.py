@@ -13,9 +13,6 @@ from torch.utils.data import DataLoader
 from train_util import MEAN, STD, photo_split, train
 
 MIN_ACCURACY = 0.35
-# webdataset 1.0.2 leaves closing its shard streams to the garbage collector.
-pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
-              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 
 @pytest.fixture(scope="module")
