@@ -252,6 +252,14 @@ class DcqReader:
             raise IndexError(f"sample {i} out of range for {n} samples")
         return i % n
 
+    def _index_array(self, indices: Iterable[int] | np.ndarray) -> np.ndarray:
+        """Sample indices as int64, negative ones counted from the end; IndexError when out of range."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"sample index out of range for {n} samples")
+        return idx % max(n, 1)
+
     def mask(self, i: int) -> np.ndarray | None:
         """The (gh, gw) drop mask of sample ``i`` (True = dropped patch), or None."""
         i = self._index(i)
@@ -348,11 +356,7 @@ class DcqReader:
         """Decode samples of one size into ``out`` (N, H, W, C) or (N, C, H, W) uint8, in parallel."""
         if layout not in ("NHWC", "NCHW"):
             raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"sample index out of range for {n} samples")
-        idx = idx % max(n, 1)
+        idx = self._index_array(indices)
         rec = self._records
         h, w = rec.constant("height"), rec.constant("width")
         if h is None or w is None:
@@ -462,11 +466,7 @@ class DcqReader:
             raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
         if interpolation not in ("nearest", "bilinear"):
             raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"sample index out of range for {n} samples")
-        idx = idx % max(n, 1)
+        idx = self._index_array(indices)
         table = self.palettes if table is None else np.asarray(table)
         if table.shape != self.palettes.shape:
             raise ValueError(f"table must have the palettes' shape {self.palettes.shape}, got {table.shape}")
