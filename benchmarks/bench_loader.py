@@ -76,6 +76,19 @@ class InMemory(Dataset):
         return _augment(self.x[i]), self.y[i]
 
 
+class Ceiling(Dataset):
+    """No decoding at all: a ready float32 batch, to measure what DataLoader itself can move."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitems__(self, idx):  # type: ignore[no-untyped-def]
+        return torch.zeros((len(idx), 3, 32, 32)), torch.zeros(len(idx), dtype=torch.int64)
+
+
 class InMemoryBatched(InMemory):
     """The same tensor, augmented a whole batch at a time (the strongest in-memory baseline)."""
 
@@ -83,6 +96,10 @@ class InMemoryBatched(InMemory):
         x = random_crop_flip(self.x[idx].float(), padding=4) / 255
         x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
         return list(zip(x, self.y[idx]))
+
+
+def _passthrough(batch):  # type: ignore[no-untyped-def]
+    return batch
 
 
 def prepare(n: int) -> tuple[Path, Path, sample_data.ImageSet]:
@@ -152,6 +169,8 @@ def main() -> None:
         "ImageFolder (Pillow JPEG)": lambda: DataLoader(JpegFolder(folder), **kw),
         "in-memory uint8 tensor, per-sample aug": lambda: DataLoader(InMemory(data.images, data.labels), **kw),
         "in-memory uint8 tensor, batched aug": lambda: DataLoader(InMemoryBatched(data.images, data.labels), **kw),
+        "ceiling: DataLoader moving ready float32 batches, no decoding": lambda: DataLoader(
+            Ceiling(len(data.images)), collate_fn=_passthrough, **kw),
     }
     rows = []
     for name, make in loaders.items():
