@@ -23,6 +23,10 @@ EPILOG = """examples:
   dcq export train.dcq out.npz    decoded arrays x, y, source_index in one .npz
   dcq to-wds train.dcq 'shards/train-%06d.tar' --maxcount 10000
                                   WebDataset shards (.dcqi + .cls) and the sidecar shards/train.dcq
+  dcq convert cifar10-train-{000000..000004}.tar train.dcq --bits 2
+                                  quantize a dataset (ImageFolder, WebDataset shards, CIFAR folder, .npz)
+  dcq preview train.dcq --source SRC --out preview.png
+                                  originals next to decoded images, with the palettes as swatches
   dcq demo                        quantize a small image set and show what the format does
 """
 
@@ -110,6 +114,31 @@ def _cmd_to_wds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .quantize import ConvertConfig, convert
+
+    cfg = ConvertConfig(method=args.method, bits=args.bits, clusters=args.clusters, codec=args.codec,
+                        channels=args.channels, alpha=args.alpha, on_error=args.on_error, limit=args.limit,
+                        seed=args.seed, device=args.device, model=args.model, model_epochs=args.epochs,
+                        refine_steps=args.refine_steps)
+    summary = convert(args.src, args.dst, cfg, progress=not args.quiet)
+    print(f"wrote {args.dst}")
+    print(summary.table(cfg))
+    if summary.problems:
+        print(f"{len(summary.problems)} unreadable sample(s) skipped, e.g.:")
+        for index, why in summary.problems[:5]:
+            print(f"  sample {index}: {why}")
+    return 0
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from .preview import preview
+
+    path = preview(args.file, args.out, source=args.source, count=args.count)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
@@ -145,6 +174,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--maxcount", type=int, default=10000, help="samples per shard (default 10000)")
     s.add_argument("--sidecar", default=None, help="sidecar path (default: PATTERN's prefix + .dcq)")
     s.set_defaults(fn=_cmd_to_wds)
+    s = sub.add_parser("convert", help="quantize a dataset into a .dcq file",
+                       description="Quantize SRC (an ImageFolder tree, WebDataset tar shards given as a file, a "
+                                   "glob or a brace pattern, a CIFAR-10/100 python folder, or an .npz with x and y) "
+                                   "into DST. Unreadable images are skipped and reported (--on-error fail stops).")
+    s.add_argument("src", metavar="SRC")
+    s.add_argument("dst", metavar="DST")
+    s.add_argument("--method", default="dcq", choices=["dcq", "mediancut", "octree", "kmeans"],
+                   help="dcq (default): shared cluster palettes; the others: one palette per image")
+    s.add_argument("--bits", type=int, default=2, choices=range(1, 9), help="bits per pixel (default 2)")
+    s.add_argument("--clusters", type=int, default=20, help="shared palettes (dcq; default 20)")
+    s.add_argument("--codec", default="packed", choices=["packed", "zstd"])
+    s.add_argument("--channels", type=int, default=3, choices=[1, 3], help="output channels (default 3)")
+    s.add_argument("--alpha", default="drop", choices=["drop", "composite"], help="RGBA input: drop alpha or "
+                   "composite over white")
+    s.add_argument("--on-error", default="skip", choices=["skip", "fail"])
+    s.add_argument("--limit", type=int, default=None, help="convert the first N samples only")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    s.add_argument("--model", default=None, help="attention model checkpoint (.safetensors from dcq, or TorchScript)")
+    s.add_argument("--epochs", type=int, default=8, help="attention model training epochs (default 8)")
+    s.add_argument("--refine-steps", type=int, default=40, help="texture refinement steps per palette (default 40)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(fn=_cmd_convert)
+    s = sub.add_parser("preview", help="a PNG grid of decoded images (and originals) with palette swatches")
+    s.add_argument("file", metavar="FILE.dcq")
+    s.add_argument("--source", default=None, help="the dataset FILE was converted from, to show originals")
+    s.add_argument("--out", default="preview.png")
+    s.add_argument("--count", type=int, default=16, help="images to show (default 16)")
+    s.set_defaults(fn=_cmd_preview)
     s = sub.add_parser("demo", help="quantize a small image set and show sizes and decode speed")
     s.add_argument("--out", default="out/demo", help="folder for the files (default: out/demo)")
     s.add_argument("--limit", type=int, default=2000, help="number of images (default: 2000)")

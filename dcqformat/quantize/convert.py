@@ -1,0 +1,315 @@
+"""``dcq convert``: a dataset in, a .dcq file out, through DCQ or a per-image baseline."""
+
+from __future__ import annotations
+
+import glob
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import __version__
+from ..errors import DcqError
+from ..sources import iter_images, open_source
+from ..writer import DcqWriter
+from . import baselines
+from .cache import ImageCache
+from .gradcam import gradcam_pp
+from .kmeans import kmeans
+from .model import AttentionNet, load_model, to_input, train_attention
+from .palette import assign, fit_palette, refine_palette, to_uint8, top_pixels
+
+METHODS = ("dcq", "mediancut", "octree", "kmeans")
+
+
+@dataclass
+class ConvertConfig:
+    """Every setting of a conversion; recorded in the file's metadata."""
+
+    method: str = "dcq"
+    bits: int = 2
+    clusters: int = 20
+    attention_fraction: float = 0.5
+    model_epochs: int = 8
+    model_size: int = 32
+    model_images: int = 20000
+    model: str | None = None
+    pool_pixels: int = 200_000
+    refine_steps: int = 40
+    refine_images: int = 64
+    fidelity: float = 1.0
+    codec: str = "packed"
+    channels: int = 3
+    alpha: str = "drop"
+    on_error: str = "skip"
+    limit: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    batch: int = 256
+
+
+@dataclass
+class ConvertSummary:
+    samples_in: int = 0
+    written: int = 0
+    reported: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    file_bytes: int = 0
+    raw_bytes: int = 0
+    source_bytes: int | None = None
+    device: str = ""
+    model: dict = field(default_factory=dict)
+
+    def table(self, cfg: ConvertConfig) -> str:
+        rows = [("samples in", f"{self.samples_in:,}"), ("written", f"{self.written:,}"),
+                ("reported (unreadable)", f"{self.reported:,}"), ("method", cfg.method),
+                ("bits", str(cfg.bits)), ("clusters", str(cfg.clusters) if cfg.method == "dcq" else "per image"),
+                ("device", self.device), ("file bytes", f"{self.file_bytes:,}"),
+                ("bytes / image", f"{self.file_bytes / max(self.written, 1):,.1f}"),
+                ("x smaller than raw uint8", f"{self.raw_bytes / max(self.file_bytes, 1):.1f}")]
+        if self.source_bytes:
+            rows.append(("x smaller than the source files", f"{self.source_bytes / max(self.file_bytes, 1):.2f}"))
+        rows += [(f"time: {k}", f"{v:.1f} s") for k, v in self.stages.items()]
+        rows.append(("time: total", f"{sum(self.stages.values()):.1f} s"))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def source_bytes(src: str) -> int | None:
+    """Bytes of the files a source is made of (for the compression ratio), when known."""
+    from ..sources import expand_braces
+
+    p = Path(src)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    files = [Path(f) for part in expand_braces(str(src)) for f in sorted(glob.glob(part)) or [part]]
+    return sum(f.stat().st_size for f in files if f.is_file()) or None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _Stage:
+    def __init__(self, summary: ConvertSummary, name: str) -> None:
+        self.summary, self.name = summary, name
+
+    def __enter__(self) -> None:
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.summary.stages[self.name] = self.summary.stages.get(self.name, 0.0) + time.perf_counter() - self.t
+
+
+def _load(src: str, cfg: ConvertConfig, summary: ConvertSummary, progress: bool) -> tuple[ImageCache, list[str], dict]:
+    source = open_source(src)
+    summary.source_bytes = source_bytes(src)
+    cache = ImageCache()
+    try:
+        with tqdm(desc="load", unit="img", total=source.length, disable=not progress) as bar:
+            for item in iter_images(source, cfg.channels, cfg.alpha):
+                if cfg.limit is not None and summary.samples_in >= cfg.limit:
+                    break
+                summary.samples_in += 1
+                bar.update()
+                if item.image is None:
+                    if cfg.on_error == "fail":
+                        raise DcqError(f"sample {item.index}: {item.problem}")
+                    summary.problems.append((item.index, item.problem or "unreadable"))
+                    continue
+                cache.add(item.image, item.label, item.index)
+    except BaseException:
+        cache.close()
+        raise
+    summary.reported = len(summary.problems)
+    classes = source.classes
+    labels = [y for y in cache.labels if y >= 0]
+    if not classes and labels:
+        classes = [str(c) for c in range(max(labels) + 1)]
+    return cache, classes, {"source": str(src), "kind": source.kind}
+
+
+def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progress: bool = True) -> ConvertSummary:
+    """Convert the dataset at ``src`` into the .dcq file ``dst``."""
+    cfg = cfg or ConvertConfig()
+    if cfg.method not in METHODS:
+        raise DcqError(f"method must be one of {METHODS}, got {cfg.method!r}")
+    if not 1 <= cfg.bits <= 8:
+        raise DcqError(f"bits must be 1..8, got {cfg.bits}")
+    summary = ConvertSummary()
+    device = pick_device(cfg.device)
+    summary.device = str(device)
+    torch.manual_seed(cfg.seed)
+    with _Stage(summary, "load"):
+        cache, classes, provenance = _load(src, cfg, summary, progress)
+    if len(cache) == 0:
+        raise DcqError(f"{src}: no readable image")
+    try:
+        meta = {"name": Path(str(src).rstrip("/")).stem, "classes": classes, "color_space": "sRGB",
+                "channels_from_source": "converted to " + ("grayscale" if cfg.channels == 1 else "RGB"),
+                "alpha": cfg.alpha, "quantizer": {"name": cfg.method, "config": asdict(cfg)},
+                "provenance": {**provenance, "samples_in": summary.samples_in, "reported": summary.reported,
+                               "problems": summary.problems[:100], "dcqformat": __version__,
+                               "torch": torch.__version__, "device": str(device)}}
+        if cfg.method == "dcq":
+            _convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress)
+        else:
+            _convert_baseline(cache, cfg, summary, meta, dst, progress)
+    finally:
+        cache.close()
+    summary.file_bytes = Path(dst).stat().st_size
+    return summary
+
+
+def _write(dst, cfg, meta, palettes, summary, rows):  # type: ignore[no-untyped-def]
+    with DcqWriter(dst, bits=cfg.bits, channels=cfg.channels, palettes=palettes, codec=cfg.codec, meta=meta) as w:
+        for idx, pal, label, src_index in rows:
+            pid = pal if isinstance(pal, int) else w.add_palette(pal)
+            w.add(idx, palette=pid, label=label, source_index=src_index)
+            summary.written += 1
+            summary.raw_bytes += idx.size * cfg.channels
+
+
+def _convert_baseline(cache, cfg, summary, meta, dst, progress):  # type: ignore[no-untyped-def]
+    def rows():  # type: ignore[no-untyped-def]
+        for i in tqdm(range(len(cache)), desc=cfg.method, unit="img", disable=not progress):
+            img = cache.image(i)
+            if cfg.method == "kmeans":
+                idx, pal = baselines.kmeans_image(img, cfg.bits, cfg.seed + i)
+            else:
+                idx, pal = baselines.pillow(img, cfg.bits, cfg.method)
+            yield idx, pal, cache.labels[i], cache.sources[i]
+
+    with _Stage(summary, "quantize + write"):
+        _write(dst, cfg, meta, None, summary, rows())
+
+
+def _model_input(images: list[np.ndarray], size: int) -> torch.Tensor:
+    rgb = [im if im.shape[2] == 3 else im.repeat(3, 2) for im in images]
+    if len({im.shape for im in rgb}) == 1:
+        return to_input(torch.from_numpy(np.stack(rgb)), size)
+    return torch.cat([to_input(torch.from_numpy(im)[None], size) for im in rgb])
+
+
+def _convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress):  # type: ignore[no-untyped-def]
+    n = len(cache)
+    rng = np.random.default_rng(cfg.seed)
+    labels = np.array(cache.labels)
+    n_classes = max(len(classes), int(labels.max()) + 1 if len(labels) else 1, 1)
+    # 1. The attention / feature model.
+    with _Stage(summary, "attention model"):
+        if cfg.model:
+            model = load_model(cfg.model, device)
+            summary.model = {"checkpoint": cfg.model}
+        else:
+            pick = np.sort(rng.choice(n, min(n, cfg.model_images), replace=False))
+            train_x = np.stack([_as_rgb(cache.image(int(i)), cfg.model_size) for i in pick])
+            train_y = np.where(labels[pick] >= 0, labels[pick], 0)
+            model, report = train_attention(train_x, train_y, n_classes, epochs=cfg.model_epochs,
+                                            size=cfg.model_size, device=device, seed=cfg.seed)
+            summary.model = asdict(report)
+    # Timings stay in the summary: a file's bytes depend on the data, the config and the seed only.
+    meta["quantizer"]["attention_model"] = {k: v for k, v in summary.model.items() if k != "seconds"}
+    # 2. Shallow features and Grad-CAM++ maps of every image; features kept (N x 32 floats).
+    feats = np.zeros((n, getattr(model, "width", 32)), np.float32)
+    pools: dict[int, list[torch.Tensor]] = {}
+    with _Stage(summary, "features + Grad-CAM++"):
+        cams_of: dict[int, torch.Tensor] = {}
+        for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="grad-cam++",
+                                  disable=not progress):
+            x = _model_input(images, cfg.model_size).to(device)
+            y = torch.from_numpy(labels[chunk]).to(device)
+            cams, shallow, _ = gradcam_pp(model, x, y, (cfg.model_size, cfg.model_size))
+            feats[chunk] = shallow.cpu().numpy()
+            for k, i in enumerate(chunk.tolist()):
+                cams_of[i] = cams[k].cpu()
+    # 3. Clusters of shallow features (k-means++; fitted on at most 50k images).
+    with _Stage(summary, "clustering"):
+        fit = rng.choice(n, min(n, 50_000), replace=False)
+        f = torch.from_numpy(feats)
+        f = (f - f.mean(0)) / f.std(0).clamp(min=1e-6)
+        centres, _ = kmeans(f[fit].to(device), cfg.clusters, seed=cfg.seed)
+        cluster = torch.cdist(f.to(device), centres).argmin(1).cpu().numpy()
+    # 4. Attention-guided palettes: top pixels of each image, pooled per cluster, LAB k-means.
+    colours = 1 << cfg.bits
+    k = len(centres)
+    with _Stage(summary, "palettes"):
+        per_image = max(1, cfg.pool_pixels // max(1, int(np.bincount(cluster, minlength=k).max())))
+        for chunk, images in cache.batches(cfg.batch):
+            for i, img in zip(chunk.tolist(), images):
+                rgb = torch.from_numpy(img if img.shape[2] == 3 else img.repeat(3, 2))
+                cam = torch.nn.functional.interpolate(cams_of[i][None, None], size=rgb.shape[:2], mode="bilinear",
+                                                      align_corners=False)[0, 0]
+                px = top_pixels(rgb[None], cam[None], cfg.attention_fraction)[0]
+                if len(px) > per_image:
+                    px = px[torch.from_numpy(rng.choice(len(px), per_image, replace=False))]
+                pools.setdefault(int(cluster[i]), []).append(px)
+        palettes_lab = torch.zeros(k, colours, 3)
+        for c in range(k):
+            if c in pools:
+                palettes_lab[c] = _pad(fit_palette(torch.cat(pools[c]).to(device), colours, cfg.seed + c).cpu(),
+                                       colours)
+        del pools, cams_of
+    # 5. Texture-preserving refinement of each palette on a few of its images.
+    refine_log = []
+    with _Stage(summary, "texture refinement"):
+        for c in tqdm(range(k), desc="refine", disable=not progress or cfg.refine_steps == 0):
+            members = np.flatnonzero(cluster == c)
+            if cfg.refine_steps == 0 or len(members) == 0:
+                continue
+            pick = rng.choice(members, min(len(members), cfg.refine_images), replace=False)
+            imgs = torch.from_numpy(np.stack([_as_rgb(cache.image(int(i)), None) for i in pick
+                                              if cache.shape(int(i))[:2] == cache.shape(int(pick[0]))[:2]]))
+            palettes_lab[c], log = refine_palette(imgs.to(device), palettes_lab[c].to(device),
+                                                  steps=cfg.refine_steps, fidelity=cfg.fidelity)
+            palettes_lab[c] = palettes_lab[c].cpu()
+            refine_log.append(log)
+    meta["quantizer"]["refinement"] = {
+        "mean_loss_before": float(np.mean([r["loss_before"] for r in refine_log])) if refine_log else None,
+        "mean_loss_after": float(np.mean([r["loss_after"] for r in refine_log])) if refine_log else None}
+    palettes = to_uint8(palettes_lab)  # (k, K, 3)
+    stored = palettes.numpy() if cfg.channels == 3 else palettes.numpy()[:, :, :1]
+    meta["quantizer"]["cluster_sizes"] = np.bincount(cluster, minlength=k).tolist()
+
+    # 6. Assign every pixel to its cluster's palette, streamed, and write.
+    def rows():  # type: ignore[no-untyped-def]
+        for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="assign + write",
+                                  disable=not progress):
+            shapes = {im.shape for im in images}
+            groups = [images] if len(shapes) == 1 else [[im] for im in images]
+            pos = 0
+            for group in groups:
+                ids = torch.from_numpy(cluster[chunk[pos : pos + len(group)]]).long()
+                rgb = torch.from_numpy(np.stack([im if im.shape[2] == 3 else im.repeat(3, 2) for im in group]))
+                idx = assign(rgb.to(device), palettes.to(device), ids.to(device)).cpu().numpy()
+                for j in range(len(group)):
+                    i = int(chunk[pos + j])
+                    yield idx[j], int(cluster[i]), cache.labels[i], cache.sources[i]
+                pos += len(group)
+
+    with _Stage(summary, "assign + write"):
+        _write(dst, cfg, meta, stored, summary, rows())
+
+
+def _pad(palette: torch.Tensor, colours: int) -> torch.Tensor:
+    if len(palette) < colours:
+        palette = torch.cat([palette, palette[-1:].repeat(colours - len(palette), 1)])
+    return palette
+
+
+def _as_rgb(img: np.ndarray, size: int | None) -> np.ndarray:
+    rgb = img if img.shape[2] == 3 else img.repeat(3, 2)
+    if size is None or rgb.shape[:2] == (size, size):
+        return rgb
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+
+
+__all__ = ["AttentionNet", "ConvertConfig", "ConvertSummary", "convert"]

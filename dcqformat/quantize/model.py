@@ -1,0 +1,115 @@
+"""The attention/feature model: a small CNN trained on the dataset being converted.
+
+``shallow`` (the first block, globally average-pooled) gives DCQ's clustering features;
+``deep`` (the last convolutional block) is where Grad-CAM++ looks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _block(i: int, o: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
+                         nn.Conv2d(o, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+
+
+class AttentionNet(nn.Module):
+    """Three conv blocks (32, 64, 128 channels) and a linear classifier."""
+
+    def __init__(self, classes: int, channels: int = 3, width: int = 32) -> None:
+        super().__init__()
+        self.classes, self.channels, self.width = classes, channels, width
+        self.shallow = _block(channels, width, 1)
+        self.mid = _block(width, 2 * width, 2)
+        self.deep = _block(2 * width, 4 * width, 2)
+        self.head = nn.Linear(4 * width, classes)
+
+    def forward(self, x: torch.Tensor, keep: bool = False):  # type: ignore[no-untyped-def]
+        s = self.shallow(x)
+        d = self.deep(self.mid(s))
+        logits = self.head(d.mean((2, 3)))
+        return (logits, s, d) if keep else logits
+
+
+def to_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float (N, C, size, size) in [-1, 1]."""
+    x = images.permute(0, 3, 1, 2).float() / 127.5 - 1
+    if x.shape[2] != size or x.shape[3] != size:
+        x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+@dataclass
+class TrainReport:
+    epochs: int
+    images: int
+    seconds: float
+    train_accuracy: float
+
+
+def train_attention(images: np.ndarray, labels: np.ndarray, classes: int, *, epochs: int, size: int,
+                    device: torch.device, seed: int, batch: int = 128) -> tuple[AttentionNet, TrainReport]:
+    """Train :class:`AttentionNet` from scratch (crop + flip augmentation, SGD, one-cycle)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = AttentionNet(classes, images.shape[3]).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    steps = max(1, epochs * (len(images) // batch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=steps, pct_start=0.25)
+    x_all = torch.from_numpy(images)
+    y_all = torch.from_numpy(labels.astype(np.int64))
+    t0, step, correct, seen = time.perf_counter(), 0, 0, 0
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=g)
+        for s in range(0, len(order) - batch + 1, batch):
+            if step >= steps:
+                break
+            idx = order[s : s + batch]
+            x = to_input(x_all[idx], size)
+            pad = nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
+            oy, ox = torch.randint(0, 9, (2,), generator=g).tolist()
+            x = pad[:, :, oy : oy + size, ox : ox + size]
+            if torch.rand(1, generator=g).item() < 0.5:
+                x = x.flip(3)
+            x, y = x.to(device), y_all[idx].to(device)
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+    model.eval()
+    return model, TrainReport(epochs, len(images), time.perf_counter() - t0, correct / max(seen, 1))
+
+
+def save_model(model: AttentionNet, path: str) -> None:
+    """A state dict with the architecture's arguments, as safetensors (no pickle)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path,
+              metadata={"arch": "AttentionNet", "classes": str(model.classes), "channels": str(model.channels),
+                        "width": str(model.width)})
+
+
+def load_model(path: str, device: torch.device) -> AttentionNet:
+    """Load a model saved by :func:`save_model` (safetensors) or a TorchScript file."""
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(path, "pt") as f:
+            meta = f.metadata()
+        model = AttentionNet(int(meta["classes"]), int(meta["channels"]), int(meta["width"]))
+        model.load_state_dict(load_file(path))
+        return model.to(device).eval()
+    return torch.jit.load(path, map_location=device).eval()  # type: ignore[no-any-return]

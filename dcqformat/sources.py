@@ -1,0 +1,245 @@
+"""Read image datasets for conversion: ImageFolder trees, WebDataset shards, CIFAR pickles, .npz.
+
+``open_source(SRC)`` detects the kind and returns a :class:`Source`, which iterates
+:class:`Item` (index, image or None, label, problem). Images come out as (H, W, C) uint8 with
+the requested channels: grayscale, palette, 16-bit and alpha images are converted (alpha is
+dropped or composited, as asked); an unreadable one comes with ``image=None`` and the reason,
+so that every input index is either written or reported.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import pickle
+import re
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DcqError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+MAX_SOURCE_PIXELS = 1 << 28
+
+
+@dataclass
+class Item:
+    index: int
+    image: np.ndarray | None
+    label: int
+    problem: str | None = None
+
+
+@dataclass
+class Source:
+    """A dataset to convert: its kind, class names, and how to iterate it (any number of times)."""
+
+    kind: str
+    classes: list[str]
+    items: object  # a zero-argument callable returning an iterator of raw (index, loader, label)
+    notes: dict = field(default_factory=dict)
+    length: int | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, object, int]]:
+        return self.items()  # type: ignore[operator]
+
+
+def to_array(raw: bytes | np.ndarray, channels: int = 3, alpha: str = "drop") -> np.ndarray:
+    """Decode and normalise one image: (H, W, channels) uint8. Raises DcqError if unreadable."""
+    if isinstance(raw, np.ndarray):
+        arr = raw
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.dtype != np.uint8:
+            arr = (arr.astype(np.float64) * (255.0 / max(float(arr.max()), 1.0))).round().astype(np.uint8)
+        img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    else:
+        try:
+            img = Image.open(io.BytesIO(raw))
+            img.load()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise DcqError(f"unreadable image ({type(exc).__name__}: {exc})") from None
+    if img.width * img.height > MAX_SOURCE_PIXELS:
+        raise DcqError(f"image too large ({img.width}x{img.height})")
+    if img.mode in ("I;16", "I;16B", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray((a * (255.0 / max(a.max(), 1.0))).round().astype(np.uint8))
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        if alpha == "composite":  # over white
+            rgba = img.convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(bg, rgba)
+        img = img.convert("RGB" if img.mode != "LA" else "L")
+    img = img.convert("L" if channels == 1 else "RGB")
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _image_folder(root: Path) -> Source:
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    files = [(f, c) for c, name in enumerate(classes) for f in sorted((root / name).rglob("*"))
+             if f.suffix.lower() in IMAGE_EXTS]
+    if not files:
+        raise DcqError(f"{root}: no images in class sub-folders")
+
+    def items() -> Iterator[tuple[int, object, int]]:
+        for i, (f, c) in enumerate(files):
+            yield i, f.read_bytes, c
+
+    return Source("imagefolder", classes, items, length=len(files))
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """WebDataset-style brace expansion: ``a-{000..004}.tar`` and ``{a,b}``."""
+    m = re.search(r"\{([^{}]*)\}", pattern)
+    if not m:
+        return [pattern]
+    body, head, tail = m.group(1), pattern[: m.start()], pattern[m.end() :]
+    r = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if r:
+        width = len(r.group(1))
+        options = [str(i).zfill(width) for i in range(int(r.group(1)), int(r.group(2)) + 1)]
+    else:
+        options = body.split(",")
+    return [p for o in options for p in expand_braces(head + o + tail)]
+
+
+def _shards(pattern: str) -> Source:
+    paths = [p for part in expand_braces(pattern) for p in (sorted(glob.glob(part)) or [part])]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise DcqError(f"shard not found: {missing[0]}")
+    classes: list[str] = []
+    for cand in (Path(paths[0]).parent / "classes.txt",):
+        if cand.is_file():
+            classes = cand.read_text().split()
+
+    def items() -> Iterator[tuple[int, object, int]]:
+        index = 0
+        for path in paths:
+            with tarfile.open(path) as tar:
+                key, fields = None, {}
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    name = os.path.basename(member.name)
+                    k, _, ext = name.partition(".")
+                    k = os.path.join(os.path.dirname(member.name), k)
+                    if key is not None and k != key:
+                        yield index, *_shard_sample(fields)
+                        index += 1
+                        fields = {}
+                    key = k
+                    fields[ext.lower()] = tar.extractfile(member).read()  # type: ignore[union-attr]
+                if key is not None:
+                    yield index, *_shard_sample(fields)
+                    index += 1
+
+    return Source("webdataset", classes, items)
+
+
+def _shard_sample(fields: dict[str, bytes]) -> tuple[object, int]:
+    image = next((v for k, v in fields.items() if k in {"jpg", "jpeg", "png", "webp", "ppm", "bmp"}), None)
+    label = -1
+    for key in ("cls", "label", "class"):
+        if key in fields:
+            try:
+                label = int(fields[key].decode().strip())
+            except ValueError:
+                pass
+            break
+    return (image if image is not None else b""), label
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's batch files: dicts, lists, strings, bytes and numpy arrays only."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise DcqError(f"refusing to unpickle {module}.{name} from a CIFAR batch file")
+
+
+def _load_batch(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return _ArrayUnpickler(f, encoding="bytes").load()
+
+
+def _cifar(root: Path) -> Source:
+    batches = sorted(root.glob("data_batch_*")) or sorted(p for p in [root / "train"] if p.exists())
+    batches = batches or sorted(root.glob("test_batch")) or [root / "test"]
+    meta_path = next((p for p in (root / "batches.meta", root / "meta") if p.exists()), None)
+    classes: list[str] = []
+    if meta_path is not None:
+        meta = _load_batch(meta_path)
+        names = meta.get(b"label_names") or meta.get(b"fine_label_names") or []
+        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+    def items() -> Iterator[tuple[int, object, int]]:
+        index = 0
+        for path in batches:
+            batch = _load_batch(path)
+            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            labels = batch.get(b"labels", batch.get(b"fine_labels"))
+            for k in range(len(data)):
+                yield index, data[k], int(labels[k])
+                index += 1
+
+    return Source("cifar", classes, items)
+
+
+def _npz(path: Path) -> Source:
+    with np.load(path, allow_pickle=False) as z:
+        if "x" not in z:
+            raise DcqError(f"{path}: an .npz source needs an array 'x' (N, H, W[, C]) and optionally 'y'")
+        n = len(z["x"])
+        classes = [str(c) for c in z["classes"]] if "classes" in z else []
+
+    def items() -> Iterator[tuple[int, object, int]]:
+        with np.load(path, allow_pickle=False, mmap_mode="r") as z:
+            x = z["x"]
+            y = z["y"] if "y" in z else np.full(n, -1)
+            for i in range(n):
+                yield i, np.asarray(x[i]), int(y[i])
+
+    return Source("npz", classes, items, length=n)
+
+
+def open_source(src: str | os.PathLike[str]) -> Source:
+    """Detect and open a source: ImageFolder dir, CIFAR pickle dir, .npz, or tar shards."""
+    s = str(src)
+    p = Path(s)
+    if p.is_dir():
+        if any((p / n).exists() for n in ("data_batch_1", "test_batch", "train", "batches.meta", "meta")) \
+                and not any(d.is_dir() for d in p.iterdir()):
+            return _cifar(p)
+        return _image_folder(p)
+    if p.suffix == ".npz" and p.is_file():
+        return _npz(p)
+    if ".tar" in s or "{" in s or "*" in s:
+        return _shards(s)
+    raise DcqError(f"{src}: not an ImageFolder, a CIFAR folder, an .npz or tar shards")
+
+
+def iter_images(source: Source, channels: int = 3, alpha: str = "drop") -> Iterator[Item]:
+    """Every item of a source with its image decoded, or the problem that stopped it."""
+    for index, raw, label in source:
+        try:
+            data = raw() if callable(raw) else raw
+            yield Item(index, to_array(data, channels, alpha), label)
+        except DcqError as exc:
+            yield Item(index, None, label, str(exc))
+        except OSError as exc:
+            yield Item(index, None, label, f"unreadable ({exc})")
