@@ -142,7 +142,7 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
-    run(Path(args.out), limit=args.limit, bits=args.bits, dataset=args.dataset)
+    run(Path(args.out), limit=args.limit, bits=args.bits, dataset=args.dataset, epochs=args.epochs)
     return 0
 
 
@@ -203,12 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="preview.png")
     s.add_argument("--count", type=int, default=16, help="images to show (default 16)")
     s.set_defaults(fn=_cmd_preview)
-    s = sub.add_parser("demo", help="quantize a small image set and show sizes and decode speed")
+    s = sub.add_parser("demo", help="convert a small image set with DCQ and MedianCut; sizes, PSNR, speed, preview")
     s.add_argument("--out", default="out/demo", help="folder for the files (default: out/demo)")
     s.add_argument("--limit", type=int, default=2000, help="number of images (default: 2000)")
     s.add_argument("--bits", type=int, default=2, choices=range(1, 9), help="bits per pixel (default: 2)")
     s.add_argument("--dataset", default="auto", choices=DATASETS,
                    help="auto: CIFAR-10 from ../shared/data/cifar10 when present, else the embedded photo crops")
+    s.add_argument("--epochs", type=int, default=8, help="attention model epochs (default 8)")
     s.set_defaults(fn=_cmd_demo)
     return p
 
