@@ -26,10 +26,10 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save, table  # noqa: E402
-from dcqformat.loaders import DCQDataset, DCQLoader, RandomCrop, random_crop_flip  # noqa: E402
 
 import dcqformat  # noqa: E402
 from dcqformat import sample_data, simple_quant  # noqa: E402
+from dcqformat.loaders import DCQDataset, DCQLoader, RandomCrop, random_crop_flip  # noqa: E402
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 CACHE = Path("out/bench")
@@ -198,6 +198,7 @@ def main() -> None:
 
 def bench_wds(dcq: Path, args) -> list[dict]:  # type: ignore[no-untyped-def]
     import webdataset as wds
+
     from dcqformat.loaders.wds import dcq_pipeline, write_shards
 
     root = sample_data.find_cifar10()

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import torch
 from common import make_spec, write_spec
+from torch.utils.data import DataLoader, DistributedSampler
+
+import dcqformat
 from dcqformat.loaders import (
     CenterCrop,
     DCQDataset,
@@ -18,9 +21,6 @@ from dcqformat.loaders import (
     Resize,
     random_crop_flip,
 )
-from torch.utils.data import DataLoader, DistributedSampler
-
-import dcqformat
 
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 import webdataset as wds
 from common import make_spec, write_spec
-from dcqformat.loaders import RandomCrop
-from dcqformat.loaders.wds import dcq_pipeline, dcqi_handler, epoch_batches, parse_dcqi, write_shards
 
 import dcqformat
 from dcqformat import DcqError
+from dcqformat.loaders import RandomCrop
+from dcqformat.loaders.wds import dcq_pipeline, dcqi_handler, epoch_batches, parse_dcqi, write_shards
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ held-out crops in their original colours; chance is about 10%.
 import numpy as np
 import pytest
 import torch
-from dcqformat.loaders import DCQDataset, RandomCrop, random_crop_flip
-from dcqformat.loaders.wds import dcq_pipeline, write_shards
 from torch.utils.data import DataLoader
 from train_util import MEAN, STD, photo_split, train
+
+from dcqformat.loaders import DCQDataset, RandomCrop, random_crop_flip
+from dcqformat.loaders.wds import dcq_pipeline, write_shards
 
 MIN_ACCURACY = 0.35
 

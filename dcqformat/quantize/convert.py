@@ -216,19 +216,13 @@ def _convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress):  # 
             summary.model = asdict(report)
     # Timings stay in the summary: a file's bytes depend on the data, the config and the seed only.
     meta["quantizer"]["attention_model"] = {k: v for k, v in summary.model.items() if k != "seconds"}
-    # 2. Shallow features and Grad-CAM++ maps of every image; features kept (N x 32 floats).
+    # 2. Shallow features of every image (N x 32 floats), forward only.
     feats = np.zeros((n, getattr(model, "width", 32)), np.float32)
-    pools: dict[int, list[torch.Tensor]] = {}
-    with _Stage(summary, "features + Grad-CAM++"):
-        cams_of: dict[int, torch.Tensor] = {}
-        for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="grad-cam++",
+    with _Stage(summary, "features"), torch.no_grad():
+        for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="features",
                                   disable=not progress):
-            x = _model_input(images, cfg.model_size).to(device)
-            y = torch.from_numpy(labels[chunk]).to(device)
-            cams, shallow, _ = gradcam_pp(model, x, y, (cfg.model_size, cfg.model_size))
-            feats[chunk] = shallow.cpu().numpy()
-            for k, i in enumerate(chunk.tolist()):
-                cams_of[i] = cams[k].cpu()
+            _, shallow, _ = model(_model_input(images, cfg.model_size).to(device), keep=True)
+            feats[chunk] = shallow.mean((2, 3)).cpu().numpy()
     # 3. Clusters of shallow features (k-means++; fitted on at most 50k images).
     with _Stage(summary, "clustering"):
         fit = rng.choice(n, min(n, 50_000), replace=False)
@@ -236,26 +230,34 @@ def _convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress):  # 
         f = (f - f.mean(0)) / f.std(0).clamp(min=1e-6)
         centres, _ = kmeans(f[fit].to(device), cfg.clusters, seed=cfg.seed)
         cluster = torch.cdist(f.to(device), centres).argmin(1).cpu().numpy()
-    # 4. Attention-guided palettes: top pixels of each image, pooled per cluster, LAB k-means.
+        del feats, f
+    # 4. Attention-guided palettes: Grad-CAM++ for the true label, the top pixels of each image
+    #    pooled per cluster (a bounded random share of each image), LAB k-means per cluster.
     colours = 1 << cfg.bits
     k = len(centres)
-    with _Stage(summary, "palettes"):
-        per_image = max(1, cfg.pool_pixels // max(1, int(np.bincount(cluster, minlength=k).max())))
-        for chunk, images in cache.batches(cfg.batch):
-            for i, img in zip(chunk.tolist(), images):
+    per_image = max(1, cfg.pool_pixels // max(1, int(np.bincount(cluster, minlength=k).max())))
+    pools: dict[int, list[torch.Tensor]] = {}
+    with _Stage(summary, "Grad-CAM++ + pools"):
+        for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="grad-cam++",
+                                  disable=not progress):
+            x = _model_input(images, cfg.model_size).to(device)
+            cams, _, _ = gradcam_pp(model, x, torch.from_numpy(labels[chunk]).to(device),
+                                    (cfg.model_size, cfg.model_size))
+            for k_img, (i, img) in enumerate(zip(chunk.tolist(), images)):
                 rgb = torch.from_numpy(img if img.shape[2] == 3 else img.repeat(3, 2))
-                cam = torch.nn.functional.interpolate(cams_of[i][None, None], size=rgb.shape[:2], mode="bilinear",
-                                                      align_corners=False)[0, 0]
+                cam = torch.nn.functional.interpolate(cams[k_img][None, None].cpu(), size=rgb.shape[:2],
+                                                      mode="bilinear", align_corners=False)[0, 0]
                 px = top_pixels(rgb[None], cam[None], cfg.attention_fraction)[0]
                 if len(px) > per_image:
                     px = px[torch.from_numpy(rng.choice(len(px), per_image, replace=False))]
                 pools.setdefault(int(cluster[i]), []).append(px)
+    with _Stage(summary, "palettes"):
         palettes_lab = torch.zeros(k, colours, 3)
         for c in range(k):
             if c in pools:
                 palettes_lab[c] = _pad(fit_palette(torch.cat(pools[c]).to(device), colours, cfg.seed + c).cpu(),
                                        colours)
-        del pools, cams_of
+        del pools
     # 5. Texture-preserving refinement of each palette on a few of its images.
     refine_log = []
     with _Stage(summary, "texture refinement"):

@@ -1,0 +1,144 @@
+"""Accuracy of a model trained from scratch on compressed data, tested on the original test set.
+
+Usage: python benchmarks/bench_accuracy.py [--train 10000] [--epochs 10] [--bits 1 2 4]
+           [--methods original dcq mediancut octree kmeans] [--seeds 0 1]
+
+CPU configuration of the quantizer issue: 10,000 random CIFAR-10 training images (fixed
+draw), a fixed small CNN, 10 epochs, random crop (padding 4) + flip, SGD with one-cycle
+learning rate; the same seed and schedule for every method. Each method converts the
+training images to a .dcq file (cached in out/accuracy/), which is decoded and trained on;
+the test set is the original 10,000 CIFAR-10 test images. The final epoch is reported (never
+the best test epoch). Writes benchmarks/results/bench_accuracy.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save, table  # noqa: E402
+
+import dcqformat  # noqa: E402
+from dcqformat import sample_data  # noqa: E402
+from dcqformat.loaders import random_crop_flip  # noqa: E402
+from dcqformat.quantize import ConvertConfig, convert  # noqa: E402
+
+WORK = Path("out/accuracy")
+MEAN = torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]
+STD = torch.tensor([0.2470, 0.2435, 0.2616])[:, None, None]
+
+
+def cnn(classes: int = 10) -> nn.Module:
+    """The fixed evaluation network: 4 conv blocks (64-128-256-256) with batch norm."""
+    def block(i: int, o: int, pool: bool) -> list[nn.Module]:
+        layers: list[nn.Module] = [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+        return layers + ([nn.MaxPool2d(2)] if pool else [])
+
+    return nn.Sequential(*block(3, 64, False), *block(64, 128, True), *block(128, 256, True), *block(256, 256, True),
+                         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(256, classes))
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    return (x.float() / 255 - MEAN) / STD
+
+
+def train_eval(train_x: np.ndarray, train_y: np.ndarray, test_x: torch.Tensor, test_y: torch.Tensor,
+               epochs: int, seed: int, batch: int = 128) -> float:
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    steps = epochs * (len(train_x) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, total_steps=steps, pct_start=0.25)
+    x_all = torch.from_numpy(train_x).permute(0, 3, 1, 2).contiguous()
+    y_all = torch.from_numpy(train_y.astype(np.int64))
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x_all), generator=g)
+        for s in range(0, len(order) - batch + 1, batch):
+            idx = order[s : s + batch]
+            x = random_crop_flip(normalise(x_all[idx]), padding=4, generator=g)
+            loss = nn.functional.cross_entropy(model(x), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for s in range(0, len(test_x), 1000):
+            correct += int((model(normalise(test_x[s : s + 1000])).argmax(1) == test_y[s : s + 1000]).sum())
+    return correct / len(test_x)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", type=int, default=10000)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--bits", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--methods", nargs="+", default=["original", "dcq", "mediancut", "octree", "kmeans"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    WORK.mkdir(parents=True, exist_ok=True)
+    src = WORK / f"cifar10-train-random{args.train}.npz"
+    if not src.exists():
+        full = sample_data.load_cifar10(None)
+        pick = np.sort(np.random.default_rng(2026).choice(len(full.images), args.train, replace=False))
+        np.savez(src, x=full.images[pick], y=full.labels[pick], classes=np.array(full.classes))
+    train = np.load(src)
+    test = sample_data.load_cifar10(None, split="test")
+    test_x = torch.from_numpy(test.images).permute(0, 3, 1, 2).contiguous()
+    test_y = torch.from_numpy(test.labels.astype(np.int64))
+    rows: list[dict] = []
+    for bits in args.bits:
+        for method in args.methods:
+            if method == "original" and any(r["method"] == "original" for r in rows):
+                continue
+            if method == "original":
+                x, conv_s, size = train["x"], 0.0, train["x"].nbytes
+            else:
+                path = WORK / f"{method}-{bits}bit-{args.train}.dcq"
+                conv_s = 0.0
+                if not path.exists():
+                    t = time.time()
+                    convert(str(src), path, ConvertConfig(method=method, bits=bits), progress=False)
+                    conv_s = time.time() - t
+                r = dcqformat.open(path, verify=True)
+                order = np.argsort(r.source_indices)
+                x, size = r.decode_batch(order), path.stat().st_size
+                assert np.array_equal(r.labels[order], train["y"])
+            accs = [train_eval(x, train["y"], test_x, test_y, args.epochs, seed) for seed in args.seeds]
+            rows.append({"method": method, "bits": "-" if method == "original" else bits,
+                         "accuracy": 100 * float(np.mean(accs)), "per_seed": [100 * a for a in accs],
+                         "bytes_per_image": size / len(x), "convert_s": conv_s})
+            print(f"  {method} {bits}-bit: {rows[-1]['accuracy']:.2f}% {rows[-1]['per_seed']}", file=sys.stderr)
+    orig = next((r["accuracy"] for r in rows if r["method"] == "original"), None)
+    recovery = {}
+    for bits in args.bits:
+        dcq = next((r["accuracy"] for r in rows if r["method"] == "dcq" and r["bits"] == bits), None)
+        mc = next((r["accuracy"] for r in rows if r["method"] == "mediancut" and r["bits"] == bits), None)
+        if None not in (orig, dcq, mc) and orig != mc:
+            recovery[bits] = (dcq - mc) / (orig - mc)
+    for r in rows:
+        r["seeds"] = len(r["per_seed"])
+    print(f"CIFAR-10, {args.train} training images, {args.epochs} epochs, seeds {args.seeds}; test: original 10k")
+    print(table(rows, [("method", "method", ""), ("bits", "bits", ""), ("accuracy", "test accuracy %", ".2f"),
+                       ("bytes_per_image", "B/image", ",.0f"), ("seeds", "seeds", "d")]))
+    for bits, v in recovery.items():
+        print(f"{bits}-bit: (dcq - mediancut) / (original - mediancut) = {v:.2f}")
+    out = save("bench_accuracy", {"args": vars(args), "rows": rows, "recovery": recovery, "seconds": time.time() - t0})
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
