@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["original", "dcq", "mediancut", "octree", "kmeans"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dcq", default="", help="extra DCQ settings, e.g. 'clusters=64,cluster_features=lab'")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -106,25 +107,29 @@ def main() -> None:
             if method == "original":
                 x, conv_s, size = train["x"], 0.0, train["x"].nbytes
             else:
-                path = WORK / f"{method}-{bits}bit-{args.train}.dcq"
+                extra = {k: type(getattr(ConvertConfig(), k))(v) for k, v in
+                         (kv.split("=") for kv in args.dcq.split(",") if kv)} if method == "dcq" else {}
+                tag = "".join(f"-{k}{v}" for k, v in extra.items())
+                path = WORK / f"{method}{tag}-{bits}bit-{args.train}.dcq"
                 conv_s = 0.0
                 if not path.exists():
                     t = time.time()
-                    convert(str(src), path, ConvertConfig(method=method, bits=bits), progress=False)
+                    convert(str(src), path, ConvertConfig(method=method, bits=bits, **extra), progress=False)
                     conv_s = time.time() - t
                 r = dcqformat.open(path, verify=True)
                 order = np.argsort(r.source_indices)
                 x, size = r.decode_batch(order), path.stat().st_size
                 assert np.array_equal(r.labels[order], train["y"])
             accs = [train_eval(x, train["y"], test_x, test_y, args.epochs, seed) for seed in args.seeds]
-            rows.append({"method": method, "bits": "-" if method == "original" else bits,
+            name = method + (f" ({args.dcq})" if method == "dcq" and args.dcq else "")
+            rows.append({"method": name, "bits": "-" if method == "original" else bits,
                          "accuracy": 100 * float(np.mean(accs)), "per_seed": [100 * a for a in accs],
                          "bytes_per_image": size / len(x), "convert_s": conv_s})
             print(f"  {method} {bits}-bit: {rows[-1]['accuracy']:.2f}% {rows[-1]['per_seed']}", file=sys.stderr)
     orig = next((r["accuracy"] for r in rows if r["method"] == "original"), None)
     recovery = {}
     for bits in args.bits:
-        dcq = next((r["accuracy"] for r in rows if r["method"] == "dcq" and r["bits"] == bits), None)
+        dcq = next((r["accuracy"] for r in rows if r["method"].startswith("dcq") and r["bits"] == bits), None)
         mc = next((r["accuracy"] for r in rows if r["method"] == "mediancut" and r["bits"] == bits), None)
         if None not in (orig, dcq, mc) and orig != mc:
             recovery[bits] = (dcq - mc) / (orig - mc)

@@ -117,7 +117,8 @@ def _cmd_to_wds(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .quantize import ConvertConfig, convert
 
-    cfg = ConvertConfig(method=args.method, bits=args.bits, clusters=args.clusters, codec=args.codec,
+    cfg = ConvertConfig(method=args.method, bits=args.bits, clusters=args.clusters,
+                        cluster_features=args.cluster_features, codec=args.codec,
                         channels=args.channels, alpha=args.alpha, on_error=args.on_error, limit=args.limit,
                         seed=args.seed, device=args.device, model=args.model, model_epochs=args.epochs,
                         refine_steps=args.refine_steps)
@@ -184,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dcq (default): shared cluster palettes; the others: one palette per image")
     s.add_argument("--bits", type=int, default=2, choices=range(1, 9), help="bits per pixel (default 2)")
     s.add_argument("--clusters", type=int, default=20, help="shared palettes (dcq; default 20)")
+    s.add_argument("--cluster-features", default="shallow", choices=["shallow", "lab", "both"],
+                   help="cluster images by the attention model's shallow features (default), LAB colour "
+                        "statistics, or both")
     s.add_argument("--codec", default="packed", choices=["packed", "zstd"])
     s.add_argument("--channels", type=int, default=3, choices=[1, 3], help="output channels (default 3)")
     s.add_argument("--alpha", default="drop", choices=["drop", "composite"], help="RGBA input: drop alpha or "

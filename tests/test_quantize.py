@@ -175,3 +175,14 @@ def test_cli_convert_and_preview(sources, tmp_path):
     assert r.returncode == 0, r.stderr
     with Image.open(tmp_path / "p.png") as img:
         assert img.size[0] > 5 * 64
+
+
+@pytest.mark.parametrize("features", ["lab", "both"])
+def test_cluster_features_options(sources, tmp_path, features):
+    cfg = ConvertConfig(cluster_features=features, **FAST)
+    s = convert(str(sources / "x.npz"), tmp_path / "f.dcq", cfg, progress=False)
+    r = dcqformat.open(tmp_path / "f.dcq", verify=True)
+    assert s.written == 40 and r.meta["quantizer"]["config"]["cluster_features"] == features
+    assert len(r.meta["quantizer"]["cluster_sizes"]) == 4 and sum(r.meta["quantizer"]["cluster_sizes"]) == 40
+    with pytest.raises(DcqError, match="cluster_features"):
+        convert(str(sources / "x.npz"), tmp_path / "g.dcq", ConvertConfig(cluster_features="hsv"), progress=False)

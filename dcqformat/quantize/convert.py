@@ -17,6 +17,7 @@ from ..sources import iter_images, open_source
 from ..writer import DcqWriter
 from . import baselines
 from .cache import ImageCache
+from .color import srgb_to_lab
 from .gradcam import gradcam_pp
 from .kmeans import kmeans
 from .model import AttentionNet, load_model, to_input, train_attention
@@ -32,6 +33,7 @@ class ConvertConfig:
     method: str = "dcq"
     bits: int = 2
     clusters: int = 20
+    cluster_features: str = "shallow"  # shallow (CNN), lab (colour statistics) or both
     attention_fraction: float = 0.5
     model_epochs: int = 8
     model_size: int = 32
@@ -142,6 +144,8 @@ def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progres
         raise DcqError(f"method must be one of {METHODS}, got {cfg.method!r}")
     if not 1 <= cfg.bits <= 8:
         raise DcqError(f"bits must be 1..8, got {cfg.bits}")
+    if cfg.cluster_features not in ("shallow", "lab", "both"):
+        raise DcqError(f"cluster_features must be shallow, lab or both, got {cfg.cluster_features!r}")
     summary = ConvertSummary()
     device = pick_device(cfg.device)
     summary.device = str(device)
@@ -216,13 +220,21 @@ def _convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress):  # 
             summary.model = asdict(report)
     # Timings stay in the summary: a file's bytes depend on the data, the config and the seed only.
     meta["quantizer"]["attention_model"] = {k: v for k, v in summary.model.items() if k != "seconds"}
-    # 2. Shallow features of every image (N x 32 floats), forward only.
-    feats = np.zeros((n, getattr(model, "width", 32)), np.float32)
+    # 2. Clustering features of every image, forward only: the model's shallow features
+    #    (N x 32), LAB colour statistics (N x 12), or both (each standardised).
+    parts = []
     with _Stage(summary, "features"), torch.no_grad():
-        for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="features",
+        for _, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="features",
                                   disable=not progress):
-            _, shallow, _ = model(_model_input(images, cfg.model_size).to(device), keep=True)
-            feats[chunk] = shallow.mean((2, 3)).cpu().numpy()
+            cols = []
+            if cfg.cluster_features in ("shallow", "both"):
+                _, shallow, _ = model(_model_input(images, cfg.model_size).to(device), keep=True)
+                cols.append(shallow.mean((2, 3)).cpu())
+            if cfg.cluster_features in ("lab", "both"):
+                cols.append(torch.stack([lab_statistics(im) for im in images]))
+            parts.append(torch.cat(cols, 1).numpy())
+    feats = np.concatenate(parts).astype(np.float32)
+    del parts
     # 3. Clusters of shallow features (k-means++; fitted on at most 50k images).
     with _Stage(summary, "clustering"):
         fit = rng.choice(n, min(n, 50_000), replace=False)
@@ -297,6 +309,15 @@ def _convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress):  # 
 
     with _Stage(summary, "assign + write"):
         _write(dst, cfg, meta, stored, summary, rows())
+
+
+def lab_statistics(image: np.ndarray) -> torch.Tensor:
+    """Colour statistics of an image: LAB mean, standard deviation and 10/50/90% lightness
+    quantiles, plus the 10/90% quantiles of a and b (12 values)."""
+    rgb = torch.from_numpy(image if image.shape[2] == 3 else image.repeat(3, 2)).reshape(-1, 3).float() / 255
+    lab = srgb_to_lab(rgb)
+    q = torch.quantile(lab, torch.tensor([0.1, 0.5, 0.9]), dim=0)  # (3, 3)
+    return torch.cat([lab.mean(0), lab.std(0), q[:, 0], q[0, 1:], q[2, 1:]])
 
 
 def _pad(palette: torch.Tensor, colours: int) -> torch.Tensor:
