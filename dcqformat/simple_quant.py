@@ -15,13 +15,22 @@ def _indices_and_palette(q: Image.Image, colors: int, channels: int) -> tuple[np
     return np.asarray(q, dtype=np.uint8), (pal[:, :1] if channels == 1 else pal)
 
 
-def mediancut(image: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image MedianCut (Pillow): (H, W) indices and a (2**bits, C) palette."""
+PILLOW_METHODS = {"mediancut": Image.Quantize.MEDIANCUT, "octree": Image.Quantize.FASTOCTREE}
+
+
+def pillow_quantize(image: np.ndarray, bits: int, method: str = "mediancut") -> tuple[np.ndarray, np.ndarray]:
+    """Per-image MedianCut or Octree (Pillow, no dithering): (H, W) indices, (2**bits, C) palette."""
     colors = 1 << bits
     gray = image.ndim == 2 or image.shape[2] == 1
     rgb = Image.fromarray(image.reshape(image.shape[0], image.shape[1], -1)[..., 0] if gray else image)
-    q = rgb.convert("RGB").quantize(colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    return _indices_and_palette(q, colors, 1 if gray else 3)
+    q = rgb.convert("RGB").quantize(colors, method=PILLOW_METHODS[method], dither=Image.Dither.NONE)
+    idx, pal = _indices_and_palette(q, colors, 1 if gray else 3)
+    return np.minimum(idx, colors - 1), pal
+
+
+def mediancut(image: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image MedianCut (Pillow): (H, W) indices and a (2**bits, C) palette."""
+    return pillow_quantize(image, bits, "mediancut")
 
 
 def shared_palettes(images: np.ndarray, bits: int, clusters: int = 20, sample: int = 256,

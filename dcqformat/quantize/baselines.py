@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ..simple_quant import pillow_quantize
 from .color import srgb_to_lab, weighted
 from .kmeans import kmeans
 from .palette import assign
 
-PIL_METHODS = {"mediancut": Image.Quantize.MEDIANCUT, "octree": Image.Quantize.FASTOCTREE}
-
 
 def pillow(image: np.ndarray, bits: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) indices and a (2**bits, C) palette from Pillow's quantizer, no dithering."""
-    colours = 1 << bits
-    gray = image.shape[2] == 1
-    img = Image.fromarray(image[..., 0] if gray else image).convert("RGB")
-    q = img.quantize(colours, method=PIL_METHODS[method], dither=Image.Dither.NONE)
-    pal = np.array(q.getpalette()[: 3 * colours], dtype=np.uint8).reshape(-1, 3)
-    pal = np.concatenate([pal, np.zeros((colours - len(pal), 3), np.uint8)])
-    idx = np.minimum(np.asarray(q, dtype=np.uint8), colours - 1)
-    return idx, (pal[:, :1] if gray else pal)
+    """(H, W) indices and a (2**bits, C) palette from Pillow's MedianCut or Octree, no dithering."""
+    return pillow_quantize(image, bits, method)
 
 
 def kmeans_image(image: np.ndarray, bits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
