@@ -81,6 +81,25 @@ def kept_pixel_order(
     return np.concatenate(order).astype(np.int64)
 
 
+def dropped_pixels(dropped: np.ndarray, patch_h: int, patch_w: int, height: int, width: int) -> np.ndarray:
+    """(H, W) bool: True where a pixel lies in a dropped patch of the (gh, gw) mask."""
+    return np.repeat(np.repeat(np.asarray(dropped, bool), patch_h, 0), patch_w, 1)[:height, :width]
+
+
+def index_map(stream: np.ndarray, bits: int, height: int, width: int,
+              mask: tuple[int, int, np.ndarray] | None = None) -> np.ndarray:
+    """The (H, W) uint8 palette indices of a sample's stream; dropped pixels read 0.
+
+    ``mask`` is ``(patch_h, patch_w, dropped)`` for a masked sample.
+    """
+    if mask is None:
+        return unpack_indices(stream, bits, height * width).reshape(height, width)
+    order = kept_pixel_order(height, width, *mask)
+    out = np.zeros(height * width, dtype=np.uint8)
+    out[order] = unpack_indices(stream, bits, order.size)
+    return out.reshape(height, width)
+
+
 def decode_image(
     payload: np.ndarray,
     palette: np.ndarray,
@@ -93,13 +112,7 @@ def decode_image(
 
     ``mask`` is ``(patch_h, patch_w, dropped)``; dropped pixels decode to 0 in every channel.
     """
-    channels = palette.shape[1]
-    if mask is None:
-        return gather(unpack_indices(payload, bits, height * width), palette).reshape(
-            height, width, channels
-        )
-    patch_h, patch_w, dropped = mask
-    order = kept_pixel_order(height, width, patch_h, patch_w, dropped)
-    out = np.zeros((height * width, channels), dtype=np.uint8)
-    out[order] = gather(unpack_indices(payload, bits, order.size), palette)
-    return out.reshape(height, width, channels)
+    image = gather(index_map(payload, bits, height, width, mask), palette)
+    if mask is not None:
+        image[dropped_pixels(mask[2], mask[0], mask[1], height, width)] = 0
+    return image

@@ -329,15 +329,8 @@ class DcqReader:
         i = self._index(i)
         h, w = self._records.value("height", i), self._records.value("width", i)
         m = self.mask(i)
-        stream = self.payload(i)
-        if m is None:
-            out = np.empty(h * w, dtype=np.uint8)
-            return kernels.unpack_indices(stream, self.bits, h * w, out).reshape(h, w)
-        order = bitpack.kept_pixel_order(h, w, *self.patch_size, m)  # type: ignore[misc]
-        out = np.zeros(h * w, dtype=np.uint8)
-        kept = np.empty(order.size, dtype=np.uint8)
-        out[order] = kernels.unpack_indices(stream, self.bits, order.size, kept)
-        return out.reshape(h, w)
+        mask = None if m is None else (*self.patch_size, m)  # type: ignore[misc]
+        return bitpack.index_map(self.payload(i), self.bits, h, w, mask)
 
     def decode(self, i: int, layout: Layout = "NHWC") -> np.ndarray:
         """Sample ``i`` as uint8 pixels, (H, W, C) or with ``layout="NCHW"`` (C, H, W)."""
@@ -501,7 +494,7 @@ class DcqReader:
             m = self.mask(i)
             image = table[self._records.value("palette_id", i)][self.indices(i)]
             assert m is not None and self.patch_size is not None
-            image[np.repeat(np.repeat(m, self.patch_size[0], 0), self.patch_size[1], 1)[: hs[b], : ws[b]]] = fill_c
+            image[bitpack.dropped_pixels(m, *self.patch_size, hs[b], ws[b])] = fill_c
             res = resample.resample(image, tuple(boxes[b]), bool(flips[b]), oh, ow, bilinear, fill_c) + rounding
             out[b] = res.transpose(2, 0, 1) if layout == "NCHW" else res
         return out

@@ -172,20 +172,17 @@ class BatchDecoder:
                 out[plain] = target
         for k, s in enumerate(items):
             if s.dropped is not None:
-                image = self.table[s.palette_id][_indices(s)]
-                up = np.repeat(np.repeat(s.dropped, s.patch[0], 0), s.patch[1], 1)[: s.height, : s.width]  # type: ignore[index]
-                image[up] = self.fill
+                image = self.table[s.palette_id][_index_map(s)]
+                image[bitpack.dropped_pixels(s.dropped, *s.patch, s.height, s.width)] = self.fill  # type: ignore[misc]
                 res = resample.resample(image, tuple(boxes[k]), bool(flips[k]), *size, interp == "bilinear",
                                         self.fill) + rounding
                 out[k] = res.transpose(2, 0, 1) if chw else res
         return torch.from_numpy(out), labels
 
 
-def _indices(s: DcqiSample) -> np.ndarray:
-    out = np.zeros(s.height * s.width, np.uint8)
-    order = bitpack.kept_pixel_order(s.height, s.width, *s.patch, s.dropped)  # type: ignore[misc]
-    out[order] = bitpack.unpack_indices(s.stream, s.bits, order.size)
-    return out.reshape(s.height, s.width)
+def _index_map(s: DcqiSample) -> np.ndarray:
+    mask = None if s.dropped is None else (*s.patch, s.dropped)  # type: ignore[misc]
+    return bitpack.index_map(s.stream, s.bits, s.height, s.width, mask)
 
 
 def dcqi_handler(sidecar: str | os.PathLike[str]) -> Callable[[str, bytes], Any]:
@@ -202,12 +199,9 @@ def dcqi_handler(sidecar: str | os.PathLike[str]) -> Callable[[str, bytes], Any]
         if s.palette_id >= len(palettes):
             raise CorruptFile("palette id beyond the sidecar's palettes", section="dcqi",
                               expected=f"< {len(palettes)}", found=s.palette_id)
-        pixels = palettes[s.palette_id][_indices(s) if s.dropped is not None else
-                                        bitpack.unpack_indices(s.stream, s.bits, s.height * s.width)
-                                        .reshape(s.height, s.width)]
+        pixels = palettes[s.palette_id][_index_map(s)]
         if s.dropped is not None:
-            up = np.repeat(np.repeat(s.dropped, s.patch[0], 0), s.patch[1], 1)[: s.height, : s.width]  # type: ignore[index]
-            pixels[up] = 0
+            pixels[bitpack.dropped_pixels(s.dropped, *s.patch, s.height, s.width)] = 0  # type: ignore[misc]
         return pixels
 
     return handler
