@@ -122,8 +122,7 @@ def _decode_stream(src, base, bits, n, pal, out, chw):  # type: ignore[no-untype
 @_kernel()
 def unpack_indices(src, bits, n, out):  # type: ignore[no-untyped-def]
     """Unpack ``n`` indices of ``bits`` bits from ``src`` into the uint8 array ``out``."""
-    for p in range(n):
-        out[p] = _read_index(src, 0, p, bits)
+    _unpack_all(src, 0, bits, n, out)
     return out
 
 

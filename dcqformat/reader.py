@@ -492,11 +492,11 @@ class DcqReader:
         for b in [] if masked is None else np.flatnonzero(masked).tolist():
             i = int(idx[b])
             m = self.mask(i)
-            image = table[self._records.value("palette_id", i)][self.indices(i)]
             assert m is not None and self.patch_size is not None
-            image[bitpack.dropped_pixels(m, *self.patch_size, hs[b], ws[b])] = fill_c
-            res = resample.resample(image, tuple(boxes[b]), bool(flips[b]), oh, ow, bilinear, fill_c) + rounding
-            out[b] = res.transpose(2, 0, 1) if layout == "NCHW" else res
+            out[b] = resample.resample_masked(
+                table[self._records.value("palette_id", i)][self.indices(i)],
+                bitpack.dropped_pixels(m, *self.patch_size, hs[b], ws[b]), tuple(boxes[b]), bool(flips[b]),
+                (oh, ow), bilinear, fill_c, rounding, layout == "NCHW")
         return out
 
     def _decode_masked(self, i: int, h: int, w: int, dest: np.ndarray, chw: bool) -> None:

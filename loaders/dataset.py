@@ -27,6 +27,11 @@ def normalized_table(palettes: np.ndarray, mean: Sequence[float] | None, std: Se
     return table
 
 
+def normalized_fill(channels: int, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
+    """What a black (zero) pixel becomes through :func:`normalized_table`: the padding value."""
+    return normalized_table(np.zeros((1, 1, channels), np.uint8), mean, std)[0, 0]
+
+
 class DCQDataset(Dataset):
     """Samples of a .dcq file as ``(image, label)``; the image is a uint8 CHW tensor by default.
 
@@ -175,8 +180,7 @@ class DCQDataset(Dataset):
             boxes = np.tile([0.0, 0.0, h, w], (idx.size, 1))
             flips, size, interp = None, (h, w), "nearest"
         table = r.palettes if self._table is None else self._table
-        fill = normalized_table(np.zeros((1, 1, r.channels), np.uint8), self.mean, self.std)[0, 0] \
-            if self._table is not None else 0
+        fill = normalized_fill(r.channels, self.mean, self.std) if self._table is not None else 0
         return r.decode_crops(idx, boxes, size, flips=flips, interpolation=interp, layout=layout, table=table,
                               fill=fill)
 

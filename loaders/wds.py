@@ -28,7 +28,7 @@ from dcqformat import DcqError, bitpack, kernels, resample
 from dcqformat.errors import ChecksumMismatch, CorruptFile
 
 from .augment import output_size
-from .dataset import normalized_table
+from .dataset import normalized_fill, normalized_table
 
 DCQI_MAGIC = b"DCQI"
 DCQI = struct.Struct("<4sBBBBIHHQHHI")  # magic, version, bits, channels, flags, palette, h, w, src, ph, pw, crc
@@ -133,8 +133,7 @@ class BatchDecoder:
         self.bits, self.channels = side.bits, side.channels
         float_out = dtype == torch.float32 or mean is not None or std is not None
         self.table = normalized_table(self.palettes, mean, std) if float_out else self.palettes
-        self.fill = normalized_table(np.zeros((1, 1, self.channels), np.uint8), mean, std)[0, 0] \
-            if float_out else np.zeros(self.channels, np.uint8)
+        self.fill = normalized_fill(self.channels, mean, std) if float_out else np.zeros(self.channels, np.uint8)
         self.augment, self.layout = augment, layout
 
     def __call__(self, samples: list[tuple[DcqiSample, int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,11 +171,10 @@ class BatchDecoder:
                 out[plain] = target
         for k, s in enumerate(items):
             if s.dropped is not None:
-                image = self.table[s.palette_id][_index_map(s)]
-                image[bitpack.dropped_pixels(s.dropped, *s.patch, s.height, s.width)] = self.fill  # type: ignore[misc]
-                res = resample.resample(image, tuple(boxes[k]), bool(flips[k]), *size, interp == "bilinear",
-                                        self.fill) + rounding
-                out[k] = res.transpose(2, 0, 1) if chw else res
+                out[k] = resample.resample_masked(
+                    self.table[s.palette_id][_index_map(s)],
+                    bitpack.dropped_pixels(s.dropped, *s.patch, s.height, s.width),  # type: ignore[misc]
+                    tuple(boxes[k]), bool(flips[k]), size, interp == "bilinear", self.fill, rounding, chw)
         return torch.from_numpy(out), labels
 
 
