@@ -19,6 +19,7 @@ from dcqformat.quantize.gradcam import gradcam_pp
 from dcqformat.quantize.kmeans import kmeans
 from dcqformat.quantize.model import AttentionNet
 from dcqformat.quantize.palette import assign, refine_palette, sobel
+from dcqformat.quantize.reassign import best_palettes, lloyd, palette_errors
 from dcqformat.sources import expand_braces, iter_images, open_source
 
 FAST = {"model_epochs": 1, "model_images": 200, "refine_steps": 3, "refine_images": 8, "clusters": 4}
@@ -50,6 +51,21 @@ def test_gradcam_maps():
     cams, feats, logits = gradcam_pp(model, torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0]), (20, 20))
     assert cams.shape == (4, 20, 20) and cams.min() >= 0 and cams.max() <= 1 + 1e-6
     assert feats.shape == (4, 32) and logits.shape == (4, 3)
+
+
+def test_palette_choice_is_the_least_error_and_lloyd_never_worsens():
+    g = torch.Generator().manual_seed(3)
+    pixels = torch.cat([torch.randn(30, 50, 3, generator=g) * 3 + 40, torch.randn(30, 50, 3, generator=g) * 3 - 40])
+    palettes = torch.randn(3, 4, 3, generator=g) * 20
+    err = palette_errors(pixels, palettes, chunk=7)
+    brute = torch.stack([torch.stack([torch.cdist(im, p).pow(2).amin(1).sum() for p in palettes]) for im in pixels])
+    assert torch.allclose(err, brute, rtol=1e-4)
+    assert torch.equal(best_palettes(pixels, palettes), brute.argmin(1))
+    fitted, ids, history = lloyd(pixels, palettes, rounds=4, max_pixels=10_000, seed=0)
+    assert all(b <= a + 1e-3 for a, b in zip(history, history[1:])) and history[-1] < history[0] / 10
+    assert set(ids[:30].tolist()).isdisjoint(ids[30:].tolist())  # the two colour groups take different palettes
+    again = lloyd(pixels, palettes, rounds=4, max_pixels=10_000, seed=0)
+    assert torch.equal(fitted, again[0])
 
 
 def test_refinement_lowers_its_loss_and_assign_is_nearest():

@@ -34,3 +34,8 @@ def lab_to_srgb(lab: torch.Tensor) -> torch.Tensor:
 def weighted(lab: torch.Tensor) -> torch.Tensor:
     """LAB scaled so that squared Euclidean distance weights lightness as :data:`LAB_WEIGHTS`."""
     return lab * LAB_WEIGHTS.to(lab).sqrt()
+
+
+def unweighted(lab_w: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`weighted`."""
+    return lab_w / LAB_WEIGHTS.to(lab_w).sqrt()

@@ -1,4 +1,4 @@
-"""DCQ palettes: attention-guided LAB k-means per cluster, then texture-preserving refinement."""
+"""DCQ palettes: attention-guided pixels, texture-preserving refinement, nearest-colour assignment."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from .color import lab_to_srgb, srgb_to_lab, weighted
-from .kmeans import kmeans
 
 SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
@@ -21,13 +20,6 @@ def top_pixels(images: torch.Tensor, cams: torch.Tensor, fraction: float) -> lis
     for i in range(len(images)):
         out.append(flat_img[i, top[i]])
     return out
-
-
-def fit_palette(pixels_rgb: torch.Tensor, colours: int, seed: int) -> torch.Tensor:
-    """k-means in weighted LAB over a cluster's pooled pixels; returns (colours, 3) LAB."""
-    lab = srgb_to_lab(pixels_rgb)
-    centres, _ = kmeans(weighted(lab), colours, seed=seed)
-    return centres / torch.tensor([2.0, 1.0, 1.0]).to(centres).sqrt()
 
 
 def sobel(x: torch.Tensor) -> torch.Tensor:
