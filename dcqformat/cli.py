@@ -55,6 +55,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if isinstance(meta.get("classes"), list):
         print(f"classes ({len(meta['classes'])}): {', '.join(map(str, meta['classes'][:20]))}"
               + (" ..." if len(meta["classes"]) > 20 else ""))
+    if "drop" in meta:
+        d = meta["drop"]
+        print(f"dropped patches: {d.get('fraction')} of each image's {d.get('patch')} px patches "
+              f"({d.get('importance')})")
+    if "mae" in meta:
+        wght = next((s["length"] for s in info["sections"] if s["tag"] == "WGHT"), 0)
+        print(f"MAE (refills dropped patches in the loaders): {json.dumps(meta['mae'].get('config'))}, "
+              f"{wght:,} bytes of weights")
     if "quantizer" in meta:
         print(f"quantizer: {json.dumps(meta['quantizer'])}")
     return 0
@@ -80,11 +88,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         n = len(r) if args.limit is None else min(args.limit, len(r))
         classes = r.classes
         out = Path(args.out)
+        decode = _export_decoder(r, args.reconstruct)
         if out.suffix == ".npz":
             shapes = r.shapes[:n]
             if n and (shapes != shapes[0]).any():
                 raise DcqError("samples differ in size: export to a folder of PNGs instead of .npz")
-            x = r.decode_batch(np.arange(n))
+            x = np.concatenate([decode(np.arange(s, min(s + 1024, n))) for s in range(0, n, 1024)]) if n else \
+                r.decode_batch(np.arange(0))
             out.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".npz", delete=False) as tmp:
                 np.savez(tmp, x=x, y=r.labels[:n], source_index=r.source_indices[:n])
@@ -97,11 +107,29 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 str(label) if label >= 0 else "unlabelled")
             folder = out / name
             folder.mkdir(parents=True, exist_ok=True)
-            img = r.decode(i)
+            img = decode(np.array([i]))[0]
             Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(
                 folder / f"{int(r.source_indices[i]):08d}.png")
         print(f"wrote {n:,} PNGs under {out}/")
     return 0
+
+
+def _export_decoder(r, mode: str):  # type: ignore[no-untyped-def]
+    """Samples -> (N, H, W, C) uint8, dropped patches refilled as ``mode`` says (auto: by the
+    file's MAE when it has one, else left black)."""
+    masked = r.patch_size is not None and bool((r.field("flags") != 0).any())
+    if mode == "auto":
+        mode = "mae" if r.weights_blob() is not None else "none"
+    if not masked or mode == "none":
+        return lambda idx: r.decode_batch(idx) if len({tuple(s) for s in r.shapes[idx]}) == 1 else \
+            np.stack([r.decode(int(i)) for i in idx])
+    try:
+        from .loaders import DCQDataset
+    except ImportError as exc:
+        raise DcqError(f"refilling dropped patches needs torch ({exc}); use --reconstruct none") from None
+    ds = DCQDataset(r.path, reconstruct=mode, layout="HWC")
+    return lambda idx: ds.get_batch(idx)[0].numpy() if len({tuple(s) for s in r.shapes[idx]}) == 1 else \
+        np.stack([ds.get_batch([int(i)])[0][0].numpy() for i in idx])
 
 
 def _cmd_to_wds(args: argparse.Namespace) -> int:
@@ -121,7 +149,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                         cluster_features=args.cluster_features, codec=args.codec,
                         channels=args.channels, alpha=args.alpha, on_error=args.on_error, limit=args.limit,
                         seed=args.seed, device=args.device, model=args.model, model_epochs=args.epochs,
-                        refine_steps=args.refine_steps)
+                        refine_steps=args.refine_steps, reassign=args.reassign, drop_patches=args.drop_patches,
+                        patch_size=args.patch_size, mae=args.mae, mae_epochs=args.mae_epochs,
+                        mae_seconds=args.mae_seconds)
     summary = convert(args.src, args.dst, cfg, progress=not args.quiet)
     print(f"wrote {args.dst}")
     print(summary.table(cfg))
@@ -161,9 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_verify)
     s = sub.add_parser("export", help="decode to PNGs (ImageFolder tree) or to one .npz",
                        description="Decode to OUT/<class>/<source index>.png, or to OUT.npz when OUT "
-                                   "ends in .npz. Dropped patches export as zeros.")
+                                   "ends in .npz. Dropped patches are refilled by the file's MAE when it has "
+                                   "one (--reconstruct).")
     s.add_argument("file")
     s.add_argument("out", metavar="OUT")
+    s.add_argument("--reconstruct", default="auto", choices=["auto", "mae", "mean", "none"],
+                   help="refill dropped patches: auto (default: the file's MAE if any, else none), mae, mean "
+                        "(the image's mean colour) or none (black)")
     s.add_argument("--limit", type=int, default=None, help="export only the first N samples")
     s.set_defaults(fn=_cmd_export)
     s = sub.add_parser("to-wds", help="write WebDataset shards (.dcqi + .cls members) and their sidecar",
@@ -184,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", default="dcq", choices=["dcq", "mediancut", "octree", "kmeans"],
                    help="dcq (default): shared cluster palettes; the others: one palette per image")
     s.add_argument("--bits", type=int, default=2, choices=range(1, 9), help="bits per pixel (default 2)")
-    s.add_argument("--clusters", type=int, default=20, help="shared palettes (dcq; default 20)")
+    s.add_argument("--clusters", type=int, default=256, help="shared palettes (dcq; default 256)")
+    s.add_argument("--reassign", type=int, default=4, help="rounds in which images choose their best palette and "
+                   "palettes are refitted to them (dcq; default 4; 0: palettes of the feature clusters)")
     s.add_argument("--cluster-features", default="shallow", choices=["shallow", "lab", "both"],
                    help="cluster images by the attention model's shallow features (default), LAB colour "
                         "statistics, or both")
@@ -198,7 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     s.add_argument("--model", default=None, help="attention model checkpoint (.safetensors from dcq, or TorchScript)")
     s.add_argument("--epochs", type=int, default=8, help="attention model training epochs (default 8)")
-    s.add_argument("--refine-steps", type=int, default=40, help="texture refinement steps per palette (default 40)")
+    s.add_argument("--refine-steps", type=int, default=10, help="texture refinement steps per palette (default 10)")
+    s.add_argument("--drop-patches", type=float, default=0.0, metavar="FRACTION",
+                   help="drop this fraction of each image's patches, those of least Grad-CAM++ attention, and "
+                        "train an MAE that the loaders use to refill them (e.g. 0.25; default 0: keep all)")
+    s.add_argument("--patch-size", type=int, default=None, help="patch side in pixels (default: 4 below 96 px, "
+                   "else 16)")
+    s.add_argument("--mae", default=None, metavar="PATH", help="reuse the MAE of a .dcq file or .safetensors "
+                   "checkpoint instead of training one")
+    s.add_argument("--mae-epochs", type=int, default=30, help="MAE training epochs (default 30; on a CPU also "
+                   "capped at 240 s, see --mae-seconds)")
+    s.add_argument("--mae-seconds", type=float, default=None, help="MAE training time limit (default: 240 on a "
+                   "CPU, none on a GPU)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=_cmd_convert)
     s = sub.add_parser("preview", help="a PNG grid of decoded images (and originals) with palette swatches")

@@ -1,0 +1,138 @@
+"""A small masked autoencoder (He et al., 2022) that fills the dropped patches of an image.
+
+A ViT encoder sees only the kept patches; a light decoder puts a learned mask token at every
+dropped position and predicts those patches' pixels. Position embeddings are fixed 2-D sine-
+cosine tables, so one model serves any grid size. Inputs are pixels in [0, 1], (N, C, H, W);
+images whose sides are not multiples of the patch are padded with zeros and cropped back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class MAEConfig:
+    patch: int = 4
+    channels: int = 3
+    dim: int = 96
+    depth: int = 3
+    heads: int = 3
+    decoder_dim: int = 64
+    decoder_depth: int = 1
+    mlp_ratio: float = 2.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MAEConfig":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**{k: type(getattr(cls(), k))(v) for k, v in known.items()})
+
+
+def sincos_2d(gh: int, gw: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embeddings (gh * gw, dim), row-major."""
+    quarter = dim // 4
+    freq = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / max(quarter, 1)))
+    y, x = torch.meshgrid(torch.arange(gh, dtype=torch.float32), torch.arange(gw, dtype=torch.float32), indexing="ij")
+    parts = []
+    for coord in (y.reshape(-1), x.reshape(-1)):
+        angle = coord[:, None] * freq[None]
+        parts += [angle.sin(), angle.cos()]
+    emb = torch.cat(parts, 1)
+    return nn.functional.pad(emb, (0, dim - emb.shape[1]))
+
+
+def _stack(dim: int, depth: int, heads: int, mlp_ratio: float) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(dim, heads, int(dim * mlp_ratio), dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+
+class MAE(nn.Module):
+    def __init__(self, config: MAEConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or MAEConfig()
+        if c.dim % c.heads:
+            raise ValueError(f"dim {c.dim} must be a multiple of heads {c.heads}")
+        patch_values = c.patch * c.patch * c.channels
+        self.embed = nn.Linear(patch_values, c.dim)
+        self.encoder = _stack(c.dim, c.depth, c.heads, c.mlp_ratio)
+        self.norm = nn.LayerNorm(c.dim)
+        self.to_decoder = nn.Linear(c.dim, c.decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(c.decoder_dim))
+        self.decoder = _stack(c.decoder_dim, c.decoder_depth, max(1, c.decoder_dim // 32), c.mlp_ratio)
+        self.decoder_norm = nn.LayerNorm(c.decoder_dim)
+        self.head = nn.Linear(c.decoder_dim, patch_values)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    # -- patches ---------------------------------------------------------------------------
+    def grid(self, h: int, w: int) -> tuple[int, int]:
+        p = self.config.patch
+        return math.ceil(h / p), math.ceil(w / p)
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, gh * gw, p * p * C), zero-padded at the bottom and right."""
+        n, c, h, w = x.shape
+        p = self.config.patch
+        gh, gw = self.grid(h, w)
+        x = nn.functional.pad(x, (0, gw * p - w, 0, gh * p - h))
+        return x.reshape(n, c, gh, p, gw, p).permute(0, 2, 4, 3, 5, 1).reshape(n, gh * gw, p * p * c)
+
+    def unpatchify(self, patches: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        n = patches.shape[0]
+        p, c = self.config.patch, self.config.channels
+        gh, gw = self.grid(h, w)
+        x = patches.reshape(n, gh, gw, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, gh * p, gw * p)
+        return x[:, :, :h, :w]
+
+    # -- the model -------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        """Predicted patches (N, L, p * p * C) of images ``x`` whose patches ``dropped`` (N, L)
+        bool are hidden from the encoder (their pixels are never read)."""
+        n, _, h, w = x.shape
+        gh, gw = self.grid(h, w)
+        tokens = self.embed(self.patchify(x)) + sincos_2d(gh, gw, self.config.dim).to(x)
+        order = torch.argsort(dropped.to(torch.uint8), dim=1, stable=True)  # kept patches first
+        kept = (~dropped).sum(1)
+        most = max(int(kept.max()), 1)
+        index = order[:, :most]
+        visible = tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[2]))
+        padding = torch.arange(most, device=x.device)[None] >= kept[:, None]
+        encoded = self.to_decoder(self.norm(self.encoder(visible, src_key_padding_mask=padding)))
+        full = torch.zeros(n, gh * gw, encoded.shape[2], dtype=encoded.dtype, device=x.device)
+        full = full.scatter(1, index[..., None].expand(-1, -1, encoded.shape[2]), encoded)
+        full = torch.where(dropped[..., None], self.mask_token.to(full), full)
+        full = full + sincos_2d(gh, gw, self.config.decoder_dim).to(full)
+        return self.head(self.decoder_norm(self.decoder(full)))
+
+    def loss(self, x: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of the predicted pixels of the dropped patches."""
+        pred = self.forward(x, dropped)
+        err = (pred - self.patchify(x)).pow(2).mean(2)
+        return (err * dropped).sum() / dropped.sum().clamp(min=1)
+
+    @torch.no_grad()
+    def fill(self, images: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, C, H, W) with the dropped patches (N, gh, gw) bool filled by the
+        model; every other pixel is returned unchanged."""
+        n, _, h, w = images.shape
+        x = images.float() / 255
+        flat = dropped.reshape(n, -1)
+        pred = self.unpatchify(self.forward(x, flat), h, w)
+        out = (pred.clamp(0, 1) * 255).round().to(torch.uint8)
+        p = self.config.patch
+        pixel = dropped.repeat_interleave(p, 1).repeat_interleave(p, 2)[:, None, :h, :w]
+        return torch.where(pixel, out, images)
+
+
+def random_drop(n: int, patches: int, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n, patches) bool: ``floor(ratio * patches + 0.5)`` patches of each row chosen at random."""
+    count = int(ratio * patches + 0.5)
+    ranks = torch.rand(n, patches, generator=generator).argsort(1).argsort(1)
+    return ranks < count

@@ -1,0 +1,64 @@
+"""MAE weights as a safetensors buffer (float16 tensors; ``__metadata__`` holds one key,
+``"dcq-mae"``: JSON ``{"format": "dcq-mae/1", "config": {...}}``): what goes
+into a .dcq file's WGHT section, or a ``.safetensors`` checkpoint. Nothing is unpickled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DcqError
+from ..weights import load_weights, validate_safetensors
+from .model import MAE, MAEConfig
+
+FORMAT = "dcq-mae/1"
+
+
+def mae_to_bytes(model: MAE) -> bytes:
+    from safetensors.numpy import save
+
+    tensors = {k: v.detach().cpu().to(torch.float16).numpy() for k, v in model.state_dict().items()}
+    # One metadata key: safetensors writes several in a random order, and the bytes must not vary.
+    info = json.dumps({"format": FORMAT, "config": model.config.to_dict()}, sort_keys=True)
+    return save(tensors, metadata={"dcq-mae": info})
+
+
+def mae_from_bytes(buf: bytes | memoryview, device: torch.device | str = "cpu") -> MAE:
+    """An MAE from a safetensors buffer written by :func:`mae_to_bytes`."""
+    header = validate_safetensors(buf)
+    try:
+        info = json.loads((header.get("__metadata__") or {}).get("dcq-mae", "{}"))
+    except (ValueError, TypeError, AttributeError):
+        info = {}
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        found = info.get("format") if isinstance(info, dict) else None
+        raise DcqError(f"weights are not a dcqformat MAE: expected format {FORMAT!r}, found {found!r}")
+    try:
+        config = MAEConfig.from_dict(info["config"])
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise DcqError(f"MAE config in the weights' metadata is unreadable ({exc})") from None
+    model = MAE(config)
+    expected = model.state_dict()
+    found = load_weights(buf)
+    if set(found) != set(expected) or any(found[k].shape != tuple(expected[k].shape) for k in expected):
+        raise DcqError("MAE weights do not match their config: expected tensors "
+                       f"{sorted(expected)[:3]}..., found {sorted(found)[:3]}...")
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in found.items()})
+    return model.to(device).eval()
+
+
+def load_mae(path: str | Path, device: torch.device | str = "cpu") -> MAE:
+    """The MAE of a .dcq file (its WGHT section) or of a .safetensors checkpoint."""
+    from ..reader import open as open_dcq
+
+    path = Path(path)
+    if path.suffix == ".dcq":
+        with open_dcq(path) as r:
+            blob = r.weights_blob()
+        if blob is None:
+            raise DcqError(f"{path}: has no model weights (WGHT section)")
+        return mae_from_bytes(blob, device)
+    return mae_from_bytes(path.read_bytes(), device)
