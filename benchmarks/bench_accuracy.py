@@ -27,7 +27,7 @@ from common import save, table  # noqa: E402
 
 import dcqformat  # noqa: E402
 from dcqformat import sample_data  # noqa: E402
-from dcqformat.loaders import random_crop_flip  # noqa: E402
+from dcqformat.loaders import DCQDataset, random_crop_flip  # noqa: E402
 from dcqformat.quantize import ConvertConfig, convert  # noqa: E402
 
 WORK = Path("out/accuracy")
@@ -77,6 +77,15 @@ def train_eval(train_x: np.ndarray, train_y: np.ndarray, test_x: torch.Tensor, t
     return correct / len(test_x)
 
 
+def decode_all(path: Path, r: dcqformat.DcqReader, order: np.ndarray, reconstruct: str) -> np.ndarray:
+    """Every training image, dropped patches refilled as the loaders do (once: the MAE is
+    deterministic and runs before augmentation, so this equals refilling on the fly)."""
+    if r.patch_size is None:
+        return r.decode_batch(order)
+    ds = DCQDataset(path, reconstruct=reconstruct, layout="HWC")
+    return np.concatenate([ds.get_batch(order[s : s + 1000])[0].numpy() for s in range(0, len(order), 1000)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", type=int, default=10000)
@@ -85,7 +94,11 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["original", "dcq", "mediancut", "octree", "kmeans"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--dcq", default="", help="extra DCQ settings, e.g. 'clusters=64,cluster_features=lab'")
+    ap.add_argument("--out", default="bench_accuracy", help="name of the results file (benchmarks/results/NAME.json)")
+    ap.add_argument("--dcq", default="", help="extra DCQ settings, e.g. 'clusters=64,cluster_features=lab' or "
+                    "'drop_patches=0.25'")
+    ap.add_argument("--reconstruct", default="mae", choices=["mae", "mean"],
+                    help="how dropped patches are refilled (files converted with drop_patches)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -118,10 +131,12 @@ def main() -> None:
                     conv_s = time.time() - t
                 r = dcqformat.open(path, verify=True)
                 order = np.argsort(r.source_indices)
-                x, size = r.decode_batch(order), path.stat().st_size
+                x, size = decode_all(path, r, order, args.reconstruct), path.stat().st_size
                 assert np.array_equal(r.labels[order], train["y"])
             accs = [train_eval(x, train["y"], test_x, test_y, args.epochs, seed) for seed in args.seeds]
             name = method + (f" ({args.dcq})" if method == "dcq" and args.dcq else "")
+            if method != "original" and r.patch_size is not None:
+                name += f", refill {args.reconstruct}"
             rows.append({"method": name, "bits": "-" if method == "original" else bits,
                          "accuracy": 100 * float(np.mean(accs)), "per_seed": [100 * a for a in accs],
                          "bytes_per_image": size / len(x), "convert_s": conv_s})
@@ -140,7 +155,7 @@ def main() -> None:
                        ("bytes_per_image", "B/image", ",.0f"), ("seeds", "seeds", "d")]))
     for bits, v in recovery.items():
         print(f"{bits}-bit: (dcq - mediancut) / (original - mediancut) = {v:.2f}")
-    out = save("bench_accuracy", {"args": vars(args), "rows": rows, "recovery": recovery, "seconds": time.time() - t0})
+    out = save(args.out, {"args": vars(args), "rows": rows, "recovery": recovery, "seconds": time.time() - t0})
     print(f"written {out}")
 
 

@@ -12,9 +12,10 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 import dcqformat
-from dcqformat import kernels
+from dcqformat import bitpack, kernels
 
 from .augment import output_size
+from .reconstruct import Mode, Reconstructor, channel_tables, refill_and_crop
 
 
 def normalized_table(palettes: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
@@ -47,7 +48,13 @@ class DCQDataset(Dataset):
             ``std`` if given, computed through the palettes at no extra cost).
         output: ``"tensor"`` (default), ``"numpy"`` or ``"pil"`` (for PIL-only transforms).
         decode: ``"cpu"`` (pixels) or ``"device"``: items are ``(packed indices, palette id,
-            label)`` to be decoded on the GPU by :meth:`device_decoder` after ``.to(device)``.
+            label)`` to be decoded on the GPU by :meth:`device_decoder` after ``.to(device)``
+            (files with dropped patches add the patch mask: ``(packed, palette id, mask, label)``).
+        reconstruct: how dropped patches are refilled, for files that have them: ``"mae"``
+            (default: the file's MAE, one forward pass per batch), ``"mean"`` (the image's mean
+            colour) or ``"none"`` (zeros; samples become ``(image, label, mask)`` with the
+            dropped pixels of the output as a bool (H, W) tensor). Visible pixels are exact.
+        snap: snap refilled pixels to the image's palette.
 
     DataLoader batches are decoded by one parallel call through ``__getitems__``. The file is
     opened lazily in each process, and the dataset pickles as its arguments.
@@ -66,6 +73,8 @@ class DCQDataset(Dataset):
         std: Sequence[float] | None = None,
         output: Literal["tensor", "numpy", "pil"] = "tensor",
         decode: Literal["cpu", "device"] = "cpu",
+        reconstruct: Mode = "mae",
+        snap: bool = False,
     ) -> None:
         if layout not in ("CHW", "HWC"):
             raise ValueError(f"layout must be 'CHW' or 'HWC', got {layout!r}")
@@ -85,14 +94,15 @@ class DCQDataset(Dataset):
         self._reader: dcqformat.DcqReader | None = None
         self._pid = -1
         reader = self.reader  # fail early on a bad file, in the constructor's process
+        self.masked = reader.patch_size is not None and bool((reader.field("flags") != 0).any())
+        self.reconstructor = Reconstructor(reconstruct, weights=reader.weights_blob(), patch=reader.patch_size,
+                                           snap=snap) if self.masked else None
         self.classes: list[str] = reader.classes or []
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         if decode == "device":
             shapes = reader.shapes
             if len(shapes) and (shapes != shapes[0]).any():
                 raise dcqformat.DcqError("decode='device' needs images of one size")
-            if reader.patch_size is not None and (reader.field("flags") != 0).any():
-                raise dcqformat.DcqError("decode='device' does not handle dropped patches yet")
 
     # -- the file, opened once per process -------------------------------------------------
     @property
@@ -131,16 +141,22 @@ class DCQDataset(Dataset):
         idx = np.asarray(indices, dtype=np.int64)
         labels = [self._target(int(y)) for y in r.labels[idx]] if idx.size else []
         if self.decode == "device":
-            packed, pids = self.packed(idx)
+            packed, pids, grids = self.packed(idx)
+            if grids is not None:
+                return [(packed[k], int(pids[k]), grids[k], labels[k]) for k in range(idx.size)]
             return [(packed[k], int(pids[k]), labels[k]) for k in range(idx.size)]
+        masks: list[Any] = []
         if self.transform is None and self.output == "tensor" and self._batchable(idx):
-            batch = torch.from_numpy(self._decode(idx))
-            return list(zip(batch, labels))
-        items = []
-        for k, i in enumerate(idx.tolist()):
-            img = self._decode(np.array([i]))[0]
-            img = self._to_output(img)
-            items.append((self.transform(img) if self.transform else img, labels[k]))
+            batch = torch.from_numpy(self._decode(idx, masks=masks))
+            items = list(zip(batch, labels))
+        else:
+            items = []
+            for k, i in enumerate(idx.tolist()):
+                img = self._to_output(self._decode(np.array([i]), masks=masks)[0])
+                items.append((self.transform(img) if self.transform else img, labels[k]))
+        if masks:
+            mask = torch.from_numpy(np.concatenate(masks))
+            return [(img, y, m) for (img, y), m in zip(items, mask)]
         return items
 
     def get_batch(self, indices: Sequence[int] | np.ndarray,
@@ -154,7 +170,9 @@ class DCQDataset(Dataset):
         if not self._batchable(idx):
             raise dcqformat.DcqError("images differ in size: give the dataset an augment (e.g. Resize)")
         labels = torch.from_numpy(np.array(self.reader.labels[idx]))
-        return torch.from_numpy(self._decode(idx, generator)), labels
+        masks: list[np.ndarray] = []
+        images = torch.from_numpy(self._decode(idx, generator, masks))
+        return (images, labels, torch.from_numpy(masks[0])) if masks else (images, labels)  # type: ignore[return-value]
 
     def _target(self, label: int) -> Any:
         return self.target_transform(label) if self.target_transform else label
@@ -165,9 +183,16 @@ class DCQDataset(Dataset):
         shapes = self.reader.shapes[idx]
         return not len(shapes) or bool((shapes == shapes[0]).all())
 
-    def _decode(self, idx: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
-        """Decode a batch (N, C, H, W) or (N, H, W, C), augmented and typed as configured."""
+    def _decode(self, idx: np.ndarray, generator: torch.Generator | None = None,
+                masks: list[np.ndarray] | None = None) -> np.ndarray:
+        """Decode a batch (N, C, H, W) or (N, H, W, C), augmented and typed as configured.
+
+        For a masked file with ``reconstruct="none"``, the (N, H, W) dropped-pixel masks of the
+        output are appended to ``masks``.
+        """
         r = self.reader
+        if self.masked:
+            return self._decode_reconstructed(idx, generator, masks)
         layout = "NCHW" if self.layout == "CHW" else "NHWC"
         if self.augment is None and self._table is None:
             return r.decode_batch(idx, layout=layout)
@@ -184,6 +209,33 @@ class DCQDataset(Dataset):
         return r.decode_crops(idx, boxes, size, flips=flips, interpolation=interp, layout=layout, table=table,
                               fill=fill)
 
+    def _decode_reconstructed(self, idx: np.ndarray, generator: torch.Generator | None,
+                              masks: list[np.ndarray] | None) -> np.ndarray:
+        """Masked files: decode whole images, refill dropped patches, then crop and normalise."""
+        r, rec = self.reader, self.reconstructor
+        assert rec is not None and r.patch_size is not None
+        hs, ws = r.field("height")[idx], r.field("width")[idx]
+        if self.augment is not None:
+            boxes, flips = self.augment.windows(hs, ws, generator)
+            size, bilinear = output_size(self.augment), self.augment.interpolation == "bilinear"
+        else:
+            boxes = np.stack([np.zeros(idx.size), np.zeros(idx.size), hs, ws], 1).astype(np.float64)
+            flips, size, bilinear = np.zeros(idx.size, bool), (int(hs[0]), int(ws[0])), False
+        tables = channel_tables(r.channels, self.mean, self.std, self._table is not None)
+        groups = []
+        for h, w in {(int(a), int(b)) for a, b in zip(hs, ws)}:
+            pos = np.flatnonzero((hs == h) & (ws == w))
+            groups.append((pos, r.decode_batch(idx[pos], layout="NCHW"),
+                           np.stack([self._grid(int(i), h, w) for i in idx[pos]]), r.palettes[r.palette_ids[idx[pos]]]))
+        out, hidden = refill_and_crop(groups, idx.size, rec, tables, boxes, flips, size, bilinear, self.layout == "CHW")
+        if masks is not None and hidden is not None:
+            masks.append(hidden)
+        return out
+
+    def _grid(self, i: int, h: int, w: int) -> np.ndarray:
+        m = self.reader.mask(i)
+        return m if m is not None else np.zeros(bitpack.grid_shape(h, w, *self.reader.patch_size), bool)
+
     def _to_output(self, img: np.ndarray) -> Any:
         if self.output == "numpy":
             return img
@@ -197,14 +249,21 @@ class DCQDataset(Dataset):
         return torch.from_numpy(img)
 
     # -- device decoding -------------------------------------------------------------------
-    def packed(self, idx: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """Bit-packed index streams (N, bytes) and palette ids of samples ``idx``."""
+    def packed(self, idx: np.ndarray) -> tuple[torch.Tensor, np.ndarray, torch.Tensor | None]:
+        """Bit-packed index streams (N, bytes), palette ids and, for a masked file, the (N, gh, gw)
+        patch masks of samples ``idx`` (a masked sample's stream holds its kept pixels, zero-padded)."""
         r = self.reader
         h, w = (int(v) for v in r.shapes[0])
         size = (h * w * r.bits + 7) // 8
-        data, offsets = r._streams(idx, size)
-        rows = data[offsets[:, None] + np.arange(size)]
-        return torch.from_numpy(rows), r.palette_ids[idx]
+        if not self.masked:
+            data, offsets = r._streams(idx, size)
+            return torch.from_numpy(data[offsets[:, None] + np.arange(size)]), r.palette_ids[idx], None
+        rows = np.zeros((idx.size, size), np.uint8)
+        for k, i in enumerate(idx.tolist()):
+            stream = r.payload(i)
+            rows[k, : len(stream)] = stream
+        grids = np.stack([self._grid(i, h, w) for i in idx.tolist()])
+        return torch.from_numpy(rows), r.palette_ids[idx], torch.from_numpy(grids)
 
     def device_decoder(self, **kwargs: Any) -> torch.nn.Module:
         """A :class:`~dcqformat.loaders.gpu.DeviceDecoder` for this file (mean/std as configured)."""
@@ -215,6 +274,9 @@ class DCQDataset(Dataset):
         kwargs.setdefault("mean", self.mean)
         kwargs.setdefault("std", self.std)
         kwargs.setdefault("dtype", self.dtype)
+        if self.masked:
+            kwargs.setdefault("patch", r.patch_size)
+            kwargs.setdefault("reconstructor", self.reconstructor)
         return DeviceDecoder(np.array(r.palettes), r.bits, h, w, **kwargs)
 
     def __repr__(self) -> str:

@@ -11,6 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from dcqformat import bitpack
+
+from .reconstruct import Reconstructor, pixel_mask
+
 
 class DeviceDecoder(torch.nn.Module):
     """Unpack (N, bytes) uint8 bit streams and palette ids to (N, C, H, W) images, batched.
@@ -20,14 +24,24 @@ class DeviceDecoder(torch.nn.Module):
         bits, height, width: of the samples (one size).
         mean, std: normalise float output, as torchvision's ``Normalize``.
         dtype: ``torch.float32`` (values / 255, then normalised) or ``torch.uint8``.
+        patch: the file's (patch_h, patch_w), for files with dropped patches.
+        reconstructor: a :class:`~dcqformat.loaders.reconstruct.Reconstructor` that refills
+            them (its MAE runs where the batch is).
+
+    For a masked file, ``forward(packed, palette_ids, dropped)`` takes each sample's stream of
+    kept pixels (zero-padded to the full size) and its (gh, gw) patch mask; the kept pixels are
+    scattered to their places on the device, then the reconstructor fills the rest.
     """
 
     def __init__(self, palettes: np.ndarray, bits: int, height: int, width: int, *,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, patch: tuple[int, int] | None = None,
+                 reconstructor: Reconstructor | None = None) -> None:
         super().__init__()
         self.bits, self.height, self.width = bits, height, width
+        self.dtype, self.patch, self.reconstructor = dtype, patch, reconstructor
         pal = torch.as_tensor(np.asarray(palettes))
+        self.register_buffer("palettes", pal, persistent=False)
         if dtype == torch.uint8:
             table = pal
         else:
@@ -41,15 +55,40 @@ class DeviceDecoder(torch.nn.Module):
         pos = torch.arange(n, dtype=torch.int64) * bits
         self.register_buffer("byte", pos >> 3, persistent=False)
         self.register_buffer("shift", (pos & 7).to(torch.int32), persistent=False)
+        for name, value, default in (("mean", mean, 0.0), ("std", std, 1.0)):
+            v = torch.tensor(value if value is not None else [default], dtype=torch.float32)
+            self.register_buffer(name, v[:, None, None], persistent=False)
+        if patch is not None:  # each pixel's rank in the payload order of an unmasked sample
+            order = bitpack.kept_pixel_order(height, width, *patch, np.zeros(bitpack.grid_shape(height, width, *patch),
+                                                                              bool))
+            rank = np.empty(n, np.int64)
+            rank[order] = np.arange(n)
+            self.register_buffer("rank", torch.from_numpy(rank), persistent=False)
 
-    def forward(self, packed: torch.Tensor, palette_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, packed: torch.Tensor, palette_ids: torch.Tensor,
+                dropped: torch.Tensor | None = None) -> torch.Tensor:
         n_img = packed.shape[0]
         wide = torch.nn.functional.pad(packed, (0, 1)).to(torch.int32)  # room for a straddling index
         lo = wide[:, self.byte]
         hi = wide[:, self.byte + 1]
-        idx = ((lo | (hi << 8)) >> self.shift) & ((1 << self.bits) - 1)  # (N, H*W)
-        pix = self.table[palette_ids.to(torch.int64)[:, None], idx.to(torch.int64)]  # (N, H*W, C)
-        return pix.permute(0, 2, 1).reshape(n_img, -1, self.height, self.width)
+        idx = (((lo | (hi << 8)) >> self.shift) & ((1 << self.bits) - 1)).to(torch.int64)  # (N, H*W)
+        pids = palette_ids.to(torch.int64)
+        if dropped is None:
+            pix = self.table[pids[:, None], idx]  # (N, H*W, C)
+            return pix.permute(0, 2, 1).reshape(n_img, -1, self.height, self.width)
+        if self.patch is None:
+            raise ValueError("this decoder was built without the file's patch size")
+        hidden = pixel_mask(dropped.bool(), self.patch, self.height, self.width).reshape(n_img, -1)
+        # Value j of the stream belongs to the j-th kept pixel in payload order.
+        order = torch.argsort(self.rank + hidden.to(torch.int64) * self.rank.numel(), dim=1)
+        idx = torch.zeros_like(idx).scatter_(1, order, idx)
+        pix = self.palettes[pids[:, None], idx].permute(0, 2, 1).reshape(n_img, -1, self.height, self.width)
+        pix = torch.where(hidden.reshape(n_img, 1, self.height, self.width), 0, pix)
+        if self.reconstructor is not None:
+            pix = self.reconstructor.fill(pix, dropped.bool(), self.palettes[pids] if self.reconstructor.snap else None)
+        if self.dtype == torch.uint8:
+            return pix
+        return (pix.float() / 255 - self.mean) / self.std
 
 
 def random_crop_flip(images: torch.Tensor, padding: int = 4, flip: float = 0.5, fill: float = 0.0,

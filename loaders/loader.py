@@ -76,10 +76,10 @@ class DCQLoader:
                 for chunk in chunks:
                     if stop.is_set():
                         return
-                    x, y = self.dataset.get_batch(chunk, gen)
+                    batch = self.dataset.get_batch(chunk, gen)
                     if self.pin_memory:
-                        x, y = x.pin_memory(), y.pin_memory()
-                    results.put((x, y))
+                        batch = tuple(t.pin_memory() for t in batch)
+                    results.put(batch)
                 results.put(_DONE)
             except BaseException as exc:  # hand the error to the consumer
                 results.put(exc)

@@ -24,11 +24,12 @@ import torch
 import webdataset as wds
 
 import dcqformat
-from dcqformat import DcqError, bitpack, kernels, resample
+from dcqformat import DcqError, bitpack, kernels
 from dcqformat.errors import ChecksumMismatch, CorruptFile
 
 from .augment import output_size
 from .dataset import normalized_fill, normalized_table
+from .reconstruct import Mode, Reconstructor, channel_tables, refill_and_crop
 
 DCQI_MAGIC = b"DCQI"
 DCQI = struct.Struct("<4sBBBBIHHQHHI")  # magic, version, bits, channels, flags, palette, h, w, src, ph, pw, crc
@@ -127,8 +128,11 @@ class BatchDecoder:
 
     def __init__(self, sidecar: str | os.PathLike[str], *, augment: Any = None, layout: str = "CHW",
                  dtype: torch.dtype = torch.uint8, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> None:
+                 std: Sequence[float] | None = None, reconstruct: Mode = "mae", snap: bool = False) -> None:
         side = dcqformat.open(sidecar)
+        self.reconstructor = None if side.patch_size is None else Reconstructor(
+            reconstruct, weights=side.weights_blob(), patch=side.patch_size, snap=snap)
+        self.mean, self.std = mean, std
         self.palettes = np.array(side.palettes)
         self.bits, self.channels = side.bits, side.channels
         float_out = dtype == torch.float32 or mean is not None or std is not None
@@ -155,26 +159,39 @@ class BatchDecoder:
             boxes = np.stack([np.zeros(len(items)), np.zeros(len(items)), hs, ws], 1).astype(np.float64)
             flips, size, interp = np.zeros(len(items), bool), (int(hs[0]), int(ws[0])), "nearest"
         chw = self.layout == "CHW"
+        if any(s.dropped is not None for s in items):
+            return self._refilled(items, labels, hs, ws, boxes, flips, size, interp == "bilinear", chw)
         shape = (len(items), self.channels, *size) if chw else (len(items), *size, self.channels)
         out = np.empty(shape, self.table.dtype)
-        plain = [k for k, s in enumerate(items) if s.dropped is None]
-        rounding = 0.5 if self.table.dtype.kind in "ui" else 0.0
-        if plain:
-            streams = [items[k].stream for k in plain]
-            offsets = np.concatenate([[0], np.cumsum([len(x) for x in streams])[:-1]]).astype(np.int64)
-            target = out if len(plain) == len(items) else np.empty((len(plain), *shape[1:]), out.dtype)
-            kernels.decode_resample_batch(np.concatenate(streams + [np.zeros(1, np.uint8)]), offsets, hs[plain],
-                                          ws[plain], np.array([items[k].palette_id for k in plain]), self.table,
-                                          self.fill, self.bits, boxes[plain], flips[plain], interp == "bilinear",
-                                          rounding, target, chw)
-            if target is not out:
-                out[plain] = target
-        for k, s in enumerate(items):
-            if s.dropped is not None:
-                out[k] = resample.resample_masked(
-                    self.table[s.palette_id][_index_map(s)],
-                    bitpack.dropped_pixels(s.dropped, *s.patch, s.height, s.width),  # type: ignore[misc]
-                    tuple(boxes[k]), bool(flips[k]), size, interp == "bilinear", self.fill, rounding, chw)
+        streams = [s.stream for s in items]
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in streams])[:-1]]).astype(np.int64)
+        kernels.decode_resample_batch(np.concatenate(streams + [np.zeros(1, np.uint8)]), offsets, hs, ws,
+                                      np.array([s.palette_id for s in items]), self.table, self.fill, self.bits,
+                                      boxes, flips, interp == "bilinear", 0.5 if self.table.dtype.kind in "ui" else 0.0,
+                                      out, chw)
+        return torch.from_numpy(out), labels
+
+    def _refilled(self, items, labels, hs, ws, boxes, flips, size, bilinear, chw):  # type: ignore[no-untyped-def]
+        """A batch with dropped patches: decode whole images, refill them, then crop."""
+        rec = self.reconstructor
+        if rec is None or any(s.dropped is not None and s.patch != rec.patch for s in items):
+            raise CorruptFile("sample has dropped patches the sidecar does not describe", section="dcqi",
+                              expected=f"patch {None if rec is None else rec.patch}",
+                              found=f"patch {next(s.patch for s in items if s.dropped is not None)}")
+        groups = []
+        for h, w in {(int(a), int(b)) for a, b in zip(hs, ws)}:
+            pos = np.flatnonzero((hs == h) & (ws == w))
+            full = np.stack([self.palettes[items[k].palette_id][_index_map(items[k])] for k in pos])
+            full = full.transpose(0, 3, 1, 2)
+            grid = bitpack.grid_shape(h, w, *rec.patch)
+            grids = np.stack([items[k].dropped if items[k].dropped is not None else np.zeros(grid, bool) for k in pos])
+            full = np.where(np.repeat(np.repeat(grids, rec.patch[0], 1), rec.patch[1], 2)[:, None, :h, :w], 0, full)
+            groups.append((pos, np.ascontiguousarray(full), grids,
+                           self.palettes[[items[k].palette_id for k in pos]]))
+        tables = channel_tables(self.channels, self.mean, self.std, self.table.dtype != np.uint8)
+        out, hidden = refill_and_crop(groups, len(items), rec, tables, boxes, flips, size, bilinear, chw)
+        if hidden is not None:
+            return torch.from_numpy(out), labels, torch.from_numpy(hidden)
         return torch.from_numpy(out), labels
 
 
@@ -218,7 +235,8 @@ def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str], *, 
                  shuffle: int = 1000, augment: Any = None, layout: str = "CHW", dtype: torch.dtype = torch.uint8,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  resampled: bool = False, epoch_batches: int | None = None, partial: bool = True,
-                 handler: Callable[[Exception], bool] = wds.reraise_exception) -> wds.DataPipeline:
+                 handler: Callable[[Exception], bool] = wds.reraise_exception, reconstruct: Mode = "mae",
+                 snap: bool = False) -> wds.DataPipeline:
     """A WebDataset pipeline of decoded ``(images, labels)`` batches from .dcq shards.
 
     Shards are split by node (``RANK``/``WORLD_SIZE`` or torch.distributed) and by DataLoader
@@ -226,6 +244,8 @@ def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str], *, 
     augmented) in one call. ``urls`` takes what WebDataset takes: brace patterns, lists,
     ``pipe:`` commands. ``epoch_batches`` caps each worker's epoch (see :func:`epoch_batches`);
     ``handler`` is WebDataset's error policy (``wds.warn_and_continue`` skips bad samples).
+    Dropped patches are refilled as ``reconstruct`` says (see :class:`DCQDataset`; the MAE
+    comes from the sidecar); with ``"none"`` batches are ``(images, labels, masks)``.
     """
     stages: list[Any] = [wds.ResampledShards(urls) if resampled else wds.SimpleShardList(urls)]
     if not resampled:
@@ -236,6 +256,6 @@ def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str], *, 
     stages += [wds.map(_to_pair, handler=handler),
                wds.batched(batch_size, partial=partial,
                            collation_fn=BatchDecoder(sidecar, augment=augment, layout=layout, dtype=dtype,
-                                                     mean=mean, std=std))]
+                                                     mean=mean, std=std, reconstruct=reconstruct, snap=snap))]
     pipeline = wds.DataPipeline(*stages)
     return pipeline.with_epoch(epoch_batches) if epoch_batches else pipeline

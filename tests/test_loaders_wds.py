@@ -55,13 +55,14 @@ def test_handler_decodes_every_sample_exactly(shards):
 
 def test_pipeline_batches_and_augments(shards):
     spec, d, side, _ = shards
-    batches = list(dcq_pipeline(urls(d), side, batch_size=16, shuffle=0))
-    assert [len(x) for x, _ in batches] == [16, 16, 8]
+    batches = list(dcq_pipeline(urls(d), side, batch_size=16, shuffle=0, reconstruct="none"))
+    assert [len(x) for x, _, _ in batches] == [16, 16, 8]
     x = torch.cat([b[0] for b in batches])
     want = torch.stack([torch.from_numpy(spec.expected(i).transpose(2, 0, 1).copy()) for i in range(40)])
     assert torch.equal(x, want)
     x, y = next(iter(dcq_pipeline(f"pipe:cat {d}/train-000001.tar", side, batch_size=5, shuffle=5,
-                                  augment=RandomCrop(6, padding=1), mean=[0.5] * 3, std=[0.5] * 3)))
+                                  augment=RandomCrop(6, padding=1), mean=[0.5] * 3, std=[0.5] * 3,
+                                  reconstruct="mean")))
     assert x.shape == (5, 3, 6, 6) and x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
 
 
@@ -71,9 +72,9 @@ def test_two_ranks_and_workers_see_each_sample_once(shards, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     for rank in ("0", "1"):
         monkeypatch.setenv("RANK", rank)
-        loader = wds.WebLoader(dcq_pipeline(urls(d), side, batch_size=4, shuffle=20), batch_size=None,
-                               num_workers=2)
-        seen += [tuple(x.flatten().tolist()) for xb, _ in loader for x in xb]
+        loader = wds.WebLoader(dcq_pipeline(urls(d), side, batch_size=4, shuffle=20, reconstruct="none"),
+                               batch_size=None, num_workers=2)
+        seen += [tuple(x.flatten().tolist()) for xb, *_ in loader for x in xb]
     want = [tuple(spec.expected(i).transpose(2, 0, 1).flatten().tolist()) for i in range(40)]
     assert sorted(seen) == sorted(want)
 
@@ -85,7 +86,7 @@ def test_epoch_length():
 
 def test_resampled_pipeline_with_epoch(shards):
     _, d, side, _ = shards
-    pipe = dcq_pipeline(urls(d), side, batch_size=8, shuffle=0, resampled=True, epoch_batches=7)
+    pipe = dcq_pipeline(urls(d), side, batch_size=8, shuffle=0, resampled=True, epoch_batches=7, reconstruct="mean")
     assert len(list(pipe)) == 7 and len(list(pipe)) == 7
 
 
@@ -100,14 +101,16 @@ def test_corrupt_samples_are_skipped_with_a_warning(shards, tmp_path):
             m.size = len(data)
             dst.addfile(m, __import__("io").BytesIO(data))
     with pytest.warns(UserWarning):
-        got = list(dcq_pipeline(str(bad), side, batch_size=100, shuffle=0, handler=wds.warn_and_continue))
+        got = list(dcq_pipeline(str(bad), side, batch_size=100, shuffle=0, handler=wds.warn_and_continue,
+                                 reconstruct="mean"))
     assert len(got[0][1]) == 9
     with pytest.raises(DcqError, match="checksum"):
-        list(dcq_pipeline(str(bad), side, batch_size=100, shuffle=0))
+        list(dcq_pipeline(str(bad), side, batch_size=100, shuffle=0, reconstruct="mean"))
     trunc = tmp_path / "trunc-000000.tar"
     trunc.write_bytes(open(names[1], "rb").read()[:3000])
     with pytest.warns(UserWarning):
-        got = list(dcq_pipeline(str(trunc), side, batch_size=100, shuffle=0, handler=wds.warn_and_continue))
+        got = list(dcq_pipeline(str(trunc), side, batch_size=100, shuffle=0, handler=wds.warn_and_continue,
+                                 reconstruct="mean"))
     assert 0 < sum(len(y) for _, y in got) < 10
 
 

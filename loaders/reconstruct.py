@@ -1,0 +1,148 @@
+"""Refilling dropped patches after batch decode: by the file's MAE, by the image's mean colour,
+or not at all (zeros, and the mask goes to the caller).
+
+Reconstruction works on whole decoded images (the MAE sees the full patch grid), so for masked
+files the fused decode+crop of the plain path is split in two: decode to uint8, refill, then
+crop/flip/resize (and normalise) the pixels with the same kernel, each colour channel read as an
+8-bit "indexed" plane through a per-channel table. Visible pixels stay exactly as decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+
+from dcqformat import DcqError, kernels
+
+Mode = Literal["mae", "mean", "none"]
+MODES = ("mae", "mean", "none")
+
+
+def pixel_mask(dropped: torch.Tensor, patch: tuple[int, int], height: int, width: int) -> torch.Tensor:
+    """(N, gh, gw) patch mask -> (N, 1, H, W) pixel mask."""
+    ph, pw = patch
+    return dropped.repeat_interleave(ph, 1).repeat_interleave(pw, 2)[:, None, :height, :width]
+
+
+class Reconstructor:
+    """Fills dropped patches of uint8 (N, C, H, W) batches; picklable, builds its MAE lazily.
+
+    Args:
+        mode: ``"mae"`` (the file's MAE, one forward pass per batch), ``"mean"`` (each image's
+            mean visible colour) or ``"none"`` (leave zeros).
+        weights: the MAE as safetensors bytes (the file's WGHT section); needed for ``"mae"``.
+        patch: the file's (patch_h, patch_w).
+        snap: replace each filled pixel by the nearest colour of the image's palette.
+        device: where the MAE runs (``"cpu"`` in DataLoader workers).
+    """
+
+    def __init__(self, mode: Mode, *, weights: bytes | None, patch: tuple[int, int], snap: bool = False,
+                 device: str | torch.device = "cpu") -> None:
+        if mode not in MODES:
+            raise ValueError(f"reconstruct must be one of {MODES}, got {mode!r}")
+        if mode == "mae" and weights is None:
+            raise DcqError("reconstruct='mae' needs the file's MAE weights (WGHT section), found none; "
+                           "use reconstruct='mean' or 'none', or convert with --drop-patches (it trains one)")
+        self.mode, self.weights, self.patch, self.snap = mode, weights, tuple(patch), snap
+        self.device = torch.device(device)
+        self._model = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_model": None}
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            from dcqformat.mae import mae_from_bytes
+
+            self._model = mae_from_bytes(self.weights, self.device)  # type: ignore[arg-type]
+            if (self._model.config.patch,) * 2 != self.patch:
+                raise DcqError(f"the MAE's patch {self._model.config.patch} does not match the file's {self.patch}")
+        return self._model
+
+    def fill(self, images: torch.Tensor, dropped: torch.Tensor, palettes: torch.Tensor | None = None) -> torch.Tensor:
+        """``images`` (N, C, H, W) uint8 with ``dropped`` (N, gh, gw) bool patches refilled.
+
+        ``palettes`` (N, K, C) uint8, each image's palette, is needed for ``snap``.
+        """
+        if self.mode == "none" or not bool(dropped.any()):
+            return images
+        n, c, h, w = images.shape
+        hidden = pixel_mask(dropped, self.patch, h, w)
+        if self.mode == "mean":
+            keep = (~hidden).to(torch.float32)
+            mean = (images.float() * keep).sum((2, 3), keepdim=True) / keep.sum((2, 3), keepdim=True).clamp(min=1)
+            filled = torch.where(hidden, mean.round().to(torch.uint8).expand_as(images), images)
+        else:
+            with torch.no_grad():
+                filled = self.model.fill(images.to(self.device), dropped.to(self.device)).to(images.device)
+        if self.snap and palettes is not None:
+            pal = palettes.to(images.device).float()  # (N, K, C)
+            px = filled.flatten(2).transpose(1, 2).float()  # (N, HW, C)
+            nearest = torch.cdist(px, pal).argmin(2)
+            snapped = pal.gather(1, nearest[..., None].expand(-1, -1, c)).transpose(1, 2).reshape(n, c, h, w)
+            filled = torch.where(hidden, snapped.round().to(torch.uint8), filled)
+        return filled
+
+
+def channel_tables(channels: int, mean: Sequence[float] | None, std: Sequence[float] | None,
+                   float_out: bool) -> np.ndarray:
+    """(C, 256, 1) per-channel lookup of an 8-bit value: itself (uint8), or normalised float32."""
+    v = np.arange(256, dtype=np.float32)
+    if not float_out:
+        return np.ascontiguousarray(np.broadcast_to(v.astype(np.uint8)[None, :, None], (channels, 256, 1)))
+    t = np.repeat((v / 255.0)[None], channels, 0)
+    if mean is not None:
+        t -= np.asarray(mean, np.float32).reshape(-1, 1)
+    if std is not None:
+        t /= np.asarray(std, np.float32).reshape(-1, 1)
+    return np.ascontiguousarray(t[..., None].astype(np.float32))
+
+
+def crop_pixels(images: np.ndarray, tables: np.ndarray, boxes: np.ndarray, flips: np.ndarray,
+                size: tuple[int, int], bilinear: bool, chw: bool) -> np.ndarray:
+    """Crop/flip/resize uint8 (N, C, H, W) images to ``size`` through per-channel ``tables``
+    (C, 256, 1): the fused decode kernel with every plane read as an 8-bit indexed image, so the
+    sampling rules are the plain path's. Outside the image: table value 0 (black)."""
+    n, c, h, w = images.shape
+    oh, ow = size
+    planes = np.ascontiguousarray(images).reshape(n * c, h * w)
+    data = np.concatenate([planes.reshape(-1), np.zeros(1, np.uint8)])
+    out = np.empty((n, c, oh, ow), tables.dtype)
+    rounding = 0.5 if tables.dtype.kind in "ui" else 0.0
+    hs, ws = np.full(n, h, np.int64), np.full(n, w, np.int64)
+    boxes = np.ascontiguousarray(boxes, np.float64)
+    flips = np.ascontiguousarray(flips, np.bool_)
+    for ch in range(c):
+        target = np.empty((n, 1, oh, ow), tables.dtype)
+        offsets = (np.arange(n, dtype=np.int64) * c + ch) * (h * w)
+        kernels.decode_resample_batch(data, offsets, hs, ws, np.full(n, ch, np.int64), tables,
+                                      tables[ch, 0].copy(), 8, boxes, flips, bilinear, rounding, target, True)
+        out[:, ch] = target[:, 0]
+    return out if chw else np.ascontiguousarray(out.transpose(0, 2, 3, 1))
+
+
+def refill_and_crop(groups: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], n: int,
+                    rec: Reconstructor, tables: np.ndarray, boxes: np.ndarray, flips: np.ndarray,
+                    size: tuple[int, int], bilinear: bool, chw: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The masked-batch path shared by the dataset and the WebDataset decoder.
+
+    ``groups`` holds, per image size, ``(positions in the batch, decoded uint8 (k, C, H, W),
+    patch masks (k, gh, gw), palettes (k, K, C))``. Returns the refilled, cropped (and
+    normalised) batch of ``n`` and, for ``reconstruct="none"``, its (n, OH, OW) dropped-pixel mask.
+    """
+    c = tables.shape[0]
+    out = np.empty((n, c, *size) if chw else (n, *size, c), tables.dtype)
+    hidden = np.zeros((n, *size), bool) if rec.mode == "none" else None
+    for pos, full, grids, palettes in groups:
+        dropped = torch.from_numpy(grids)
+        filled = rec.fill(torch.from_numpy(full), dropped, torch.from_numpy(palettes) if rec.snap else None)
+        out[pos] = crop_pixels(filled.numpy(), tables, boxes[pos], flips[pos], size, bilinear, chw)
+        if hidden is not None:
+            m = pixel_mask(dropped, rec.patch, *full.shape[2:]).numpy().astype(np.uint8)
+            hidden[pos] = crop_pixels(m, channel_tables(1, None, None, False), boxes[pos], flips[pos], size,
+                                      False, True)[:, 0] != 0
+    return out, hidden
