@@ -4,7 +4,8 @@ Usage: python benchmarks/bench_convert.py [--sizes 5000 20000 50000] [--device a
 
 Each size runs end to end in its own process, from the JPEG shards (decoding included) to the
 written file, attention model training included; peak memory is that process's maximum
-resident set size. Writes benchmarks/results/bench_convert.json.
+resident set size, and the peaks of its anonymous (heap) and file-backed (mapped image cache,
+libraries) parts, sampled every 0.1 s. Writes benchmarks/results/bench_convert.json.
 """
 
 from __future__ import annotations
@@ -23,11 +24,21 @@ from common import save, table  # noqa: E402
 from dcqformat import sample_data  # noqa: E402
 
 CHILD = """
-import json, resource, sys
+import json, resource, sys, threading, time
 from dcqformat.quantize import ConvertConfig, convert
+peaks = {"RssAnon": 0, "RssFile": 0}
+def sample():
+    while True:
+        for line in open("/proc/self/status"):
+            key = line.split(":")[0]
+            if key in peaks:
+                peaks[key] = max(peaks[key], int(line.split()[1]) / 1024)
+        time.sleep(0.1)
+threading.Thread(target=sample, daemon=True).start()
 s = convert(sys.argv[1], sys.argv[2], ConvertConfig(bits=2, limit=int(sys.argv[3]), device=sys.argv[4]), progress=False)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"stages": s.stages, "written": s.written, "bytes": s.file_bytes, "device": s.device, "peak": peak}))
+print(json.dumps({"stages": s.stages, "written": s.written, "bytes": s.file_bytes, "device": s.device, "peak": peak,
+                  "anon": peaks["RssAnon"], "file": peaks["RssFile"]}))
 """
 
 
@@ -48,13 +59,15 @@ def main() -> None:
                                capture_output=True, text=True, check=True)
             wall = time.perf_counter() - t
             out = json.loads(r.stdout.strip().splitlines()[-1])
-            row = {"images": n, "wall_s": wall, "peak_rss_mb": out["peak"], **{
+            row = {"images": n, "wall_s": wall, "peak_rss_mb": out["peak"], "peak_anon_mb": out["anon"],
+                   "peak_file_mb": out["file"], **{
                 f"{k}_s": v for k, v in out["stages"].items()}, "bytes": out["bytes"], "device": out["device"]}
             rows.append(row)
             print(f"  {n}: {wall:.0f} s, peak {row['peak_rss_mb']:.0f} MB", file=sys.stderr)
     stage_cols = [(k, k[:-2], ".1f") for k in rows[0] if k.endswith("_s") and k != "wall_s"]
     print(table(rows, [("images", "images", ","), ("wall_s", "wall s", ".1f"), *stage_cols,
-                       ("peak_rss_mb", "peak RSS MB", ",.0f"), ("device", "device", "")]))
+                       ("peak_rss_mb", "peak RSS MB", ",.0f"), ("peak_anon_mb", "of it anonymous", ",.0f"),
+                       ("peak_file_mb", "file-backed", ",.0f"), ("device", "device", "")]))
     print(f"written {save('bench_convert', {'rows': rows})}")
 
 
