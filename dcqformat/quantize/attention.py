@@ -1,0 +1,99 @@
+"""The attention model and what comes from it: Grad-CAM++ maps, drop masks, the MAE stage."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .config import ConvertConfig, Stage, as_rgb, model_input
+from .drop import drop_mask, native_patch
+from .gradcam import gradcam_pp
+from .model import load_model, train_attention
+
+
+def attention_model(cache, labels, n_classes, cfg, device, summary, meta, rng):  # type: ignore[no-untyped-def]
+    """The user's checkpoint, or a small CNN trained on (a bounded sample of) the source."""
+    with Stage(summary, "attention model"):
+        if cfg.model:
+            model = load_model(cfg.model, device)
+            summary.model = {"checkpoint": cfg.model}
+        else:
+            n = len(cache)
+            pick = np.sort(rng.choice(n, min(n, cfg.model_images), replace=False))
+            train_x = np.stack([as_rgb(cache.image(int(i)), cfg.model_size) for i in pick])
+            train_y = np.where(labels[pick] >= 0, labels[pick], 0)
+            model, report = train_attention(train_x, train_y, n_classes, epochs=cfg.model_epochs,
+                                            size=cfg.model_size, device=device, seed=cfg.seed)
+            summary.model = asdict(report)
+    # Timings stay in the summary: a file's bytes depend on the data, the config and the seed only.
+    meta["quantizer"]["attention_model"] = {k: v for k, v in summary.model.items() if k != "seconds"}
+    return model
+
+
+def grad_cams(model, images: list[np.ndarray], labels: np.ndarray, cfg: ConvertConfig,  # type: ignore[no-untyped-def]
+          device: torch.device) -> list[torch.Tensor]:
+    """Grad-CAM++ maps of ``images`` for their labels, each at the image's own size (on the CPU)."""
+    x = model_input(images, cfg.model_size).to(device)
+    cams, _, _ = gradcam_pp(model, x, torch.from_numpy(labels).to(device), (cfg.model_size, cfg.model_size))
+    return [torch.nn.functional.interpolate(cam[None, None].cpu(), size=im.shape[:2], mode="bilinear",
+                                            align_corners=False)[0, 0] for cam, im in zip(cams, images)]
+
+
+class Dropper:
+    """Drop masks (when ``cfg.drop_patches`` > 0): the patches of least Grad-CAM++ attention."""
+
+    def __init__(self, cache, classes, cfg, device, summary, meta, model=None):  # type: ignore[no-untyped-def]
+        self.cache, self.cfg, self.device, self.model, self.patch = cache, cfg, device, model, None
+        if cfg.drop_patches <= 0:
+            return
+        shapes = np.array([cache.shape(i)[:2] for i in range(len(cache))])
+        self.patch = cfg.patch_size or native_patch(int(np.median(shapes[:, 0])), int(np.median(shapes[:, 1])))
+        if self.model is None:
+            labels = np.array(cache.labels)
+            n_classes = max(len(classes), int(labels.max()) + 1, 1)
+            self.model = attention_model(cache, labels, n_classes, cfg, device, summary, meta,
+                                          np.random.default_rng(cfg.seed))
+        meta["drop"] = {"fraction": cfg.drop_patches, "patch": self.patch,
+                        "importance": "mean Grad-CAM++ attention of the patch, for the true label"}
+
+    def masks(self, chunk: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray | None]:
+        if self.patch is None:
+            return [None] * len(images)
+        labels = np.array(self.cache.labels)[chunk]
+        cams = grad_cams(self.model, images, labels, self.cfg, self.device)
+        return [drop_mask(cam, self.patch, self.cfg.drop_patches) for cam in cams]
+
+
+def mae_stage(cache, cfg, device, summary, meta, progress, quantize):  # type: ignore[no-untyped-def]
+    """The MAE that refills dropped patches, as safetensors bytes (None without dropping):
+    ``cfg.mae`` reused, or one trained on quantized images (``quantize(chunk, images)``) of
+    the most common size, a bounded random sample of them."""
+    if cfg.drop_patches <= 0:
+        return None
+    from ..mae import MAEConfig, load_mae, mae_to_bytes, train_mae
+
+    with Stage(summary, "MAE"):
+        if cfg.mae:
+            model = load_mae(cfg.mae, device)
+            meta["mae"] = {"config": model.config.to_dict(), "from": str(cfg.mae)}
+            return mae_to_bytes(model)
+        shapes = [cache.shape(i) for i in range(len(cache))]
+        common = max(set(shapes), key=shapes.count)
+        rng = np.random.default_rng(cfg.seed + 7)
+        pool = np.flatnonzero([s == common for s in shapes])
+        pick = np.sort(rng.choice(pool, min(len(pool), cfg.mae_images), replace=False))
+        quantized = np.stack([q for chunk, images in cache.batches(cfg.batch, pick) for q in quantize(chunk, images)])
+        seconds = cfg.mae_seconds if cfg.mae_seconds is not None else (240.0 if device.type == "cpu" else None)
+        config = MAEConfig(patch=cfg.patch_size or native_patch(*common[:2]), channels=common[2])
+        model, report = train_mae(quantized, cfg.drop_patches, config, epochs=cfg.mae_epochs, seconds=seconds,
+                                  device=device, seed=cfg.seed)
+        summary.mae = asdict(report)
+        if progress and report.stopped_by_time:
+            tqdm.write(f"MAE training stopped by its time limit ({seconds:.0f} s) after {report.steps} of "
+                       f"{report.steps_planned} steps")
+    meta["mae"] = {"config": config.to_dict(), "trained_on": "quantized images, random masking at the drop ratio",
+                   **{k: v for k, v in asdict(report).items() if k not in ("seconds", "device")}}
+    return mae_to_bytes(model)

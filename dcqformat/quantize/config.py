@@ -1,0 +1,127 @@
+"""The settings and summary of a conversion, and what its stages share."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..writer import DcqWriter
+from .model import to_input
+
+METHODS = ("dcq", "mediancut", "octree", "kmeans")
+
+
+@dataclass
+class ConvertConfig:
+    """Every setting of a conversion; recorded in the file's metadata."""
+
+    method: str = "dcq"
+    bits: int = 2
+    clusters: int = 256
+    cluster_features: str = "shallow"  # shallow (CNN), lab (colour statistics) or both
+    attention_fraction: float = 0.5
+    model_epochs: int = 8
+    model_size: int = 32
+    model_images: int = 10000
+    model: str | None = None
+    pool_images: int = 20000
+    sample_pixels: int = 32
+    pool_pixels: int = 200_000
+    reassign: int = 4
+    refine_steps: int = 10
+    refine_images: int = 8
+    fidelity: float = 1.0
+    drop_patches: float = 0.0
+    patch_size: int | None = None  # None: native to the image size (drop.native_patch)
+    mae: str | None = None  # reuse the MAE of a .dcq file or a .safetensors checkpoint
+    mae_epochs: int = 30
+    mae_images: int = 10000
+    mae_seconds: float | None = None  # None: 240 s on a CPU, no limit on a GPU
+    codec: str = "packed"
+    channels: int = 3
+    alpha: str = "drop"
+    on_error: str = "skip"
+    limit: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    batch: int = 256
+
+
+@dataclass
+class ConvertSummary:
+    samples_in: int = 0
+    written: int = 0
+    reported: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    file_bytes: int = 0
+    raw_bytes: int = 0
+    source_bytes: int | None = None
+    device: str = ""
+    model: dict = field(default_factory=dict)
+    mae: dict = field(default_factory=dict)
+
+    def table(self, cfg: ConvertConfig) -> str:
+        rows = [("samples in", f"{self.samples_in:,}"), ("written", f"{self.written:,}"),
+                ("reported (unreadable)", f"{self.reported:,}"), ("method", cfg.method),
+                ("bits", str(cfg.bits)), ("clusters", str(cfg.clusters) if cfg.method == "dcq" else "per image"),
+                ("device", self.device), ("file bytes", f"{self.file_bytes:,}"),
+                ("bytes / image", f"{self.file_bytes / max(self.written, 1):,.1f}"),
+                ("x smaller than raw uint8", f"{self.raw_bytes / max(self.file_bytes, 1):.1f}")]
+        if self.mae:
+            rows.append(("MAE", f"{self.mae['steps']} steps on {self.mae['images']:,} images, {self.mae['device']}"
+                         + (" (stopped by its time limit)" if self.mae["stopped_by_time"] else "")))
+        if self.source_bytes:
+            rows.append(("x smaller than the source files", f"{self.source_bytes / max(self.file_bytes, 1):.2f}"))
+        rows += [(f"time: {k}", f"{v:.1f} s") for k, v in self.stages.items()]
+        rows.append(("time: total", f"{sum(self.stages.values()):.1f} s"))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Stage:
+    def __init__(self, summary: ConvertSummary, name: str) -> None:
+        self.summary, self.name = summary, name
+
+    def __enter__(self) -> None:
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.summary.stages[self.name] = self.summary.stages.get(self.name, 0.0) + time.perf_counter() - self.t
+
+
+def write_rows(dst, cfg, meta, palettes, summary, rows, patch=None, weights=None):  # type: ignore[no-untyped-def]
+    with DcqWriter(dst, bits=cfg.bits, channels=cfg.channels, palettes=palettes, codec=cfg.codec, meta=meta,
+                   patch_size=patch) as w:
+        for idx, pal, label, src_index, dropped in rows:
+            pid = pal if isinstance(pal, int) else w.add_palette(pal)
+            w.add(idx, palette=pid, label=label, source_index=src_index, dropped=dropped)
+            summary.written += 1
+            summary.raw_bytes += idx.size * cfg.channels
+        if weights is not None:
+            w.set_weights(weights)
+
+
+def model_input(images: list[np.ndarray], size: int) -> torch.Tensor:
+    rgb = [im if im.shape[2] == 3 else im.repeat(3, 2) for im in images]
+    if len({im.shape for im in rgb}) == 1:
+        return to_input(torch.from_numpy(np.stack(rgb)), size)
+    return torch.cat([to_input(torch.from_numpy(im)[None], size) for im in rgb])
+
+
+def as_rgb(img: np.ndarray, size: int | None) -> np.ndarray:
+    rgb = img if img.shape[2] == 3 else img.repeat(3, 2)
+    if size is None or rgb.shape[:2] == (size, size):
+        return rgb
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))

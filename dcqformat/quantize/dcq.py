@@ -1,0 +1,146 @@
+"""DCQ: shared cluster palettes chosen per image, attention-guided and texture-preserving."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .attention import Dropper, attention_model, grad_cams, mae_stage
+from .color import srgb_to_lab, unweighted, weighted
+from .config import Stage, as_rgb, model_input, write_rows
+from .kmeans import kmeans
+from .palette import assign, refine_palette, to_uint8, top_pixels
+from .reassign import best_palettes, lloyd
+
+
+def convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress):  # type: ignore[no-untyped-def]
+    """The DCQ pipeline on the cached images, written to ``dst`` (stages 1-7 below)."""
+    n = len(cache)
+    rng = np.random.default_rng(cfg.seed)
+    labels = np.array(cache.labels)
+    n_classes = max(len(classes), int(labels.max()) + 1 if len(labels) else 1, 1)
+    # 1. The attention / feature model.
+    model = attention_model(cache, labels, n_classes, cfg, device, summary, meta, rng)
+    # 2. Clustering features of every image, forward only: the model's shallow features
+    #    (N x 32), LAB colour statistics (N x 12), or both (each standardised).
+    parts = []
+    with Stage(summary, "features"), torch.no_grad():
+        for _, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="features",
+                                  disable=not progress):
+            cols = []
+            if cfg.cluster_features in ("shallow", "both"):
+                _, shallow, _ = model(model_input(images, cfg.model_size).to(device), keep=True)
+                cols.append(shallow.mean((2, 3)).cpu())
+            if cfg.cluster_features in ("lab", "both"):
+                cols.append(torch.stack([lab_statistics(im) for im in images]))
+            parts.append(torch.cat(cols, 1).numpy())
+    feats = np.concatenate(parts).astype(np.float32)
+    del parts
+    # 3. Clusters of shallow features (k-means++; fitted on at most 50k images).
+    with Stage(summary, "clustering"):
+        fit = rng.choice(n, min(n, 50_000), replace=False)
+        f = torch.from_numpy(feats)
+        f = (f - f.mean(0)) / f.std(0).clamp(min=1e-6)
+        centres, _ = kmeans(f[fit].to(device), cfg.clusters, seed=cfg.seed)
+        cluster = torch.cdist(f.to(device), centres).argmin(1).cpu().numpy()
+        del feats, f
+    meta["quantizer"]["cluster_sizes"] = np.bincount(cluster, minlength=len(centres)).tolist()
+    # 4. Attention-guided pixels: Grad-CAM++ for the true label on a bounded random sample of
+    #    images; of each, ``sample_pixels`` drawn from its top ``attention_fraction`` pixels.
+    colours = 1 << cfg.bits
+    k = len(centres)
+    sample = np.sort(rng.choice(n, min(n, cfg.pool_images), replace=False))
+    pixels = torch.zeros(len(sample), cfg.sample_pixels, 3)
+    with Stage(summary, "Grad-CAM++ + pools"):
+        pos = 0
+        for chunk, images in tqdm(cache.batches(cfg.batch, sample), total=-(-len(sample) // cfg.batch),
+                                  desc="grad-cam++", disable=not progress):
+            for img, cam in zip(images, grad_cams(model, images, labels[chunk], cfg, device)):
+                px = top_pixels(torch.from_numpy(as_rgb(img, None))[None], cam[None], cfg.attention_fraction)[0]
+                pick = torch.from_numpy(rng.choice(len(px), cfg.sample_pixels, replace=len(px) < cfg.sample_pixels))
+                pixels[pos] = weighted(srgb_to_lab(px[pick]))
+                pos += 1
+    # 5. Palettes: LAB k-means of each feature cluster's pooled pixels, then Lloyd rounds in
+    #    which every sampled image chooses the palette that reconstructs it best and each
+    #    palette is refitted to the images that chose it (see reassign.py).
+    with Stage(summary, "palettes"):
+        pixels = pixels.to(device)
+        member = torch.from_numpy(cluster[sample]).to(device)
+        palettes_w = torch.zeros(k, colours, 3, device=device)
+        everyone, _ = kmeans(pixels.reshape(-1, 3)[: cfg.pool_pixels], colours, seed=cfg.seed)
+        for c in range(k):
+            own = pixels[member == c].reshape(-1, 3)[: cfg.pool_pixels]
+            palettes_w[c] = _pad(kmeans(own, colours, seed=cfg.seed + c)[0] if len(own) else everyone, colours)
+        palettes_w, chosen, history = lloyd(pixels, palettes_w, rounds=cfg.reassign, max_pixels=cfg.pool_pixels,
+                                            seed=cfg.seed)
+        palettes_lab = unweighted(palettes_w).cpu()
+        chosen = chosen.cpu().numpy()
+        del pixels
+    meta["quantizer"]["reassignment"] = {"mean_error_per_round": [round(e, 3) for e in history]}
+    # 6. Texture-preserving refinement of each palette on a few of the sampled images that chose it.
+    refine_log = []
+    with Stage(summary, "texture refinement"):
+        for c in tqdm(range(k), desc="refine", disable=not progress or cfg.refine_steps == 0):
+            members = sample[chosen == c]
+            if cfg.refine_steps == 0 or len(members) == 0:
+                continue
+            pick = rng.choice(members, min(len(members), cfg.refine_images), replace=False)
+            imgs = torch.from_numpy(np.stack([as_rgb(cache.image(int(i)), None) for i in pick
+                                              if cache.shape(int(i))[:2] == cache.shape(int(pick[0]))[:2]]))
+            palettes_lab[c], log = refine_palette(imgs.to(device), palettes_lab[c].to(device),
+                                                  steps=cfg.refine_steps, fidelity=cfg.fidelity)
+            palettes_lab[c] = palettes_lab[c].cpu()
+            refine_log.append(log)
+    meta["quantizer"]["refinement"] = {
+        "mean_loss_before": float(np.mean([r["loss_before"] for r in refine_log])) if refine_log else None,
+        "mean_loss_after": float(np.mean([r["loss_after"] for r in refine_log])) if refine_log else None}
+    palettes = to_uint8(palettes_lab)  # (k, K, 3)
+    stored = palettes.numpy() if cfg.channels == 3 else palettes.numpy()[:, :, :1]
+    stored_w = weighted(srgb_to_lab(palettes.float().to(device) / 255))
+
+    # 7. Every image takes the stored palette that reconstructs it best; every pixel its
+    #    nearest colour in it; streamed in batches and written (with drop masks and the MAE).
+    def quantize(images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        shapes = {im.shape for im in images}
+        for group in [images] if len(shapes) == 1 else [[im] for im in images]:
+            rgb = torch.from_numpy(np.stack([as_rgb(im, None) for im in group])).to(device)
+            ids = best_palettes(choice_pixels(rgb), stored_w)
+            out += zip(assign(rgb, palettes.to(device), ids).cpu().numpy(), ids.cpu().numpy())
+        return out
+
+    dropper = Dropper(cache, classes, cfg, device, summary, meta, model)
+    weights = mae_stage(cache, cfg, device, summary, meta, progress,
+                         lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)])
+
+    def rows():  # type: ignore[no-untyped-def]
+        for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="assign + write",
+                                  disable=not progress):
+            for i, (idx, pid), dropped in zip(chunk.tolist(), quantize(images), dropper.masks(chunk, images)):
+                yield idx, int(pid), cache.labels[i], cache.sources[i], dropped
+
+    with Stage(summary, "assign + write"):
+        write_rows(dst, cfg, meta, stored, summary, rows(), dropper.patch, weights)
+
+
+def choice_pixels(rgb: torch.Tensor, most: int = 64) -> torch.Tensor:
+    """Evenly spaced pixels (at most ``most``) of (N, H, W, 3) uint8 images, in weighted LAB."""
+    flat = rgb.flatten(1, 2)
+    pick = torch.linspace(0, flat.shape[1] - 1, min(most, flat.shape[1]), device=rgb.device).round().long()
+    return weighted(srgb_to_lab(flat[:, pick].float() / 255))
+
+
+def lab_statistics(image: np.ndarray) -> torch.Tensor:
+    """Colour statistics of an image: LAB mean, standard deviation and 10/50/90% lightness
+    quantiles, plus the 10/90% quantiles of a and b (12 values)."""
+    rgb = torch.from_numpy(image if image.shape[2] == 3 else image.repeat(3, 2)).reshape(-1, 3).float() / 255
+    lab = srgb_to_lab(rgb)
+    q = torch.quantile(lab, torch.tensor([0.1, 0.5, 0.9]), dim=0)  # (3, 3)
+    return torch.cat([lab.mean(0), lab.std(0), q[:, 0], q[0, 1:], q[2, 1:]])
+
+
+def _pad(palette: torch.Tensor, colours: int) -> torch.Tensor:
+    if len(palette) < colours:
+        palette = torch.cat([palette, palette[-1:].repeat(colours - len(palette), 1)])
+    return palette
