@@ -63,6 +63,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         wght = next((s["length"] for s in info["sections"] if s["tag"] == "WGHT"), 0)
         print(f"MAE (refills dropped patches in the loaders): {json.dumps(meta['mae'].get('config'))}, "
               f"{wght:,} bytes of weights")
+    if "selection" in meta:
+        sel = meta["selection"]
+        print(f"selection: {sel.get('method')}, keep {sel.get('keep')} ({sel.get('kept'):,} of "
+              f"{sel.get('samples_in'):,}); per class: {json.dumps(sel.get('per_class'))}")
     if "quantizer" in meta:
         print(f"quantizer: {json.dumps(meta['quantizer'])}")
     return 0
@@ -151,7 +155,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                         seed=args.seed, device=args.device, model=args.model, model_epochs=args.epochs,
                         refine_steps=args.refine_steps, reassign=args.reassign, drop_patches=args.drop_patches,
                         patch_size=args.patch_size, mae=args.mae, mae_epochs=args.mae_epochs,
-                        mae_seconds=args.mae_seconds)
+                        mae_seconds=args.mae_seconds, keep=args.keep, select=args.select, bins=args.bins,
+                        select_features=args.select_features, adq_alpha=args.adq_alpha)
     summary = convert(args.src, args.dst, cfg, progress=not args.quiet)
     print(f"wrote {args.dst}")
     print(summary.table(cfg))
@@ -246,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "capped at 240 s, see --mae-seconds)")
     s.add_argument("--mae-seconds", type=float, default=None, help="MAE training time limit (default: 240 on a "
                    "CPU, none on a GPU)")
+    s.add_argument("--keep", type=float, default=1.0, metavar="FRACTION",
+                   help="sample selection: keep this fraction of each class (default 1: all)")
+    s.add_argument("--select", default="dq", choices=["random", "dq", "adq", "graphcut"],
+                   help="how to choose the kept samples: dq (default: Dataset Quantization bins), adq (adaptive "
+                        "per-bin rates), graphcut (AutoPalette: GraphCut on quantized images), random")
+    s.add_argument("--bins", type=int, default=10, help="DQ/ADQ bins (default 10)")
+    s.add_argument("--select-features", default="gradient", choices=["gradient", "penultimate"],
+                   help="selection features: the last-layer gradient embedding (default, as DQ) or the "
+                        "penultimate features")
+    s.add_argument("--adq-alpha", type=float, default=0.65, help="ADQ importance weight a (default 0.65)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=_cmd_convert)
     s = sub.add_parser("preview", help="a PNG grid of decoded images (and originals) with palette swatches")

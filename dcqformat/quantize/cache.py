@@ -55,6 +55,13 @@ class ImageCache:
             chunk = order[s : s + size]
             yield chunk, [self.image(int(i)) for i in chunk]
 
+    def subset(self, positions: np.ndarray) -> "ImageCache":
+        """A new cache holding the images at ``positions`` (labels and source indices kept)."""
+        out = ImageCache()
+        for i in np.asarray(positions).tolist():
+            out.add(self.image(i), self.labels[i], self.sources[i])
+        return out
+
     def close(self) -> None:
         self._map = None
         self._file.close()

@@ -40,6 +40,11 @@ class ConvertConfig:
     mae_epochs: int = 30
     mae_images: int = 10000
     mae_seconds: float | None = None  # None: 240 s on a CPU, no limit on a GPU
+    keep: float = 1.0  # sample selection: the fraction of each class to keep
+    select: str = "dq"  # random, dq, adq or graphcut
+    bins: int = 10
+    select_features: str = "gradient"  # gradient (DQ's last-layer gradient embedding) or penultimate
+    adq_alpha: float = 0.65
     codec: str = "packed"
     channels: int = 3
     alpha: str = "drop"

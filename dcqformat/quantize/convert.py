@@ -14,7 +14,7 @@ from .. import __version__
 from ..errors import DcqError
 from ..sources import iter_images, open_source
 from . import baselines
-from .attention import Dropper, mae_stage
+from .attention import Dropper, attention_model, mae_stage
 from .cache import ImageCache
 from .config import METHODS, ConvertConfig, ConvertSummary, Stage, pick_device, write_rows
 from .dcq import convert_dcq
@@ -71,6 +71,9 @@ def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progres
         raise DcqError(f"cluster_features must be shallow, lab or both, got {cfg.cluster_features!r}")
     if not 0.0 <= cfg.drop_patches < 1.0:
         raise DcqError(f"drop_patches must be in [0, 1), got {cfg.drop_patches}")
+    if not 0.0 < cfg.keep <= 1.0 or cfg.select not in ("random", "dq", "adq", "graphcut"):
+        raise DcqError(f"keep must be in (0, 1] and select one of random, dq, adq, graphcut; got keep {cfg.keep}, "
+                       f"select {cfg.select!r}")
     summary = ConvertSummary()
     device = pick_device(cfg.device)
     summary.device = str(device)
@@ -86,23 +89,46 @@ def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progres
                 "provenance": {**provenance, "samples_in": summary.samples_in, "reported": summary.reported,
                                "problems": summary.problems[:100], "dcqformat": __version__,
                                "torch": torch.__version__, "device": str(device)}}
+        model = None
+        if cfg.keep < 1:
+            cache, model = _select(cache, classes, cfg, device, summary, meta, progress)
         if cfg.method == "dcq":
-            convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress)
+            convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress, model)
         else:
-            _convert_baseline(cache, classes, cfg, device, summary, meta, dst, progress)
+            _convert_baseline(cache, classes, cfg, device, summary, meta, dst, progress, model)
     finally:
         cache.close()
     summary.file_bytes = Path(dst).stat().st_size
     return summary
 
 
-def _convert_baseline(cache, classes, cfg, device, summary, meta, dst, progress):  # type: ignore[no-untyped-def]
+def _select(cache, classes, cfg, device, summary, meta, progress):  # type: ignore[no-untyped-def]
+    """Keep ``cfg.keep`` of each class (dcqformat.select); returns a cache of the kept images
+    (the input cache is closed) and the attention model when one was needed."""
+    from ..select import select
+
+    model = None
+    if cfg.select != "random":
+        labels = np.array(cache.labels)
+        n_classes = max(len(classes), int(labels.max()) + 1, 1)
+        model = attention_model(cache, labels, n_classes, cfg, device, summary, meta, np.random.default_rng(cfg.seed))
+    with Stage(summary, f"selection ({cfg.select})"):
+        chosen, report = select(cache, model, method=cfg.select, keep=cfg.keep, bins=cfg.bins,
+                                features=cfg.select_features, alpha=cfg.adq_alpha, bits=cfg.bits,
+                                size=cfg.model_size, device=device, batch=cfg.batch, seed=cfg.seed, progress=progress)
+        subset = cache.subset(chosen)
+    cache.close()
+    meta["selection"] = report
+    return subset, model
+
+
+def _convert_baseline(cache, classes, cfg, device, summary, meta, dst, progress, model=None):  # type: ignore[no-untyped-def]
     def quantize(i: int, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if cfg.method == "kmeans":
             return baselines.kmeans_image(img, cfg.bits, cfg.seed + i)
         return baselines.pillow(img, cfg.bits, cfg.method)
 
-    dropper = Dropper(cache, classes, cfg, device, summary, meta, progress)
+    dropper = Dropper(cache, classes, cfg, device, summary, meta, model)
     weights = mae_stage(cache, cfg, device, summary, meta, progress,
                          lambda chunk, images: [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)])
 

@@ -14,14 +14,15 @@ from .palette import assign, refine_palette, to_uint8, top_pixels
 from .reassign import best_palettes, lloyd
 
 
-def convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress):  # type: ignore[no-untyped-def]
+def convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress, model=None):  # type: ignore[no-untyped-def]
     """The DCQ pipeline on the cached images, written to ``dst`` (stages 1-7 below)."""
     n = len(cache)
     rng = np.random.default_rng(cfg.seed)
     labels = np.array(cache.labels)
     n_classes = max(len(classes), int(labels.max()) + 1 if len(labels) else 1, 1)
     # 1. The attention / feature model.
-    model = attention_model(cache, labels, n_classes, cfg, device, summary, meta, rng)
+    if model is None:
+        model = attention_model(cache, labels, n_classes, cfg, device, summary, meta, rng)
     # 2. Clustering features of every image, forward only: the model's shallow features
     #    (N x 32), LAB colour statistics (N x 12), or both (each standardised).
     parts = []
