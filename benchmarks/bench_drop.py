@@ -79,7 +79,8 @@ def quality(drop_file: Path, plain_file: Path) -> list[dict]:
         secs = time.perf_counter() - t
         mse = ((out.astype(np.float64) - truth) ** 2)[hidden].mean()
         rows.append({"mode": mode, "psnr_dropped": 10 * np.log10(255**2 / mse),
-                     "psnr_image": float(np.mean(10 * np.log10(255**2 / ((out - truth) ** 2).mean((1, 2, 3))))),
+                     "psnr_image": float(np.mean(10 * np.log10(255**2 / np.maximum(
+                         ((out - truth) ** 2).mean((1, 2, 3)), 1e-3)))),
                      "refill_img_s": len(r) / secs})
     return rows
 
