@@ -116,6 +116,9 @@ def test_file_without_mae_and_reuse(dropped_file, tmp_path):
     convert(str(d / "x.npz"), tmp_path / "r.dcq", cfg, progress=False)
     with dcqformat.open(tmp_path / "r.dcq") as r, dcqformat.open(d / "d.dcq") as src:
         assert r.weights_blob() == src.weights_blob() and r.mask(0).sum() == 32
+    with pytest.raises(DcqError, match="4 px patches, the drop masks use 8"):  # an MAE must fit the masks
+        convert(str(d / "x.npz"), tmp_path / "bad.dcq", ConvertConfig(drop_patches=0.25, patch_size=8,
+                                                                      mae=str(d / "d.dcq"), **FAST), progress=False)
     # a masked file without weights: 'mae' says what is missing, 'mean' works
     w = dcqformat.DcqWriter(tmp_path / "m.dcq", bits=2, palettes=np.zeros((1, 4, 3), np.uint8), patch_size=4)
     w.add(np.zeros((8, 8), np.uint8), palette=0, label=0, dropped=np.array([[1, 0], [0, 0]], bool))

@@ -8,14 +8,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..errors import DcqError
 from .config import ConvertConfig, Stage, as_rgb, model_input
 from .drop import drop_mask, native_patch
 from .gradcam import gradcam_pp
 from .model import load_model, train_attention
 
 
-def attention_model(cache, labels, n_classes, cfg, device, summary, meta, rng):  # type: ignore[no-untyped-def]
+def attention_model(cache, classes, cfg, device, summary, meta, rng):  # type: ignore[no-untyped-def]
     """The user's checkpoint, or a small CNN trained on (a bounded sample of) the source."""
+    labels = np.array(cache.labels)
+    n_classes = max(len(classes), int(labels.max()) + 1 if len(labels) else 1, 1)
     with Stage(summary, "attention model"):
         if cfg.model:
             model = load_model(cfg.model, device)
@@ -46,38 +49,38 @@ class Dropper:
     """Drop masks (when ``cfg.drop_patches`` > 0): the patches of least Grad-CAM++ attention."""
 
     def __init__(self, cache, classes, cfg, device, summary, meta, model=None):  # type: ignore[no-untyped-def]
-        self.cache, self.cfg, self.device, self.model, self.patch = cache, cfg, device, model, None
+        self.cfg, self.device, self.model, self.patch = cfg, device, model, None
         if cfg.drop_patches <= 0:
             return
+        self.labels = np.array(cache.labels)
         shapes = np.array([cache.shape(i)[:2] for i in range(len(cache))])
         self.patch = cfg.patch_size or native_patch(int(np.median(shapes[:, 0])), int(np.median(shapes[:, 1])))
         if self.model is None:
-            labels = np.array(cache.labels)
-            n_classes = max(len(classes), int(labels.max()) + 1, 1)
-            self.model = attention_model(cache, labels, n_classes, cfg, device, summary, meta,
-                                          np.random.default_rng(cfg.seed))
+            self.model = attention_model(cache, classes, cfg, device, summary, meta, np.random.default_rng(cfg.seed))
         meta["drop"] = {"fraction": cfg.drop_patches, "patch": self.patch,
                         "importance": "mean Grad-CAM++ attention of the patch, for the true label"}
 
     def masks(self, chunk: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray | None]:
         if self.patch is None:
             return [None] * len(images)
-        labels = np.array(self.cache.labels)[chunk]
-        cams = grad_cams(self.model, images, labels, self.cfg, self.device)
+        cams = grad_cams(self.model, images, self.labels[chunk], self.cfg, self.device)
         return [drop_mask(cam, self.patch, self.cfg.drop_patches) for cam in cams]
 
 
-def mae_stage(cache, cfg, device, summary, meta, progress, quantize):  # type: ignore[no-untyped-def]
-    """The MAE that refills dropped patches, as safetensors bytes (None without dropping):
-    ``cfg.mae`` reused, or one trained on quantized images (``quantize(chunk, images)``) of
-    the most common size, a bounded random sample of them."""
-    if cfg.drop_patches <= 0:
+def mae_stage(cache, cfg, device, summary, meta, progress, quantize, patch):  # type: ignore[no-untyped-def]
+    """The MAE that refills dropped patches of side ``patch`` (the drop masks'), as safetensors
+    bytes (None without dropping): ``cfg.mae`` reused, or one trained on quantized images
+    (``quantize(chunk, images)``) of the most common size, a bounded random sample of them."""
+    if patch is None:
         return None
     from ..mae import MAEConfig, load_mae, mae_to_bytes, train_mae
 
     with Stage(summary, "MAE"):
         if cfg.mae:
             model = load_mae(cfg.mae, device)
+            if model.config.patch != patch:
+                raise DcqError(f"{cfg.mae}: its MAE works on {model.config.patch} px patches, "
+                               f"the drop masks use {patch}")
             meta["mae"] = {"config": model.config.to_dict(), "from": str(cfg.mae)}
             return mae_to_bytes(model)
         shapes = [cache.shape(i) for i in range(len(cache))]
@@ -87,7 +90,7 @@ def mae_stage(cache, cfg, device, summary, meta, progress, quantize):  # type: i
         pick = np.sort(rng.choice(pool, min(len(pool), cfg.mae_images), replace=False))
         quantized = np.stack([q for chunk, images in cache.batches(cfg.batch, pick) for q in quantize(chunk, images)])
         seconds = cfg.mae_seconds if cfg.mae_seconds is not None else (240.0 if device.type == "cpu" else None)
-        config = MAEConfig(patch=cfg.patch_size or native_patch(*common[:2]), channels=common[2])
+        config = MAEConfig(patch=patch, channels=common[2])
         model, report = train_mae(quantized, cfg.drop_patches, config, epochs=cfg.mae_epochs, seconds=seconds,
                                   device=device, seed=cfg.seed)
         summary.mae = asdict(report)

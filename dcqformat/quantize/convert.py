@@ -109,9 +109,7 @@ def _select(cache, classes, cfg, device, summary, meta, progress):  # type: igno
 
     model = None
     if cfg.select != "random":
-        labels = np.array(cache.labels)
-        n_classes = max(len(classes), int(labels.max()) + 1, 1)
-        model = attention_model(cache, labels, n_classes, cfg, device, summary, meta, np.random.default_rng(cfg.seed))
+        model = attention_model(cache, classes, cfg, device, summary, meta, np.random.default_rng(cfg.seed))
     with Stage(summary, f"selection ({cfg.select})"):
         chosen, report = select(cache, model, method=cfg.select, keep=cfg.keep, bins=cfg.bins,
                                 features=cfg.select_features, alpha=cfg.adq_alpha, bits=cfg.bits,
@@ -130,7 +128,8 @@ def _convert_baseline(cache, classes, cfg, device, summary, meta, dst, progress,
 
     dropper = Dropper(cache, classes, cfg, device, summary, meta, model)
     weights = mae_stage(cache, cfg, device, summary, meta, progress,
-                         lambda chunk, images: [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)])
+                        lambda chunk, images: [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)],
+                        dropper.patch)
 
     def rows():  # type: ignore[no-untyped-def]
         for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-len(cache) // cfg.batch), desc=cfg.method,

@@ -19,10 +19,9 @@ def convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress, model
     n = len(cache)
     rng = np.random.default_rng(cfg.seed)
     labels = np.array(cache.labels)
-    n_classes = max(len(classes), int(labels.max()) + 1 if len(labels) else 1, 1)
     # 1. The attention / feature model.
     if model is None:
-        model = attention_model(cache, labels, n_classes, cfg, device, summary, meta, rng)
+        model = attention_model(cache, classes, cfg, device, summary, meta, rng)
     # 2. Clustering features of every image, forward only: the model's shallow features
     #    (N x 32), LAB colour statistics (N x 12), or both (each standardised).
     parts = []
@@ -113,7 +112,7 @@ def convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress, model
 
     dropper = Dropper(cache, classes, cfg, device, summary, meta, model)
     weights = mae_stage(cache, cfg, device, summary, meta, progress,
-                         lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)])
+                        lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)], dropper.patch)
 
     def rows():  # type: ignore[no-untyped-def]
         for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="assign + write",
@@ -135,7 +134,7 @@ def choice_pixels(rgb: torch.Tensor, most: int = 64) -> torch.Tensor:
 def lab_statistics(image: np.ndarray) -> torch.Tensor:
     """Colour statistics of an image: LAB mean, standard deviation and 10/50/90% lightness
     quantiles, plus the 10/90% quantiles of a and b (12 values)."""
-    rgb = torch.from_numpy(image if image.shape[2] == 3 else image.repeat(3, 2)).reshape(-1, 3).float() / 255
+    rgb = torch.from_numpy(as_rgb(image, None)).reshape(-1, 3).float() / 255
     lab = srgb_to_lab(rgb)
     q = torch.quantile(lab, torch.tensor([0.1, 0.5, 0.9]), dim=0)  # (3, 3)
     return torch.cat([lab.mean(0), lab.std(0), q[:, 0], q[0, 1:], q[2, 1:]])
