@@ -7,16 +7,8 @@ import math
 import numpy as np
 import torch
 
-from ..quantize.model import to_input
+from ..quantize.config import as_rgb, model_input
 from ..quantize.palette import sobel
-
-
-def _rgb(images: list[np.ndarray]) -> list[np.ndarray]:
-    return [im if im.shape[2] == 3 else im.repeat(3, 2) for im in images]
-
-
-def _batch(images: list[np.ndarray], size: int) -> torch.Tensor:
-    return torch.cat([to_input(torch.from_numpy(im)[None], size) for im in _rgb(images)])
 
 
 @torch.no_grad()
@@ -25,7 +17,7 @@ def embeddings(model: torch.nn.Module, images: list[np.ndarray], labels: np.ndar
     """``"gradient"``: DQ's last-layer gradient embedding [dL/dz, vec(dL/dz (x) e)] of the
     cross-entropy for the true label, C + C*D values (e: the D penultimate features);
     ``"penultimate"``: e alone."""
-    logits, _, deep = model(_batch(images, size).to(device), keep=True)
+    logits, _, deep = model(model_input(images, size).to(device), keep=True)
     e = deep.mean((2, 3))
     if kind == "penultimate":
         return e.cpu().numpy()
@@ -38,8 +30,8 @@ def texture(images: list[np.ndarray]) -> np.ndarray:
     """ADQ's representativeness of each image: mean of 0.5 |Sobel_x| + 0.5 |Sobel_y| of its
     greyscale in [0, 1]."""
     out = []
-    for im in _rgb(images):
-        g = torch.from_numpy(im).float().mean(2)[None, None] / 255
+    for im in images:
+        g = torch.from_numpy(as_rgb(im, None)).float().mean(2)[None, None] / 255
         out.append(float(sobel(g).abs().mul(0.5).sum(1).mean()))
     return np.array(out)
 
@@ -67,7 +59,7 @@ def random_resized_crop(x: torch.Tensor, generator: torch.Generator, scale: tupl
 def view_features(model: torch.nn.Module, images: list[np.ndarray], size: int, device: torch.device,
                   generator: torch.Generator) -> np.ndarray:
     """(N, 2, D) penultimate features of two augmented views of each image (ADQ's diversity)."""
-    x = _batch(images, size)
+    x = model_input(images, size)
     views = []
     for _ in range(2):
         _, _, deep = model(random_resized_crop(x, generator).to(device), keep=True)
