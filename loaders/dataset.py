@@ -196,18 +196,22 @@ class DCQDataset(Dataset):
         layout = "NCHW" if self.layout == "CHW" else "NHWC"
         if self.augment is None and self._table is None:
             return r.decode_batch(idx, layout=layout)
-        if self.augment is not None:
-            boxes, flips = self.augment.windows(r.field("height")[idx], r.field("width")[idx], generator)
-            size = output_size(self.augment)
-            interp = self.augment.interpolation
-        else:  # float output, no augmentation: the whole image, through the float table
-            h, w = (int(v) for v in r.shapes[idx[0]])
-            boxes = np.tile([0.0, 0.0, h, w], (idx.size, 1))
-            flips, size, interp = None, (h, w), "nearest"
+        boxes, flips, size, interp = self._windows(idx, generator)
         table = r.palettes if self._table is None else self._table
         fill = normalized_fill(r.channels, self.mean, self.std) if self._table is not None else 0
         return r.decode_crops(idx, boxes, size, flips=flips, interpolation=interp, layout=layout, table=table,
                               fill=fill)
+
+    def _windows(self, idx: np.ndarray, generator: torch.Generator | None
+                 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str]:
+        """Each sample's source window, flip, the output size and interpolation: the augment's,
+        or without one the whole image (samples of one size)."""
+        r = self.reader
+        if self.augment is not None:
+            boxes, flips = self.augment.windows(r.field("height")[idx], r.field("width")[idx], generator)
+            return boxes, flips, output_size(self.augment), self.augment.interpolation
+        h, w = (int(v) for v in r.shapes[idx[0]])
+        return np.tile([0.0, 0.0, h, w], (idx.size, 1)), np.zeros(idx.size, bool), (h, w), "nearest"
 
     def _decode_reconstructed(self, idx: np.ndarray, generator: torch.Generator | None,
                               masks: list[np.ndarray] | None) -> np.ndarray:
@@ -215,12 +219,8 @@ class DCQDataset(Dataset):
         r, rec = self.reader, self.reconstructor
         assert rec is not None and r.patch_size is not None
         hs, ws = r.field("height")[idx], r.field("width")[idx]
-        if self.augment is not None:
-            boxes, flips = self.augment.windows(hs, ws, generator)
-            size, bilinear = output_size(self.augment), self.augment.interpolation == "bilinear"
-        else:
-            boxes = np.stack([np.zeros(idx.size), np.zeros(idx.size), hs, ws], 1).astype(np.float64)
-            flips, size, bilinear = np.zeros(idx.size, bool), (int(hs[0]), int(ws[0])), False
+        boxes, flips, size, interp = self._windows(idx, generator)
+        bilinear = interp == "bilinear"
         tables = channel_tables(r.channels, self.mean, self.std, self._table is not None)
         groups = []
         for h, w in {(int(a), int(b)) for a, b in zip(hs, ws)}:

@@ -29,7 +29,7 @@ from dcqformat.errors import ChecksumMismatch, CorruptFile
 
 from .augment import output_size
 from .dataset import normalized_fill, normalized_table
-from .reconstruct import Mode, Reconstructor, channel_tables, refill_and_crop
+from .reconstruct import Mode, Reconstructor, channel_tables, pixel_mask, refill_and_crop
 
 DCQI_MAGIC = b"DCQI"
 DCQI = struct.Struct("<4sBBBBIHHQHHI")  # magic, version, bits, channels, flags, palette, h, w, src, ph, pw, crc
@@ -185,7 +185,7 @@ class BatchDecoder:
             full = full.transpose(0, 3, 1, 2)
             grid = bitpack.grid_shape(h, w, *rec.patch)
             grids = np.stack([items[k].dropped if items[k].dropped is not None else np.zeros(grid, bool) for k in pos])
-            full = np.where(np.repeat(np.repeat(grids, rec.patch[0], 1), rec.patch[1], 2)[:, None, :h, :w], 0, full)
+            full = np.where(pixel_mask(torch.from_numpy(grids), rec.patch, h, w).numpy(), 0, full)
             groups.append((pos, np.ascontiguousarray(full), grids,
                            self.palettes[[items[k].palette_id for k in pos]]))
         tables = channel_tables(self.channels, self.mean, self.std, self.table.dtype != np.uint8)
