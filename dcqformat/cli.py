@@ -121,10 +121,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _export_decoder(r, mode: str):  # type: ignore[no-untyped-def]
     """Samples -> (N, H, W, C) uint8, dropped patches refilled as ``mode`` says (auto: by the
     file's MAE when it has one, else left black)."""
-    masked = r.patch_size is not None and bool((r.field("flags") != 0).any())
     if mode == "auto":
         mode = "mae" if r.weights_blob() is not None else "none"
-    if not masked or mode == "none":
+    if not r.has_masks or mode == "none":
         return lambda idx: r.decode_batch(idx) if len({tuple(s) for s in r.shapes[idx]}) == 1 else \
             np.stack([r.decode(int(i)) for i in idx])
     try:

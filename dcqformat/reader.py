@@ -237,6 +237,11 @@ class DcqReader:
         return np.stack([self.field("height"), self.field("width")], axis=1)
 
     @property
+    def has_masks(self) -> bool:
+        """Whether any sample has dropped patches."""
+        return bool((self.field("flags") & L.RECORD_FLAG_MASKED).any())
+
+    @property
     def version(self) -> tuple[int, int]:
         return self.header.major, self.header.minor
 
@@ -555,7 +560,7 @@ class DcqReader:
             "palettes": len(self.palettes),
             "codec": self.codec,
             "patch_size": list(self.patch_size) if self.patch_size else None,
-            "masked_samples": int(((self.field("flags") & L.RECORD_FLAG_MASKED) != 0).sum()),
+            "masked_samples": int(np.count_nonzero(self.field("flags") & L.RECORD_FLAG_MASKED)),
             "file_bytes": size,
             "raw_uint8_bytes": raw,
             "bits_per_pixel": 8 * size / pixels if pixels else 0.0,

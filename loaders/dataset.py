@@ -94,7 +94,7 @@ class DCQDataset(Dataset):
         self._reader: dcqformat.DcqReader | None = None
         self._pid = -1
         reader = self.reader  # fail early on a bad file, in the constructor's process
-        self.masked = reader.patch_size is not None and bool((reader.field("flags") != 0).any())
+        self.masked = reader.has_masks
         self.reconstructor = Reconstructor(reconstruct, weights=reader.weights_blob(), patch=reader.patch_size,
                                            snap=snap) if self.masked else None
         self.classes: list[str] = reader.classes or []
