@@ -48,6 +48,12 @@ def test_convert_drops_the_least_attended_quarter_and_embeds_the_mae(dropped_fil
     assert payload == len(r) * 3 * 16 * 2 // 8 * 16
     with dcqformat.open(d / "p.dcq") as p:
         assert sum(len(p.payload(i)) for i in range(len(p))) * 3 == payload * 4
+    # the summary weighs what dropping saved against what the masks and the MAE cost
+    assert summary.dropped_pixels == len(r) * 16 * 16 and summary.mask_bytes == len(r) * 8
+    assert summary.mae_bytes == len(r.weights_blob()) and plain.drop_balance(2) is None
+    saved = len(r) * (16 * 16 * 2 // 8 - 8)
+    assert summary.drop_balance(2).startswith(f"{saved:,} B of pixels saved")
+    assert f"from about {summary.mae_bytes * len(r) / saved:,.0f} images" in summary.drop_balance(2)
 
 
 @pytest.mark.parametrize("mode", ["mae", "mean", "none"])

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..bitpack import dropped_pixels, mask_nbytes
 from ..writer import DcqWriter
 from .model import to_input
 
@@ -68,6 +69,21 @@ class ConvertSummary:
     device: str = ""
     model: dict = field(default_factory=dict)
     mae: dict = field(default_factory=dict)
+    dropped_pixels: int = 0  # pixels left out of the payload by patch dropping
+    mask_bytes: int = 0  # what the drop masks cost
+    mae_bytes: int = 0  # what the embedded MAE costs
+
+    def drop_balance(self, bits: int) -> str | None:
+        """What dropping saved against what it costs (masks, MAE), and where it starts to pay."""
+        if not self.dropped_pixels:
+            return None
+        saved = self.dropped_pixels * bits / 8 - self.mask_bytes
+        text = f"{saved:,.0f} B of pixels saved (masks included), MAE {self.mae_bytes:,} B"
+        if saved < self.mae_bytes:
+            need = self.mae_bytes / max(saved / max(self.written, 1), 1e-9)
+            text += (f": the file is larger than without dropping; dropping pays off from about "
+                     f"{need:,.0f} images like these")
+        return text
 
     def table(self, cfg: ConvertConfig) -> str:
         rows = [("samples in", f"{self.samples_in:,}"), ("written", f"{self.written:,}"),
@@ -79,6 +95,8 @@ class ConvertSummary:
         if self.mae:
             rows.append(("MAE", f"{self.mae['steps']} steps on {self.mae['images']:,} images, {self.mae['device']}"
                          + (" (stopped by its time limit)" if self.mae["stopped_by_time"] else "")))
+        if self.drop_balance(cfg.bits):
+            rows.append(("dropping", self.drop_balance(cfg.bits)))
         if self.source_bytes:
             rows.append(("x smaller than the source files", f"{self.source_bytes / max(self.file_bytes, 1):.2f}"))
         rows += [(f"time: {k}", f"{v:.1f} s") for k, v in self.stages.items()]
@@ -112,8 +130,13 @@ def write_rows(dst, cfg, meta, palettes, summary, rows, patch=None, weights=None
             w.add(idx, palette=pid, label=label, source_index=src_index, dropped=dropped)
             summary.written += 1
             summary.raw_bytes += idx.size * cfg.channels
+            if dropped is not None:
+                h, wd = idx.shape[:2]
+                summary.dropped_pixels += int(dropped_pixels(dropped, patch, patch, h, wd).sum())
+                summary.mask_bytes += mask_nbytes(h, wd, patch, patch)
         if weights is not None:
             w.set_weights(weights)
+            summary.mae_bytes = len(weights)
 
 
 def model_input(images: list[np.ndarray], size: int) -> torch.Tensor:
