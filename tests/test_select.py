@@ -147,6 +147,8 @@ def test_convert_keep_with_every_quantizer_and_dropping(npz, tmp_path, method):
     r = dcqformat.open(tmp_path / "k.dcq", verify=True)
     labels = np.load(npz)["y"]
     assert s.written == len(r) == sum(per_class(labels, 0.5).values())
+    assert s.raw_bytes_in == np.load(npz)["x"].size and s.raw_bytes == s.raw_bytes_in * len(r) // len(labels)
+    assert "x smaller than raw, all images read" in s.table(cfg)
     src = r.source_indices
     assert len(set(src.tolist())) == len(src) and np.array_equal(labels[src], r.labels)
     sel = r.meta["selection"]

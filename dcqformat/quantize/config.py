@@ -64,7 +64,8 @@ class ConvertSummary:
     problems: list[tuple[int, str]] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)
     file_bytes: int = 0
-    raw_bytes: int = 0
+    raw_bytes: int = 0  # raw uint8 bytes of the written images
+    raw_bytes_in: int = 0  # raw uint8 bytes of every image read, when selection kept only some
     source_bytes: int | None = None
     device: str = ""
     model: dict = field(default_factory=dict)
@@ -92,6 +93,8 @@ class ConvertSummary:
                 ("device", self.device), ("file bytes", f"{self.file_bytes:,}"),
                 ("bytes / image", f"{self.file_bytes / max(self.written, 1):,.1f}"),
                 ("x smaller than raw uint8", f"{self.raw_bytes / max(self.file_bytes, 1):.1f}")]
+        if self.raw_bytes_in:
+            rows.append(("x smaller than raw, all images read", f"{self.raw_bytes_in / max(self.file_bytes, 1):.1f}"))
         if self.mae:
             rows.append(("MAE", f"{self.mae['steps']} steps on {self.mae['images']:,} images, {self.mae['device']}"
                          + (" (stopped by its time limit)" if self.mae["stopped_by_time"] else "")))

@@ -115,6 +115,7 @@ def _select(cache, classes, cfg, device, summary, meta, progress):  # type: igno
                                 features=cfg.select_features, alpha=cfg.adq_alpha, bits=cfg.bits,
                                 size=cfg.model_size, device=device, batch=cfg.batch, seed=cfg.seed, progress=progress)
         subset = cache.subset(chosen)
+    summary.raw_bytes_in = sum(h * w * cfg.channels for h, w, *_ in map(cache.shape, range(len(cache))))
     cache.close()
     meta["selection"] = report
     return subset, model
