@@ -8,6 +8,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,8 +69,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"selection: {sel.get('method')}, keep {sel.get('keep')} ({sel.get('kept'):,} of "
               f"{sel.get('samples_in'):,}); per class: {json.dumps(sel.get('per_class'))}")
     if "quantizer" in meta:
-        print(f"quantizer: {json.dumps(meta['quantizer'])}")
+        print(f"quantizer: {json.dumps(_brief(meta['quantizer']))}  (all of it: --json)")
     return 0
+
+
+def _brief(obj: Any, longest: int = 12) -> Any:
+    """``obj`` with every list of more than ``longest`` numbers replaced by a one-line summary."""
+    if isinstance(obj, dict):
+        return {k: _brief(v, longest) for k, v in obj.items()}
+    if isinstance(obj, list) and len(obj) > longest and all(isinstance(v, (int, float)) for v in obj):
+        return f"{len(obj)} values, {min(obj):g} .. {max(obj):g}, median {float(np.median(obj)):g}"
+    if isinstance(obj, list):
+        return [_brief(v, longest) for v in obj]
+    return obj
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

@@ -89,3 +89,11 @@ def test_demo_on_the_embedded_set(tmp_path):
     assert "mediancut" in r.stdout and "PSNR" in r.stdout and (tmp_path / "demo" / "preview.png").exists()
     with dcqformat.open(tmp_path / "demo" / "demo-dcq.dcq", verify=True) as rd:
         assert len(rd) == 64 and rd.classes[0] == "astronaut" and rd.meta["quantizer"]["name"] == "dcq"
+
+
+def test_info_summarises_long_number_lists():
+    from dcqformat.cli import _brief
+
+    meta = {"cluster_sizes": list(range(1, 101)), "rounds": [3.0, 2.5], "nested": [{"x": [0] * 20}], "name": "dcq"}
+    assert _brief(meta) == {"cluster_sizes": "100 values, 1 .. 100, median 50.5", "rounds": [3.0, 2.5],
+                            "nested": [{"x": "20 values, 0 .. 0, median 0"}], "name": "dcq"}
