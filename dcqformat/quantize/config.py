@@ -98,8 +98,9 @@ class ConvertSummary:
         if self.mae:
             rows.append(("MAE", f"{self.mae['steps']} steps on {self.mae['images']:,} images, {self.mae['device']}"
                          + (" (stopped by its time limit)" if self.mae["stopped_by_time"] else "")))
-        if self.drop_balance(cfg.bits):
-            rows.append(("dropping", self.drop_balance(cfg.bits)))
+        balance = self.drop_balance(cfg.bits)
+        if balance:
+            rows.append(("dropping", balance))
         if self.source_bytes:
             rows.append(("x smaller than the source files", f"{self.source_bytes / max(self.file_bytes, 1):.2f}"))
         rows += [(f"time: {k}", f"{v:.1f} s") for k, v in self.stages.items()]

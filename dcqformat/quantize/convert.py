@@ -71,8 +71,10 @@ def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progres
         raise DcqError(f"cluster_features must be shallow, lab or both, got {cfg.cluster_features!r}")
     if not 0.0 <= cfg.drop_patches < 1.0:
         raise DcqError(f"drop_patches must be in [0, 1), got {cfg.drop_patches}")
-    if not 0.0 < cfg.keep <= 1.0 or cfg.select not in ("random", "dq", "adq", "graphcut"):
-        raise DcqError(f"keep must be in (0, 1] and select one of random, dq, adq, graphcut; got keep {cfg.keep}, "
+    from ..select import METHODS as SELECTIONS  # here: dcqformat.select imports the quantizer's modules
+
+    if not 0.0 < cfg.keep <= 1.0 or cfg.select not in SELECTIONS:
+        raise DcqError(f"keep must be in (0, 1] and select one of {', '.join(SELECTIONS)}; got keep {cfg.keep}, "
                        f"select {cfg.select!r}")
     summary = ConvertSummary()
     device = pick_device(cfg.device)
