@@ -24,6 +24,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+	scripts/check_wheel.sh $(PYTHON) '$(TORCH_SPEC)'
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from . import SPEC_VERSION, __version__
 from .errors import DcqError
 from .reader import open as open_dcq
 from .sample_data import DATASETS
@@ -197,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``dcq``."""
     p = argparse.ArgumentParser(prog="dcq", description="Inspect, check and export .dcq image datasets.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version",
+                   version=f"dcq {__version__} (dcqformat {__version__}, spec {SPEC_VERSION})")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("info", help="show header, sections, sizes and metadata")
     s.add_argument("file")

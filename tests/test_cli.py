@@ -32,6 +32,12 @@ def test_help_has_examples():
     assert r.returncode == 2 and "usage: dcq" in r.stderr
 
 
+def test_version():
+    r = dcq("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"dcq {dcqformat.__version__} " \
+        f"(dcqformat {dcqformat.__version__}, spec {dcqformat.SPEC_VERSION})"
+
+
 def test_info(sample):
     spec, path = sample
     r = dcq("info", path)

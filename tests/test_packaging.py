@@ -19,7 +19,9 @@ def test_wheel_contents(tmp_path):
     assert r.returncode == 0, r.stderr
     (wheel,) = tmp_path.glob("dcqformat-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for expected in ["dcqformat/__init__.py", "dcqformat/loaders/__init__.py", "dcqformat/data/photo_crops.png",
-                     "dcqformat/data/photo_crops.json", "dcqformat/py.typed"]:
-        assert expected in names
+    sources = [p.relative_to(ROOT).as_posix() for p in (ROOT / "dcqformat").rglob("*.py")]
+    sources += ["dcqformat/" + p.relative_to(ROOT).as_posix() for p in (ROOT / "loaders").rglob("*.py")]
+    missing = [s for s in sources + ["dcqformat/data/photo_crops.png", "dcqformat/data/photo_crops.json",
+                                     "dcqformat/py.typed"] if s not in names]
+    assert not missing, f"the wheel lacks {missing}"
     assert not any(n.startswith(("loaders/", "tests/")) for n in names)
