@@ -7,7 +7,15 @@
 """
 
 from ._layout import VERSION_MAJOR, VERSION_MINOR
-from .errors import ChecksumMismatch, CorruptFile, DcqError, NotADcqFile, TruncatedFile, UnsupportedVersion
+from .errors import (
+    ChecksumMismatch,
+    CorruptFile,
+    DcqError,
+    FileChanged,
+    NotADcqFile,
+    TruncatedFile,
+    UnsupportedVersion,
+)
 from .reader import DcqReader, open
 from .writer import DcqWriter
 
@@ -18,6 +26,7 @@ __all__ = [
     "ChecksumMismatch",
     "CorruptFile",
     "DcqError",
+    "FileChanged",
     "DcqReader",
     "DcqWriter",
     "NotADcqFile",

@@ -61,6 +61,7 @@ FIELDS = (
     "flags",
 )
 SIGNED_FIELDS = frozenset({"label"})
+UNSIGNED64_FIELDS = frozenset({"source_index"})  # read as uint64: any u64 value is valid
 MODE_STORED = 0
 MODE_AFFINE = 1
 STORED_WIDTHS = (1, 2, 4, 8)

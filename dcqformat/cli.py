@@ -37,6 +37,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     with open_dcq(args.file) as r:
         info = r.info()
         info["meta"] = r.meta
+        meta = r.metadata
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -50,27 +51,26 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"{'section':8}{'offset':>14}{'length':>14}  crc32")
     for s in info["sections"]:
         print(f"{s['tag']:8}{s['offset']:>14,}{s['length']:>14,}  {s['crc32']}")
-    meta = info["meta"]
-    for key in ("name", "color_space"):
-        if key in meta:
-            print(f"{key}: {meta[key]}")
-    if isinstance(meta.get("classes"), list):
-        print(f"classes ({len(meta['classes'])}): {', '.join(map(str, meta['classes'][:20]))}"
-              + (" ..." if len(meta["classes"]) > 20 else ""))
-    if "drop" in meta:
-        d = meta["drop"]
-        print(f"dropped patches: {d.get('fraction')} of each image's {d.get('patch')} px patches "
-              f"({d.get('importance')})")
-    if "mae" in meta:
+    if meta.name is not None:
+        print(f"name: {meta.name}")
+    if "color_space" in meta.raw:
+        print(f"color_space: {meta.color_space}")
+    if meta.classes is not None:
+        more = " ..." if len(meta.classes) > 20 else ""
+        print(f"classes ({len(meta.classes)}): {', '.join(meta.classes[:20])}{more}")
+    if meta.drop is not None:
+        d = meta.drop
+        print(f"dropped patches: {d.fraction} of each image's {d.patch} px patches ({d.importance})")
+    if meta.mae is not None:
         wght = next((s["length"] for s in info["sections"] if s["tag"] == "WGHT"), 0)
-        print(f"MAE (refills dropped patches in the loaders): {json.dumps(meta['mae'].get('config'))}, "
+        print(f"MAE (refills dropped patches in the loaders): {json.dumps(meta.mae.get('config'))}, "
               f"{wght:,} bytes of weights")
-    if "selection" in meta:
-        sel = meta["selection"]
-        print(f"selection: {sel.get('method')}, keep {sel.get('keep')} ({sel.get('kept'):,} of "
-              f"{sel.get('samples_in'):,}); per class: {json.dumps(sel.get('per_class'))}")
-    if "quantizer" in meta:
-        print(f"quantizer: {json.dumps(_brief(meta['quantizer']))}  (all of it: --json)")
+    if meta.selection is not None:
+        sel = meta.selection
+        counts = "" if sel.kept is None or sel.samples_in is None else f" ({sel.kept:,} of {sel.samples_in:,})"
+        print(f"selection: {sel.method}, keep {sel.keep}{counts}; per class: {json.dumps(sel.per_class)}")
+    if meta.quantizer is not None:
+        print(f"quantizer: {json.dumps(_brief(meta.quantizer))}  (all of it: --json)")
     return 0
 
 

@@ -59,3 +59,7 @@ class ChecksumMismatch(CorruptFile):
         )
         self.stored = stored
         self.computed = computed
+
+
+class FileChanged(DcqError):
+    """The file at a path is not the one first opened there (replaced or rewritten meanwhile)."""

@@ -42,6 +42,7 @@ class Header:
     file_size: int
     table_offset: int
     sections: dict[bytes, Section]
+    crc: int  # header_crc: through the table's CRC it covers every section's CRC
 
 
 def check_magic(head: bytes, size: int) -> None:
@@ -88,7 +89,7 @@ def parse_header(buf: np.ndarray) -> Header:
     computed = zlib.crc32(table)
     if computed != table_crc:
         raise ChecksumMismatch("section table", table_offset, table_crc, computed)
-    return Header(major, minor, file_size, table_offset, _parse_table(table, table_offset))
+    return Header(major, minor, file_size, table_offset, _parse_table(table, table_offset), header_crc)
 
 
 def _parse_table(table: bytes, table_offset: int) -> dict[bytes, Section]:

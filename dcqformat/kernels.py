@@ -170,7 +170,8 @@ def decode_masked(src, bits, height, width, patch_h, patch_w, dropped, pal, out,
 
 @_kernel()
 def kept_pixel_counts(masks, mask_offsets, heights, widths, patch_h, patch_w):  # type: ignore[no-untyped-def]
-    """Number of kept pixels of each masked sample (used to validate payload lengths)."""
+    """Number of kept pixels of each masked sample (used to validate payload lengths); -1 for a
+    mask whose padding bits (past the last patch, in its last byte) are not all zero."""
     counts = np.zeros(mask_offsets.shape[0], dtype=np.int64)
     for s in range(mask_offsets.shape[0]):
         h = heights[s]
@@ -184,6 +185,9 @@ def kept_pixel_counts(masks, mask_offsets, heights, widths, patch_h, patch_w):  
                 ph = min(patch_h, h - (g // gw) * patch_h)
                 pw = min(patch_w, w - (g % gw) * patch_w)
                 total += ph * pw
+        rest = (gh * gw) & 7
+        if rest and masks[mask_offsets[s] + ((gh * gw) >> 3)] >> rest:
+            total = -1
         counts[s] = total
     return counts
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import json
 import mmap
 import os
 import struct
@@ -16,9 +15,10 @@ import numpy as np
 import zstandard
 
 from . import _layout as L
-from . import bitpack, kernels, resample
-from .errors import ChecksumMismatch, CorruptFile, DcqError
+from . import bitpack, kernels, resample, zstdframe
+from .errors import ChecksumMismatch, CorruptFile, DcqError, FileChanged
 from .header import Header, Section, check_crc, parse_header
+from .meta import FileMeta, parse_meta
 from .records import RecordTable
 from .weights import load_weights, validate_safetensors
 
@@ -86,9 +86,17 @@ class DcqReader:
         for tag, sec in secs.items():
             if tag != L.TAG_DATA:
                 check_crc(self._buf, sec)
-        self.meta: dict[str, Any] = self._parse_meta(secs[L.TAG_META])
+        self.metadata: FileMeta = parse_meta(self._section(L.TAG_META).tobytes(), secs[L.TAG_META].offset)
+        self.meta: dict[str, Any] = self.metadata.raw
         self._parse_palettes(secs[L.TAG_PALT])
         self._records = RecordTable(self._section(L.TAG_RECS), secs[L.TAG_RECS].offset)
+        # Every sample stores at least one byte of payload or of mask (spec §4): a file cannot
+        # claim more samples than that, and opening stays bounded by the file's size.
+        room = secs[L.TAG_DATA].length + (secs[L.TAG_MASK].length if L.TAG_MASK in secs else 0)
+        if self._records.count > room:
+            raise CorruptFile("more samples than the file has bytes for", section="RECS",
+                              offset=secs[L.TAG_RECS].offset, expected=f"<= length(DATA) + length(MASK) = {room}",
+                              found=self._records.count)
         self.codec = L.CODEC_NAMES[self._records.codec]
         self._data = self._section(L.TAG_DATA)
         self._parse_dcrc(secs[L.TAG_DCRC])
@@ -108,19 +116,6 @@ class DcqReader:
         self._dctx: zstandard.ZstdDecompressor | None = None
         self._luts: dict[bool, np.ndarray] = {}
         self._cache: dict[str, np.ndarray] = {}
-
-    def _parse_meta(self, sec: Section) -> dict[str, Any]:
-        if sec.length > L.MAX_META_BYTES:
-            raise CorruptFile("metadata too large", section="META", offset=sec.offset,
-                              expected=f"<= {L.MAX_META_BYTES} bytes", found=sec.length)
-        try:
-            meta = json.loads(self._section(L.TAG_META).tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise CorruptFile(f"metadata is not UTF-8 JSON ({exc})", section="META", offset=sec.offset) from None
-        if not isinstance(meta, dict):
-            raise CorruptFile("metadata is not a JSON object", section="META", offset=sec.offset,
-                              expected="object", found=type(meta).__name__)
-        return meta
 
     def _parse_palettes(self, sec: Section) -> None:
         buf, (count, bits, channels, _) = self._section_header(L.TAG_PALT, L.PALT_HEADER)
@@ -162,6 +157,10 @@ class DcqReader:
     def _validate_records(self) -> None:
         """Check every record against the file before any kernel touches the bytes."""
         rec, sec = self._records, self.header.sections[L.TAG_RECS]
+        src = rec.affine_range("source_index")
+        if src is not None and src[0] < 0:
+            raise CorruptFile("affine source_index goes below 0", section="RECS", offset=sec.offset,
+                              expected=">= 0", found=src[0])
         for sl in rec.chunks():
             def bad(name: str, ok: np.ndarray, expected: str, found: np.ndarray, first: int = sl.start) -> None:
                 if not ok.all():
@@ -174,8 +173,6 @@ class DcqReader:
             bad("height", (h >= 1) & (h <= L.MAX_SIDE), f"1..{L.MAX_SIDE}", h)
             bad("width", (w >= 1) & (w <= L.MAX_SIDE), f"1..{L.MAX_SIDE}", w)
             bad("pixel count", h * w <= L.MAX_PIXELS, f"<= {L.MAX_PIXELS}", h * w)
-            src = rec.get("source_index", sl)
-            bad("source_index", src >= 0, ">= 0", src)
             flags = rec.get("flags", sl)
             bad("flags", (flags & ~L.RECORD_FLAGS_KNOWN) == 0, f"bits {L.RECORD_FLAGS_KNOWN:#x}", flags)
             off, length = rec.get("payload_offset", sl), rec.get("payload_length", sl)
@@ -199,8 +196,14 @@ class DcqReader:
                                       section="RECS", offset=sec.offset,
                                       expected=f"{L.MASK_HEADER.size}..{self._masks.size - int(nbytes[i])}",
                                       found=int(mo[i]))
+                kept = kernels.kept_pixel_counts(self._masks, mo, mh, mw, ph, pw)
+                if (kept < 0).any():
+                    i = int(np.argmax(kept < 0))
+                    raise CorruptFile(f"record {sl.start + int(np.flatnonzero(masked)[i])}: mask padding bits are set",
+                                      section="MASK", offset=self.header.sections[L.TAG_MASK].offset + int(mo[i]),
+                                      expected="padding bits of the last mask byte 0", found="bits set")
                 pixels = pixels.copy()
-                pixels[masked] = kernels.kept_pixel_counts(self._masks, mo, mh, mw, ph, pw)
+                pixels[masked] = kept
             if self.codec == "packed":
                 want = (pixels * self.bits + 7) // 8
                 bad("payload_length", length == want, "(kept pixels * bits + 7) // 8", length)
@@ -242,13 +245,25 @@ class DcqReader:
         return bool((self.field("flags") & L.RECORD_FLAG_MASKED).any())
 
     @property
+    def identity(self) -> tuple[int, int]:
+        """(file size, header CRC): what tells this file from another written at the same path."""
+        return self.header.file_size, self.header.crc
+
+    def check_identity(self, expected: tuple[int, int]) -> None:
+        """Raise :class:`FileChanged` unless this is the file whose :attr:`identity` is ``expected``."""
+        if self.identity != tuple(expected):
+            raise FileChanged(f"{self.path}: the file changed since it was first opened: expected "
+                              f"{expected[0]:,} bytes with header CRC {expected[1]:#010x}, found {self.identity[0]:,} "
+                              f"bytes with {self.identity[1]:#010x}")
+
+    @property
     def version(self) -> tuple[int, int]:
         return self.header.major, self.header.minor
 
     @property
     def classes(self) -> list[str] | None:
-        classes = self.meta.get("classes")
-        return list(classes) if isinstance(classes, list) else None
+        classes = self.metadata.classes
+        return list(classes) if classes is not None else None
 
     def _index(self, i: int) -> int:
         n = len(self)
@@ -311,7 +326,19 @@ class DcqReader:
         raw = self._data[off : off + length]
         if self.codec == "packed":
             return raw
-        return np.frombuffer(self._decompress(i, raw, self._expected_bytes(i)), dtype=np.uint8)
+        size = self._expected_bytes(i)
+        self._check_frames(np.array([i]), np.array([off]), np.array([length]), np.array([size]))
+        return np.frombuffer(self._decompress(i, raw, size), dtype=np.uint8)
+
+    def _check_frames(self, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, sizes: np.ndarray) -> None:
+        """Refuse, before decompressing, any payload that is not one zstd frame of the right size."""
+        status = zstdframe.frame_status(self._data, offsets, lengths, sizes)
+        if status.any():
+            k = int(np.argmax(status != 0))
+            raise CorruptFile(f"sample {int(idx[k])}: payload {zstdframe.MESSAGES[int(status[k])]}", section="DATA",
+                              offset=self.header.sections[L.TAG_DATA].offset + int(offsets[k]),
+                              expected=f"one zstd frame of {int(lengths[k])} bytes decoding to {int(sizes[k])} bytes",
+                              found=f"status {int(status[k])}")
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:
         if self._dctx is None:
@@ -393,7 +420,8 @@ class DcqReader:
         self._check_blocks(offsets, offsets + lengths)
         if self.codec == "packed":
             return self._data, offsets
-        sizes = np.broadcast_to(np.asarray(sizes, np.int64), idx.shape)
+        sizes = np.ascontiguousarray(np.broadcast_to(np.asarray(sizes, np.int64), idx.shape))
+        self._check_frames(idx, offsets, lengths, sizes)
         data = self._decompress_many(idx, offsets, lengths, sizes)
         return data, np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
 
@@ -591,10 +619,16 @@ class DcqReader:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": str(self.path), "verify": False}
+        return {"path": str(self.path), "verify": False, "identity": self.identity}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], verify=state["verify"])  # type: ignore[misc]
+        if "identity" in state:
+            try:
+                self.check_identity(state["identity"])
+            except FileChanged:
+                self.close()
+                raise
 
     def __repr__(self) -> str:
         return (f"DcqReader({str(self.path)!r}, samples={len(self)}, bits={self.bits}, "

@@ -98,6 +98,10 @@ def encode_rows(chunk: np.ndarray, fields: list[Field]) -> bytes:
     return rows.tobytes()
 
 
+def _result_dtype(name: str) -> type:
+    return np.uint64 if name in L.UNSIGNED64_FIELDS else np.int64
+
+
 class RecordTable:
     """Read-only view of a RECS section held in ``buf`` (a uint8 array over the mmap)."""
 
@@ -144,16 +148,25 @@ class RecordTable:
         self._rows = buf[start:].reshape(self.count, self.stride) if self.stride else None
 
     def get(self, name: str, idx: np.ndarray | slice | None = None) -> np.ndarray:
-        """Values of field ``name`` (int64) for ``idx`` (an index array or slice; all if None)."""
+        """Values of field ``name`` for ``idx`` (an index array or slice; all if None): int64, but
+        uint64 for ``source_index``, whose stored values may reach 2**64 - 1."""
         field = self.fields[name]
         if idx is None:
             idx = slice(0, self.count)
         if field.mode == L.MODE_AFFINE:
             i = np.arange(*idx.indices(self.count)) if isinstance(idx, slice) else np.asarray(idx, np.int64)
-            return field.base + field.step * i
+            return (field.base + field.step * i).astype(_result_dtype(name))
         assert self._rows is not None
         raw = self._rows[idx, field.column : field.column + field.width]
-        return np.ascontiguousarray(raw).view(field.dtype).reshape(-1).astype(np.int64)
+        return np.ascontiguousarray(raw).view(field.dtype).reshape(-1).astype(_result_dtype(name))
+
+    def affine_range(self, name: str) -> tuple[int, int] | None:
+        """The least and greatest value of an affine field (None for a stored one)."""
+        field = self.fields[name]
+        if field.mode != L.MODE_AFFINE:
+            return None
+        last = field.base + field.step * max(self.count - 1, 0)
+        return min(field.base, last), max(field.base, last)
 
     def constant(self, name: str) -> int | None:
         """The value every record has for ``name``, when the encoding makes it one."""

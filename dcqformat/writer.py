@@ -226,8 +226,8 @@ class DcqWriter:
             flags |= L.RECORD_FLAG_MASKED
         payload = bitpack.pack_indices(flat, self.bits).tobytes()
         src = self.count if source_index is None else int(source_index)
-        if src < 0:
-            raise DcqError(f"source_index must be >= 0, got {src}")
+        if not 0 <= src < 1 << 63:
+            raise ValueError(f"source_index must be in 0..2**63-1 (what this writer stores), got {src}")
         record = [palette, int(label), h, w, src, 0, 0, mask_offset, flags]
         if self.codec == "zstd" and self._compressor is None:
             self._pending.append((payload, record))

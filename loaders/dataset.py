@@ -93,6 +93,7 @@ class DCQDataset(Dataset):
         self.output, self.decode = output, decode
         self._reader: dcqformat.DcqReader | None = None
         self._pid = -1
+        self._identity: tuple[int, int] | None = None
         reader = self.reader  # fail early on a bad file, in the constructor's process
         self.masked = reader.has_masks
         self.reconstructor = Reconstructor(reconstruct, weights=reader.weights_blob(), patch=reader.patch_size,
@@ -114,6 +115,10 @@ class DCQDataset(Dataset):
             if get_worker_info() is not None:
                 kernels.set_parallel(False)  # the DataLoader workers are the parallelism
             self._reader = dcqformat.open(self.path)
+            if self._identity is None:
+                self._identity = self._reader.identity
+            else:  # a worker, or a process after fork: the file must be the one first opened
+                self._reader.check_identity(self._identity)
             self._pid = os.getpid()
             self._table = None if self.dtype == torch.uint8 else normalized_table(
                 self._reader.palettes, self.mean, self.std)

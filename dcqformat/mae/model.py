@@ -31,8 +31,34 @@ class MAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MAEConfig":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**{k: type(getattr(cls(), k))(v) for k, v in known.items()})
+        """A config from JSON values, checked (:meth:`check`): raises ValueError naming the key."""
+        if not isinstance(d, dict):
+            raise ValueError(f"MAE config must be an object, found {type(d).__name__}")
+        values = {}
+        for k in cls.__dataclass_fields__:
+            if k not in d:
+                continue
+            v, want = d[k], type(getattr(cls(), k))
+            if isinstance(v, bool) or not isinstance(v, (int, float) if want is float else int):
+                raise ValueError(f"MAE config {k!r} must be {'a number' if want is float else 'an integer'}, "
+                                 f"found {v!r}")
+            values[k] = want(v)
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Raise ValueError unless every setting is in its range (before anything is built)."""
+        ranges = {"patch": (1, 256), "channels": (1, 3), "dim": (1, 4096), "depth": (0, 64), "heads": (1, 64),
+                  "decoder_dim": (1, 4096), "decoder_depth": (0, 64), "mlp_ratio": (0.25, 16.0)}
+        for k, (lo, hi) in ranges.items():
+            v = getattr(self, k)
+            if not (lo <= v <= hi):  # NaN fails too
+                raise ValueError(f"MAE config {k!r} must be in {lo}..{hi}, found {v!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"MAE config 'channels' must be 1 or 3, found {self.channels}")
+        if self.dim % self.heads:
+            raise ValueError(f"MAE config 'dim' ({self.dim}) must be a multiple of 'heads' ({self.heads})")
 
 
 def sincos_2d(gh: int, gw: int, dim: int) -> torch.Tensor:

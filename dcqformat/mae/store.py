@@ -30,23 +30,25 @@ def mae_from_bytes(buf: bytes | memoryview, device: torch.device | str = "cpu") 
     """An MAE from a safetensors buffer written by :func:`mae_to_bytes`."""
     header = validate_safetensors(buf)
     try:
-        info = json.loads((header.get("__metadata__") or {}).get("dcq-mae", "{}"))
-    except (ValueError, TypeError, AttributeError):
+        info = json.loads(header.get("__metadata__", {}).get("dcq-mae", "{}"))
+    except (ValueError, RecursionError):
         info = {}
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         found = info.get("format") if isinstance(info, dict) else None
         raise DcqError(f"weights are not a dcqformat MAE: expected format {FORMAT!r}, found {found!r}")
     try:
         config = MAEConfig.from_dict(info["config"])
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise DcqError(f"MAE config in the weights' metadata is unreadable ({exc})") from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DcqError(f"MAE config in the weights' metadata is unusable ({exc})") from None
+    with torch.device("meta"):  # shapes only: nothing is allocated before they match the stored tensors
+        expected = {k: tuple(v.shape) for k, v in MAE(config).state_dict().items()}
+    stored = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    if stored != expected:
+        name = next(k for k in sorted(set(stored) | set(expected)) if stored.get(k) != expected.get(k))
+        raise DcqError(f"MAE weights do not match their config: tensor {name!r} expected shape "
+                       f"{expected.get(name, 'absent')}, found {stored.get(name, 'absent')}")
     model = MAE(config)
-    expected = model.state_dict()
-    found = load_weights(buf)
-    if set(found) != set(expected) or any(found[k].shape != tuple(expected[k].shape) for k in expected):
-        raise DcqError("MAE weights do not match their config: expected tensors "
-                       f"{sorted(expected)[:3]}..., found {sorted(found)[:3]}...")
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in found.items()})
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in load_weights(buf).items()})
     return model.to(device).eval()
 
 
