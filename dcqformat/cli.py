@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from . import SPEC_VERSION, __version__
 from .errors import DcqError
+from .options import CLUSTER_FEATURES, QUANTIZERS, SELECT_FEATURES, SELECTIONS, ConvertConfig, OptionError
 from .reader import open as open_dcq
 from .sample_data import DATASETS
 
@@ -158,17 +160,25 @@ def _cmd_to_wds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_convert(args: argparse.Namespace) -> int:
-    from .quantize import ConvertConfig, convert
+# dcq convert's options that are named otherwise in ConvertConfig
+_CONFIG_NAMES = {"epochs": "model_epochs"}
 
-    cfg = ConvertConfig(method=args.method, bits=args.bits, clusters=args.clusters,
-                        cluster_features=args.cluster_features, codec=args.codec,
-                        channels=args.channels, alpha=args.alpha, on_error=args.on_error, limit=args.limit,
-                        seed=args.seed, device=args.device, model=args.model, model_epochs=args.epochs,
-                        refine_steps=args.refine_steps, reassign=args.reassign, drop_patches=args.drop_patches,
-                        patch_size=args.patch_size, mae=args.mae, mae_epochs=args.mae_epochs,
-                        mae_seconds=args.mae_seconds, keep=args.keep, select=args.select, bins=args.bins,
-                        select_features=args.select_features, adq_alpha=args.adq_alpha)
+
+def _convert_config(args: argparse.Namespace) -> ConvertConfig:
+    """The ConvertConfig of ``dcq convert``'s options, checked (before torch is imported)."""
+    names = {f.name for f in fields(ConvertConfig)}
+    values = {_CONFIG_NAMES.get(k, k): v for k, v in vars(args).items() if _CONFIG_NAMES.get(k, k) in names}
+    cfg = ConvertConfig(**values)
+    cfg.check()
+    return cfg
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    cfg = _convert_config(args)
+    if Path(args.dst).is_dir():
+        raise DcqError(f"{args.dst}: the destination is a directory")
+    from .quantize import convert
+
     summary = convert(args.src, args.dst, cfg, progress=not args.quiet)
     print(f"wrote {args.dst}")
     print(summary.table(cfg))
@@ -194,6 +204,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(least: int):  # type: ignore[no-untyped-def]
+    """An argparse type: an integer >= ``least``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {value}")
+        return value
+    return parse
+
+
+def _wds_pattern(text: str) -> str:
+    """An argparse type: a printf-style shard pattern with one integer field."""
+    try:
+        if text % 0 == text % 1:
+            raise TypeError
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must hold one integer field such as %06d, got {text!r}") from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``dcq``."""
     p = argparse.ArgumentParser(prog="dcq", description="Inspect, check and export .dcq image datasets.",
@@ -217,15 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reconstruct", default="auto", choices=["auto", "mae", "mean", "none"],
                    help="refill dropped patches: auto (default: the file's MAE if any, else none), mae, mean "
                         "(the image's mean colour) or none (black)")
-    s.add_argument("--limit", type=int, default=None, help="export only the first N samples")
+    s.add_argument("--limit", type=_count(0), default=None, help="export only the first N samples")
     s.set_defaults(fn=_cmd_export)
     s = sub.add_parser("to-wds", help="write WebDataset shards (.dcqi + .cls members) and their sidecar",
                        description="Write every sample as a .dcqi member (spec/WEBDATASET.md) with its .cls "
-                                   "label into shards named by PATTERN (printf-style, e.g. 'out/train-%%06d.tar'), "
+                                   "label into shards named by PATTERN (printf-style, e.g. 'out/train-%06d.tar'), "
                                    "and the palettes and metadata into a sidecar .dcq file.")
     s.add_argument("file")
-    s.add_argument("pattern", metavar="PATTERN")
-    s.add_argument("--maxcount", type=int, default=10000, help="samples per shard (default 10000)")
+    s.add_argument("pattern", metavar="PATTERN", type=_wds_pattern)
+    s.add_argument("--maxcount", type=_count(1), default=10000, help="samples per shard (default 10000)")
     s.add_argument("--sidecar", default=None, help="sidecar path (default: PATTERN's prefix + .dcq)")
     s.set_defaults(fn=_cmd_to_wds)
     s = sub.add_parser("convert", help="quantize a dataset into a .dcq file",
@@ -234,13 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "into DST. Unreadable images are skipped and reported (--on-error fail stops).")
     s.add_argument("src", metavar="SRC")
     s.add_argument("dst", metavar="DST")
-    s.add_argument("--method", default="dcq", choices=["dcq", "mediancut", "octree", "kmeans"],
+    s.add_argument("--method", default="dcq", choices=QUANTIZERS,
                    help="dcq (default): shared cluster palettes; the others: one palette per image")
     s.add_argument("--bits", type=int, default=2, choices=range(1, 9), help="bits per pixel (default 2)")
     s.add_argument("--clusters", type=int, default=256, help="shared palettes (dcq; default 256)")
     s.add_argument("--reassign", type=int, default=4, help="rounds in which images choose their best palette and "
                    "palettes are refitted to them (dcq; default 4; 0: palettes of the feature clusters)")
-    s.add_argument("--cluster-features", default="shallow", choices=["shallow", "lab", "both"],
+    s.add_argument("--cluster-features", default="shallow", choices=CLUSTER_FEATURES,
                    help="cluster images by the attention model's shallow features (default), LAB colour "
                         "statistics, or both")
     s.add_argument("--codec", default="packed", choices=["packed", "zstd"])
@@ -267,11 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "CPU, none on a GPU)")
     s.add_argument("--keep", type=float, default=1.0, metavar="FRACTION",
                    help="sample selection: keep this fraction of each class (default 1: all)")
-    s.add_argument("--select", default="dq", choices=["random", "dq", "adq", "graphcut"],
+    s.add_argument("--select", default="dq", choices=SELECTIONS,
                    help="how to choose the kept samples: dq (default: Dataset Quantization bins), adq (adaptive "
                         "per-bin rates), graphcut (AutoPalette: GraphCut on quantized images), random")
     s.add_argument("--bins", type=int, default=10, help="DQ/ADQ bins (default 10)")
-    s.add_argument("--select-features", default="gradient", choices=["gradient", "penultimate"],
+    s.add_argument("--select-features", default="gradient", choices=SELECT_FEATURES,
                    help="selection features: the last-layer gradient embedding (default, as DQ) or the "
                         "penultimate features")
     s.add_argument("--adq-alpha", type=float, default=0.65, help="ADQ importance weight a (default 0.65)")
@@ -281,15 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", metavar="FILE.dcq")
     s.add_argument("--source", default=None, help="the dataset FILE was converted from, to show originals")
     s.add_argument("--out", default="preview.png")
-    s.add_argument("--count", type=int, default=16, help="images to show (default 16)")
+    s.add_argument("--count", type=_count(1), default=16, help="images to show (default 16)")
     s.set_defaults(fn=_cmd_preview)
     s = sub.add_parser("demo", help="convert a small image set with DCQ and MedianCut; sizes, PSNR, speed, preview")
     s.add_argument("--out", default="out/demo", help="folder for the files (default: out/demo)")
-    s.add_argument("--limit", type=int, default=2000, help="number of images (default: 2000)")
+    s.add_argument("--limit", type=_count(1), default=2000, help="number of images (default: 2000)")
     s.add_argument("--bits", type=int, default=2, choices=range(1, 9), help="bits per pixel (default: 2)")
     s.add_argument("--dataset", default="auto", choices=DATASETS,
                    help="auto: CIFAR-10 from ../shared/data/cifar10 when present, else the embedded photo crops")
-    s.add_argument("--epochs", type=int, default=8, help="attention model epochs (default 8)")
+    s.add_argument("--epochs", type=_count(0), default=8, help="attention model epochs (default 8)")
     s.set_defaults(fn=_cmd_demo)
     return p
 
@@ -298,14 +331,40 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dcq`` console script."""
     if hasattr(signal, "SIGPIPE"):  # `dcq info f | head` ends quietly, like other Unix tools
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C: writers drop their temporary files.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.fn(args))
+    except OptionError as exc:  # a value out of its range: a usage error, named by its option
+        flag = _flag(parser, args.command, exc.option)
+        print(f"dcq {args.command}: error: argument {flag}: {exc.message}", file=sys.stderr)
+        return 2
     except (DcqError, OSError) as exc:
         print(f"dcq: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        return 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _flag(parser: argparse.ArgumentParser, command: str, option: str) -> str:
+    """The command-line flag of a ConvertConfig setting (``model_epochs`` -> ``--epochs``)."""
+    dest = {v: k for k, v in _CONFIG_NAMES.items()}.get(option, option)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return next((a.option_strings[0] for a in sub._actions if a.dest == dest and a.option_strings), option)
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by SIGTERM."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import os
 import pickle
 import re
 import tarfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,12 +201,38 @@ def _cifar(root: Path) -> Source:
     return Source("cifar", classes, items)
 
 
+def _npz_header(z: np.lib.npyio.NpzFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of member ``name`` of an .npz, read from its header (the data stays put)."""
+    with z.zip.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return shape, dtype
+
+
 def _npz(path: Path) -> Source:
-    with np.load(path, allow_pickle=False) as z:
-        if "x" not in z:
-            raise DcqError(f"{path}: an .npz source needs an array 'x' (N, H, W[, C]) and optionally 'y'")
-        n = len(z["x"])
-        classes = [str(c) for c in z["classes"]] if "classes" in z else []
+    def bad(what: str) -> DcqError:
+        return DcqError(f"{path}: {what}")
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z.files:
+                raise bad("an .npz source needs an array 'x' (N, H, W[, C]) and optionally 'y'")
+            shape, dtype = _npz_header(z, "x")
+            if dtype.hasobject or dtype.kind not in "uifb":
+                raise bad(f"'x' must hold numbers, found dtype {dtype}")
+            if len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3, 4)):
+                raise bad(f"'x' must be (N, H, W) or (N, H, W, C) with C 1, 3 or 4, found shape {shape}")
+            n = shape[0]
+            if "y" in z.files:
+                y_shape, y_dtype = _npz_header(z, "y")
+                if y_dtype.kind not in "iu" or len(y_shape) != 1 or y_shape[0] != n:
+                    raise bad(f"'y' must be {n} integer labels, one per image of 'x', found {y_dtype} {y_shape}")
+            classes = [str(c) for c in z["classes"]] if "classes" in z.files else []
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, DcqError):
+            raise
+        raise bad(f"not a readable .npz of arrays ({exc})") from None
 
     def items() -> Iterator[tuple[int, object, int]]:
         with np.load(path, allow_pickle=False, mmap_mode="r") as z:

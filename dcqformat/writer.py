@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -87,6 +88,39 @@ class _BlockCrc:
         return L.DCRC_HEADER.pack(self.block_size, 0, self.nblocks) + body
 
 
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that killed writers of ``path`` left beside it; return them.
+
+    A writer's temporary file is ``.NAME.PID.XXXXXXXX.tmp``; it is stale when no process PID
+    runs on this machine. Temporaries of live writers (another process converting to the same
+    destination) are left alone.
+    """
+    path = Path(path)
+    prefix = _tmp_prefix(path)
+    removed = []
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix) :].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class DcqWriter:
     """Write a .dcq file sample by sample; memory stays flat whatever the sample count.
 
@@ -144,8 +178,12 @@ class DcqWriter:
         self._compressor: zstandard.ZstdCompressor | None = None
         self._weights: bytes | None = None
 
+        if self.path.is_dir():
+            raise DcqError(f"{self.path}: the destination is a directory")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        remove_stale_temporaries(self.path)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(self.path) + f"{os.getpid()}.", suffix=".tmp",
+                                   dir=self.path.parent)
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "w+b")
         self._file.write(bytes(L.HEADER_SIZE))

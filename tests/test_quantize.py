@@ -200,5 +200,5 @@ def test_cluster_features_options(sources, tmp_path, features):
     r = dcqformat.open(tmp_path / "f.dcq", verify=True)
     assert s.written == 40 and r.meta["quantizer"]["config"]["cluster_features"] == features
     assert len(r.meta["quantizer"]["cluster_sizes"]) == 4 and sum(r.meta["quantizer"]["cluster_sizes"]) == 40
-    with pytest.raises(DcqError, match="cluster_features"):
+    with pytest.raises(ValueError, match="cluster_features"):
         convert(str(sources / "x.npz"), tmp_path / "g.dcq", ConvertConfig(cluster_features="hsv"), progress=False)

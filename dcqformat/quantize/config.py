@@ -9,51 +9,11 @@ import numpy as np
 import torch
 
 from ..bitpack import dropped_pixels, mask_nbytes
+from ..options import QUANTIZERS, ConvertConfig, OptionError
 from ..writer import DcqWriter
 from .model import to_input
 
-METHODS = ("dcq", "mediancut", "octree", "kmeans")
-
-
-@dataclass
-class ConvertConfig:
-    """Every setting of a conversion; recorded in the file's metadata."""
-
-    method: str = "dcq"
-    bits: int = 2
-    clusters: int = 256
-    cluster_features: str = "shallow"  # shallow (CNN), lab (colour statistics) or both
-    attention_fraction: float = 0.5
-    model_epochs: int = 8
-    model_size: int = 32
-    model_images: int = 10000
-    model: str | None = None
-    pool_images: int = 20000
-    sample_pixels: int = 32
-    pool_pixels: int = 200_000
-    reassign: int = 4
-    refine_steps: int = 10
-    refine_images: int = 8
-    fidelity: float = 1.0
-    drop_patches: float = 0.0
-    patch_size: int | None = None  # None: native to the image size (drop.native_patch)
-    mae: str | None = None  # reuse the MAE of a .dcq file or a .safetensors checkpoint
-    mae_epochs: int = 30
-    mae_images: int = 10000
-    mae_seconds: float | None = None  # None: 240 s on a CPU, no limit on a GPU
-    keep: float = 1.0  # sample selection: the fraction of each class to keep
-    select: str = "dq"  # random, dq, adq or graphcut
-    bins: int = 10
-    select_features: str = "gradient"  # gradient (DQ's last-layer gradient embedding) or penultimate
-    adq_alpha: float = 0.65
-    codec: str = "packed"
-    channels: int = 3
-    alpha: str = "drop"
-    on_error: str = "skip"
-    limit: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    batch: int = 256
+__all__ = ["QUANTIZERS", "ConvertConfig", "ConvertSummary", "OptionError", "Stage", "pick_device", "write_rows"]
 
 
 @dataclass
@@ -110,9 +70,17 @@ class ConvertSummary:
 
 
 def pick_device(name: str) -> torch.device:
+    """The torch device of ``--device``; an :class:`OptionError` when it is unknown or absent."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+        if device.type != "cpu":
+            torch.empty(0, device=device)  # the device exists and its backend runs here
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OptionError("device", f"{name!r} is not usable here ({reason})") from None
+    return device
 
 
 class Stage:

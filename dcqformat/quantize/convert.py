@@ -13,10 +13,11 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import DcqError
 from ..sources import iter_images, open_source
+from ..writer import remove_stale_temporaries
 from . import baselines
 from .attention import Dropper, attention_model, mae_stage
 from .cache import ImageCache
-from .config import METHODS, ConvertConfig, ConvertSummary, Stage, pick_device, write_rows
+from .config import ConvertConfig, ConvertSummary, Stage, pick_device, write_rows
 from .dcq import convert_dcq
 from .model import AttentionNet
 
@@ -63,19 +64,10 @@ def _load(src: str, cfg: ConvertConfig, summary: ConvertSummary, progress: bool)
 def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progress: bool = True) -> ConvertSummary:
     """Convert the dataset at ``src`` into the .dcq file ``dst``."""
     cfg = cfg or ConvertConfig()
-    if cfg.method not in METHODS:
-        raise DcqError(f"method must be one of {METHODS}, got {cfg.method!r}")
-    if not 1 <= cfg.bits <= 8:
-        raise DcqError(f"bits must be 1..8, got {cfg.bits}")
-    if cfg.cluster_features not in ("shallow", "lab", "both"):
-        raise DcqError(f"cluster_features must be shallow, lab or both, got {cfg.cluster_features!r}")
-    if not 0.0 <= cfg.drop_patches < 1.0:
-        raise DcqError(f"drop_patches must be in [0, 1), got {cfg.drop_patches}")
-    from ..select import METHODS as SELECTIONS  # here: dcqformat.select imports the quantizer's modules
-
-    if not 0.0 < cfg.keep <= 1.0 or cfg.select not in SELECTIONS:
-        raise DcqError(f"keep must be in (0, 1] and select one of {', '.join(SELECTIONS)}; got keep {cfg.keep}, "
-                       f"select {cfg.select!r}")
+    cfg.check()
+    if Path(dst).is_dir():
+        raise DcqError(f"{dst}: the destination is a directory")
+    remove_stale_temporaries(dst)  # what a killed run of the same conversion left
     summary = ConvertSummary()
     device = pick_device(cfg.device)
     summary.device = str(device)

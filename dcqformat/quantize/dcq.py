@@ -127,7 +127,9 @@ def convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress, model
 def choice_pixels(rgb: torch.Tensor, most: int = 64) -> torch.Tensor:
     """Evenly spaced pixels (at most ``most``) of (N, H, W, 3) uint8 images, in weighted LAB."""
     flat = rgb.flatten(1, 2)
-    pick = torch.linspace(0, flat.shape[1] - 1, min(most, flat.shape[1]), device=rgb.device).round().long()
+    n, k = flat.shape[1], min(most, flat.shape[1])
+    # round(i * (n - 1) / (k - 1)) in integers: float32 positions go past the end above 2**24 pixels
+    pick = (2 * torch.arange(k, device=rgb.device) * (n - 1) + (k - 1)) // max(2 * (k - 1), 1)
     return weighted(srgb_to_lab(flat[:, pick].float() / 255))
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import DcqError
+
 
 def _block(i: int, o: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
@@ -102,14 +104,22 @@ def save_model(model: AttentionNet, path: str) -> None:
 
 
 def load_model(path: str, device: torch.device) -> AttentionNet:
-    """Load a model saved by :func:`save_model` (safetensors) or a TorchScript file."""
-    if path.endswith(".safetensors"):
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+    """Load a model saved by :func:`save_model` (safetensors) or a TorchScript file; a
+    :class:`DcqError` naming the file when it is neither."""
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+            from safetensors.torch import load_file
 
-        with safe_open(path, "pt") as f:
-            meta = f.metadata()
-        model = AttentionNet(int(meta["classes"]), int(meta["channels"]), int(meta["width"]))
-        model.load_state_dict(load_file(path))
-        return model.to(device).eval()
-    return torch.jit.load(path, map_location=device).eval()  # type: ignore[no-any-return]
+            with safe_open(path, "pt") as f:
+                meta = f.metadata() or {}
+            model = AttentionNet(int(meta["classes"]), int(meta["channels"]), int(meta["width"]))
+            model.load_state_dict(load_file(path))
+            return model.to(device).eval()
+        return torch.jit.load(path, map_location=device).eval()  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # safetensors, TorchScript and state-dict errors have no common base
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+        raise DcqError(f"--model {path}: not an attention model saved by dcq (.safetensors) nor TorchScript "
+                       f"({first})") from None

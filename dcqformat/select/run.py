@@ -6,11 +6,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..options import SELECTIONS
 from ..quantize.cache import ImageCache
 from .features import embeddings, texture, view_features
 from .methods import adq_rates, dq_bins, dq_select, graphcut_select, random_select, sample_bins
 
-METHODS = ("random", "dq", "adq", "graphcut")
+METHODS = SELECTIONS  # the names live in dcqformat.options (no torch there)
 
 
 def _features(cache: ImageCache, model, kind: str, size: int, device: torch.device, batch: int,  # type: ignore[no-untyped-def]

@@ -1,0 +1,129 @@
+"""The settings of a conversion: method names and :class:`ConvertConfig`, with every range check.
+
+No torch here: ``dcq convert`` checks its options before the quantizer (and torch) is imported,
+and ``dcqformat.quantize`` / ``dcqformat.select`` take their method names from this module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from . import _layout as L
+
+QUANTIZERS = ("dcq", "mediancut", "octree", "kmeans")
+SELECTIONS = ("random", "dq", "adq", "graphcut")
+CLUSTER_FEATURES = ("shallow", "lab", "both")
+SELECT_FEATURES = ("gradient", "penultimate")
+ALPHA_MODES = ("drop", "composite")
+ON_ERROR = ("skip", "fail")
+
+
+class OptionError(ValueError):
+    """A setting out of its range; ``option`` is the setting's name (a ConvertConfig field)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+        self.message = message
+
+
+@dataclass
+class ConvertConfig:
+    """Every setting of a conversion; recorded in the file's metadata. :meth:`check` validates."""
+
+    method: str = "dcq"
+    bits: int = 2
+    clusters: int = 256
+    cluster_features: str = "shallow"  # shallow (CNN), lab (colour statistics) or both
+    attention_fraction: float = 0.5
+    model_epochs: int = 8
+    model_size: int = 32
+    model_images: int = 10000
+    model: str | None = None
+    pool_images: int = 20000
+    sample_pixels: int = 32
+    pool_pixels: int = 200_000
+    reassign: int = 4
+    refine_steps: int = 10
+    refine_images: int = 8
+    fidelity: float = 1.0
+    drop_patches: float = 0.0
+    patch_size: int | None = None  # None: native to the image size (drop.native_patch)
+    mae: str | None = None  # reuse the MAE of a .dcq file or a .safetensors checkpoint
+    mae_epochs: int = 30
+    mae_images: int = 10000
+    mae_seconds: float | None = None  # None: 240 s on a CPU, no limit on a GPU
+    keep: float = 1.0  # sample selection: the fraction of each class to keep
+    select: str = "dq"  # random, dq, adq or graphcut
+    bins: int = 10
+    select_features: str = "gradient"  # gradient (DQ's last-layer gradient embedding) or penultimate
+    adq_alpha: float = 0.65
+    codec: str = "packed"
+    channels: int = 3
+    alpha: str = "drop"
+    on_error: str = "skip"
+    limit: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    batch: int = 256
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ConvertConfig:
+        """A checked config from a dict of settings; unknown names are an :class:`OptionError`."""
+        known = {f.name for f in fields(cls)}
+        for name in d:
+            if name not in known:
+                raise OptionError(name, f"unknown setting (known: {', '.join(sorted(known))})")
+        cfg = cls(**d)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Raise :class:`OptionError` naming the first setting out of its range."""
+        for name, choices in (("method", QUANTIZERS), ("select", SELECTIONS), ("cluster_features", CLUSTER_FEATURES),
+                              ("select_features", SELECT_FEATURES), ("alpha", ALPHA_MODES), ("on_error", ON_ERROR),
+                              ("codec", tuple(L.CODECS))):
+            if getattr(self, name) not in choices:
+                raise OptionError(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        ints = {"bits": (1, L.MAX_BITS), "clusters": (1, L.MAX_PALETTES), "model_epochs": (0, 10_000),
+                "model_size": (8, 1024), "model_images": (1, None), "pool_images": (1, None),
+                "sample_pixels": (1, None), "pool_pixels": (1, None), "reassign": (0, 1000),
+                "refine_steps": (0, 100_000), "refine_images": (1, None), "patch_size": (1, L.MAX_SIDE),
+                "mae_epochs": (0, 10_000), "mae_images": (1, None), "bins": (1, 100_000), "limit": (1, None),
+                "seed": (0, 2**63 - 1), "batch": (1, 1 << 20)}
+        optional = {"patch_size", "limit"}
+        for name, (lo, hi) in ints.items():
+            v = getattr(self, name)
+            if v is None and name in optional:
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+                span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+                raise OptionError(name, f"must be an integer {span}, got {v!r}")
+        if self.channels not in L.CHANNELS:
+            raise OptionError("channels", f"must be 1 or 3, got {self.channels!r}")
+        floats = {"attention_fraction": (0.0, 1.0, False), "fidelity": (0.0, 1e6, True),
+                  "drop_patches": (0.0, 1.0, True), "keep": (0.0, 1.0, False), "adq_alpha": (0.0, 1.0, True),
+                  "mae_seconds": (0.0, math.inf, False)}
+        for name, (lo, hi, lo_closed) in floats.items():
+            v = getattr(self, name)
+            if v is None and name == "mae_seconds":
+                continue
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+                and (lo <= v if lo_closed else lo < v) and v <= hi
+            if name == "drop_patches":
+                ok = ok and v < 1.0
+            if not ok:
+                left, right = "[" if lo_closed else "(", ")" if name == "drop_patches" else "]"
+                raise OptionError(name, f"must be a number in {left}{lo:g}, {hi:g}{right}, got {v!r}")
+        if not isinstance(self.device, str) or not _device_name(self.device):
+            raise OptionError("device", f"must be auto, cpu, cuda, cuda:N or another torch device, got {self.device!r}")
+
+
+def _device_name(name: str) -> bool:
+    kind, _, index = name.partition(":")
+    return kind.isidentifier() and (not index or index.isdigit())
