@@ -15,6 +15,37 @@ import zstandard
 
 from dcqformat import _layout as L
 
+GOOD = bytes(range(4))  # the bit stream of a 4x4 2-bit sample: indices 0, 1, 2, 3 at pixels 0, 4, 8, 12
+
+
+def refresh(blob: bytes) -> bytes:
+    """Recompute every CRC of a (possibly mutated) file, as a hostile writer would."""
+    b = bytearray(blob)
+    if len(b) < 64:
+        return blob
+    table_offset, count = struct.unpack_from("<QI", b, 24)
+    if count > 64 or table_offset + 32 * count > len(b):
+        return blob
+    for k in range(count):
+        at = table_offset + 32 * k
+        tag, _, off, length, _, _ = struct.unpack_from("<4sIQQII", b, at)
+        if off + length > len(b):
+            continue
+        if tag == b"DCRC" and length >= 16:
+            block = struct.unpack_from("<I", b, off)[0]
+            data = [struct.unpack_from("<4sIQQII", b, table_offset + 32 * j) for j in range(count)]
+            dat = next((d for d in data if d[0] == b"DATA"), None)
+            if dat and block and block & (block - 1) == 0 and dat[2] + dat[3] <= len(b):
+                payload = bytes(b[dat[2] : dat[2] + dat[3]])
+                crcs = [zlib.crc32(payload[i : i + block]) for i in range(0, len(payload), block)]
+                if 16 + 4 * len(crcs) <= length:
+                    for j, c in enumerate(crcs):
+                        struct.pack_into("<I", b, off + 16 + 4 * j, c)
+        struct.pack_into("<I", b, at + 24, zlib.crc32(bytes(b[off : off + length])))
+    struct.pack_into("<I", b, 36, zlib.crc32(bytes(b[table_offset : table_offset + 32 * count])))
+    struct.pack_into("<I", b, 60, zlib.crc32(bytes(b[:60])))
+    return bytes(b)
+
 
 def sections_of(blob: bytes) -> dict[bytes, tuple[int, bytes]]:
     """tag -> (flags, bytes) of every section of a file."""
@@ -105,8 +136,8 @@ def frame(content: bytes, content_size: bool = False) -> bytes:
 
 
 def declared_size_frame(declared: int) -> bytes:
-    """A frame of 4 zero bytes whose header claims ``declared`` bytes of content (8-byte FCS)."""
-    good = frame(bytes(4), content_size=True)
+    """A frame of :data:`GOOD` whose header claims ``declared`` bytes of content (8-byte FCS)."""
+    good = frame(GOOD, content_size=True)
     fhd = good[4]
     single = (fhd >> 5) & 1
     fcs_at = 5 + (0 if single else 1)
@@ -120,7 +151,7 @@ def bomb_frame(size: int, content_size: bool) -> bytes:
     cctx = zstandard.ZstdCompressor(level=3, write_content_size=content_size)
     chunk = bytes(1 << 20)
     co = cctx.compressobj(size=size if content_size else -1)
-    parts = [co.compress(chunk) for _ in range(size >> 20)]
+    parts = [co.compress(chunk) for _ in range(size >> 20)] + [co.compress(bytes(size & ((1 << 20) - 1)))]
     return b"".join(parts) + co.flush()
 
 

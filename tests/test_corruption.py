@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from common import make_spec, write_spec
+from crafted import refresh as refresh_checksums
 
 import dcqformat
 from dcqformat import DcqError
@@ -113,37 +114,6 @@ def _same(a, b) -> bool:
             and all(np.array_equal(x, y) for x, y in zip(batches_a, batches_b))
             and labels_a == labels_b and meta_a == meta_b
             and w_a.keys() == w_b.keys() and all(np.array_equal(w_a[k], w_b[k]) for k in w_a))
-
-
-def refresh_checksums(blob: bytes) -> bytes:
-    """Recompute every CRC of a (possibly mutated) file, as a hostile writer would."""
-    import zlib
-
-    b = bytearray(blob)
-    if len(b) < 64:
-        return blob
-    table_offset, count = struct.unpack_from("<QI", b, 24)
-    if count > 64 or table_offset + 32 * count > len(b):
-        return blob
-    for k in range(count):
-        at = table_offset + 32 * k
-        tag, _, off, length, _, _ = struct.unpack_from("<4sIQQII", b, at)
-        if off + length > len(b):
-            continue
-        if tag == b"DCRC" and length >= 16:
-            block = struct.unpack_from("<I", b, off)[0]
-            data = [struct.unpack_from("<4sIQQII", b, table_offset + 32 * j) for j in range(count)]
-            dat = next((d for d in data if d[0] == b"DATA"), None)
-            if dat and block and block & (block - 1) == 0 and dat[2] + dat[3] <= len(b):
-                payload = bytes(b[dat[2] : dat[2] + dat[3]])
-                crcs = [zlib.crc32(payload[i : i + block]) for i in range(0, len(payload), block)]
-                if 16 + 4 * len(crcs) <= length:
-                    for j, c in enumerate(crcs):
-                        struct.pack_into("<I", b, off + 16 + 4 * j, c)
-        struct.pack_into("<I", b, at + 24, zlib.crc32(bytes(b[off : off + length])))
-    struct.pack_into("<I", b, 36, zlib.crc32(bytes(b[table_offset : table_offset + 32 * count])))
-    struct.pack_into("<I", b, 60, zlib.crc32(bytes(b[:60])))
-    return bytes(b)
 
 
 def test_structural_mutations_with_valid_checksums_never_crash(originals, tmp_path):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from common import make_spec, write_spec
 from crafted import (
+    GOOD,
     bomb_frame,
     declared_size_frame,
     frame,
@@ -26,8 +27,6 @@ from crafted import (
 import dcqformat
 from dcqformat import CorruptFile, DcqError, FileChanged, UnsupportedVersion
 from dcqformat.zstdframe import frame_status, frame_status_reference
-
-GOOD = bytes(range(4))  # a 4x4 2-bit sample
 
 
 def _open(tmp_path, blob: bytes, name: str = "f.dcq"):
