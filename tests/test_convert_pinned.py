@@ -1,0 +1,61 @@
+"""Conversion output pinned byte for byte: a refactoring must not change what is written.
+
+The per-image MedianCut path (Pillow, NumPy, zstd) is pinned by its SHA-256; the DCQ path, whose
+float arithmetic may differ between CPU kinds, is pinned by being identical across two runs and
+against the same conversion through the Python API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+import dcqformat
+from dcqformat.quantize import ConvertConfig, convert
+
+PINNED = {
+    "packed": "d7d838b81eafa86db072373d68bb6b2791beb69b205de2dee277f0ad159551c1",
+    "zstd": "ebcd0e1c8f9f2ef52e5a9921a314f9224be25c95653f58752fecbb0b3f95e73a",
+}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pinned")
+    rng = np.random.default_rng(1234)
+    y, x = np.mgrid[0:12, 0:12]
+    base = np.stack([x * 20, y * 20, (x + y) * 10], -1)
+    images = np.clip(base[None] + rng.integers(-30, 30, (24, 12, 12, 3)), 0, 255).astype(np.uint8)
+    np.savez(d / "src.npz", x=images, y=np.arange(24) % 3, classes=np.array(["a", "b", "c"]))
+    return d / "src.npz"
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _digest(path) -> str:
+    """SHA-256 of every section but META, and of META without ``provenance`` (which names the
+    source path and the tool versions of the run)."""
+    with dcqformat.open(path) as r:
+        parts = [tag + r._buf[s.offset : s.offset + s.length].tobytes()
+                 for tag, s in sorted(r.header.sections.items()) if tag != b"META"]
+        meta = {k: v for k, v in r.meta.items() if k != "provenance"}
+    return hashlib.sha256(b"".join(parts) + json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("codec", ["packed", "zstd"])
+def test_mediancut_conversion_is_pinned(source, tmp_path, codec):
+    out = tmp_path / f"{codec}.dcq"
+    convert(str(source), out, ConvertConfig(method="mediancut", bits=2, codec=codec, seed=0), progress=False)
+    assert _digest(out) == PINNED[codec]
+
+
+def test_dcq_conversion_is_deterministic(source, tmp_path):
+    cfg = ConvertConfig(bits=2, clusters=3, model_epochs=1, refine_steps=2, seed=5)
+    convert(str(source), tmp_path / "a.dcq", cfg, progress=False)
+    convert(str(source), tmp_path / "b.dcq", cfg, progress=False)
+    assert _sha(tmp_path / "a.dcq") == _sha(tmp_path / "b.dcq")
