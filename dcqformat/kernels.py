@@ -143,28 +143,40 @@ def decode_packed_batch(data, offsets, palette_ids, palettes, bits, n, out, chw)
     return out
 
 
-@_kernel()
-def decode_masked(src, bits, height, width, patch_h, patch_w, dropped, pal, out, chw):  # type: ignore[no-untyped-def]
-    """Decode one masked sample: kept patches from the stream, dropped pixels set to 0.
+@_kernel(parallel=True)
+def decode_masked_batch(data, offsets, palette_ids, palettes, bits, height, width, mask_data, mask_offsets,
+                        patch_h, patch_w, out, chw):  # type: ignore[no-untyped-def]
+    """Decode samples of one size, masked or not, into ``out`` (N, H*W*C), in parallel.
 
-    ``dropped`` is the unpacked (gh*gw,) uint8 mask; ``out`` the flat image (HWC or CHW).
+    Sample ``b`` with ``mask_offsets[b] >= 0`` has its drop mask (one bit per patch, LSB first,
+    1 = dropped) at ``mask_data[mask_offsets[b]]`` and a stream of its kept pixels only (kept
+    patches in grid order, each in row-major order); its dropped pixels are set to 0. A sample
+    with ``mask_offsets[b] < 0`` is plain.
     """
     n = height * width
+    gh = (height + patch_h - 1) // patch_h
     gw = (width + patch_w - 1) // patch_w
-    channels = pal.shape[1]
-    pos = 0
-    for g in range(dropped.shape[0]):
-        y0 = (g // gw) * patch_h
-        x0 = (g % gw) * patch_w
-        for y in range(y0, min(y0 + patch_h, height)):
-            for x in range(x0, min(x0 + patch_w, width)):
-                pixel = y * width + x
-                if dropped[g]:
-                    for c in range(channels):
-                        out[c * n + pixel if chw else pixel * channels + c] = 0
-                else:
-                    _put(out, n, pixel, pal, _read_index(src, 0, pos, bits), chw)
-                    pos += 1
+    for b in prange(offsets.shape[0]):
+        pal = palettes[palette_ids[b]]
+        o = out[b]
+        if mask_offsets[b] < 0:
+            _decode_stream(data, offsets[b], bits, n, pal, o, chw)
+            continue
+        channels = pal.shape[1]
+        pos = 0
+        for g in range(gh * gw):
+            dropped = (mask_data[mask_offsets[b] + (g >> 3)] >> (g & 7)) & 1
+            y0 = (g // gw) * patch_h
+            x0 = (g % gw) * patch_w
+            for y in range(y0, min(y0 + patch_h, height)):
+                for x in range(x0, min(x0 + patch_w, width)):
+                    pixel = y * width + x
+                    if dropped:
+                        for c in range(channels):
+                            o[c * n + pixel if chw else pixel * channels + c] = 0
+                    else:
+                        _put(o, n, pixel, pal, _read_index(data, offsets[b], pos, bits), chw)
+                        pos += 1
     return out
 
 

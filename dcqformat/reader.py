@@ -15,7 +15,7 @@ import numpy as np
 import zstandard
 
 from . import _layout as L
-from . import bitpack, kernels, resample, zstdframe
+from . import bitpack, decode, kernels, zstdframe
 from .errors import ChecksumMismatch, CorruptFile, DcqError, FileChanged
 from .header import Header, Section, check_crc, parse_header
 from .meta import FileMeta, parse_meta
@@ -23,7 +23,6 @@ from .records import RecordTable
 from .weights import load_weights, validate_safetensors
 
 Layout = Literal["NHWC", "NCHW"]
-_LUT_CACHE_BYTES = 64 << 20
 
 
 def open(path: str | os.PathLike[str], *, verify: bool = False) -> "DcqReader":  # noqa: A001
@@ -114,7 +113,7 @@ class DcqReader:
             validate_safetensors(self._section(L.TAG_WGHT), secs[L.TAG_WGHT].offset)
         self._validate_records()
         self._dctx: zstandard.ZstdDecompressor | None = None
-        self._luts: dict[bool, np.ndarray] = {}
+        self._palette_set = decode.PaletteSet(self.palettes, self.bits)
         self._cache: dict[str, np.ndarray] = {}
 
     def _parse_palettes(self, sec: Section) -> None:
@@ -243,6 +242,11 @@ class DcqReader:
     def has_masks(self) -> bool:
         """Whether any sample has dropped patches."""
         return bool((self.field("flags") & L.RECORD_FLAG_MASKED).any())
+
+    @property
+    def palette_set(self) -> decode.PaletteSet:
+        """The palettes with their cached decode tables (for :mod:`dcqformat.decode`)."""
+        return self._palette_set
 
     @property
     def identity(self) -> tuple[int, int]:
@@ -387,7 +391,7 @@ class DcqReader:
         if h is None or w is None:
             hs, ws = rec.get("height", idx), rec.get("width", idx)
             if idx.size and (np.any(hs != hs[0]) or np.any(ws != ws[0])):
-                raise DcqError("decode_batch needs samples of one size; decode() them one by one instead")
+                raise ValueError("decode_batch needs samples of one size; decode() them one by one instead")
             h, w = (int(hs[0]), int(ws[0])) if idx.size else (0, 0)
         c = self.channels
         shape = (idx.size, h, w, c) if layout == "NHWC" else (idx.size, c, h, w)
@@ -395,60 +399,37 @@ class DcqReader:
             out = np.empty(shape, dtype=np.uint8)
         elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}")
-        if idx.size == 0:
-            return out
-        chw = layout == "NCHW"
-        flat = out.reshape(idx.size, h * w * c)
-        if rec.constant("flags") == 0:  # no sample of the file is masked
-            self._decode_plain(idx, h * w, flat, None, chw)
-            return out
-        masked = (rec.get("flags", idx) & L.RECORD_FLAG_MASKED) != 0
-        plain = np.flatnonzero(~masked)
-        if plain.size:
-            self._decode_plain(idx[plain], h * w, flat, plain, chw)
-        for b in np.flatnonzero(masked).tolist():
-            self._decode_masked(int(idx[b]), h, w, flat[b], chw)
+        if idx.size:
+            decode.decode_images(self.streams(idx), self._palette_set, out, layout == "NCHW")
         return out
 
-    def _streams(self, idx: np.ndarray, sizes: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
-        """Verified bit streams of unmasked samples ``idx``: a buffer and each one's offset in it.
-
-        ``sizes`` is each stream's length in bytes (one int when all are equal).
-        """
+    def streams(self, indices: Iterable[int] | np.ndarray) -> decode.Streams:
+        """What decoding samples ``indices`` needs (:class:`dcqformat.decode.Streams`): their bit
+        streams, checksum-verified and (zstd) decompressed, sizes, palettes and drop masks."""
+        idx = self._index_array(indices)
         rec = self._records
         offsets, lengths = rec.get("payload_offset", idx), rec.get("payload_length", idx)
+        hs, ws = rec.get("height", idx), rec.get("width", idx)
         self._check_blocks(offsets, offsets + lengths)
-        if self.codec == "packed":
-            return self._data, offsets
-        sizes = np.ascontiguousarray(np.broadcast_to(np.asarray(sizes, np.int64), idx.shape))
-        self._check_frames(idx, offsets, lengths, sizes)
-        data = self._decompress_many(idx, offsets, lengths, sizes)
-        return data, np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-
-    def _decode_plain(self, idx: np.ndarray, n: int, flat: np.ndarray, rows: np.ndarray | None, chw: bool) -> None:
-        """Decode unmasked samples ``idx`` into ``flat[rows]`` (all rows when ``rows`` is None)."""
-        rec = self._records
-        data, offsets = self._streams(idx, bitpack.packed_size(n, self.bits))
-        pids = rec.get("palette_id", idx)
-        target = flat if rows is None or rows.size == flat.shape[0] else np.empty((rows.size, flat.shape[1]), np.uint8)
-        per_byte = 8 // self.bits
-        if 8 % self.bits == 0 and n % per_byte == 0:
-            luts, lut_ids = self._luts_for(pids, chw)
-            words = target.view(kernels.WORD_DTYPES[self.bits])
-            kernels.decode_lut_batch(data, offsets, lut_ids, luts, n // per_byte, words, chw)
-        else:
-            kernels.decode_packed_batch(data, offsets, pids, self.palettes, self.bits, n, target, chw)
-        if target is not flat:
-            flat[rows] = target
-
-    def _luts_for(self, pids: np.ndarray, chw: bool) -> tuple[np.ndarray, np.ndarray]:
-        per_palette = 256 * self.channels * (8 // self.bits)
-        if len(self.palettes) * per_palette <= _LUT_CACHE_BYTES:
-            if chw not in self._luts:
-                self._luts[chw] = kernels.build_luts(self.palettes, self.bits, chw)
-            return self._luts[chw], pids
-        used, inverse = np.unique(pids, return_inverse=True)
-        return kernels.build_luts(self.palettes[used], self.bits, chw), inverse.astype(np.int64)
+        mask_offsets = None
+        if self.patch_size is not None and rec.constant("flags") != 0:  # open() checked: masked => MASK
+            masked = (rec.get("flags", idx) & L.RECORD_FLAG_MASKED) != 0
+            mask_offsets = np.where(masked, rec.get("mask_offset", idx), -1)
+        data = self._data
+        if self.codec == "zstd":
+            pixels = hs * ws
+            if mask_offsets is not None and (mask_offsets >= 0).any():
+                assert self.patch_size is not None
+                sel = mask_offsets >= 0
+                pixels = pixels.copy()
+                pixels[sel] = kernels.kept_pixel_counts(self._masks, mask_offsets[sel], hs[sel], ws[sel],
+                                                        *self.patch_size)
+            sizes = np.ascontiguousarray((pixels * self.bits + 7) // 8, dtype=np.int64)
+            self._check_frames(idx, offsets, lengths, sizes)
+            data = self._decompress_many(idx, offsets, lengths, sizes)
+            offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        return decode.Streams(data, offsets, hs, ws, rec.get("palette_id", idx), self.bits, self.patch_size,
+                              self._masks if mask_offsets is not None else None, mask_offsets)
 
     def _decompress_many(self, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
                          sizes: np.ndarray) -> np.ndarray:
@@ -457,10 +438,10 @@ class DcqReader:
             result = self._decompressor().multi_decompress_to_buffer(
                 frames, decompressed_sizes=sizes.astype(np.uint64).tobytes()
             )
-            blob = np.frombuffer(b"".join(result[k].tobytes() for k in range(len(result))), dtype=np.uint8)
+            blob = np.frombuffer(b"".join(result[k].tobytes() for k in range(len(result))) + b"\0", dtype=np.uint8)
         except zstandard.ZstdError:
             blob = None
-        if blob is None or blob.size != int(sizes.sum()):
+        if blob is None or blob.size != int(sizes.sum()) + 1:
             # Find and name the bad frame.
             for k, i in enumerate(idx.tolist()):
                 self._decompress(i, self._data[offsets[k] : offsets[k] + lengths[k]], int(sizes[k]))
@@ -496,49 +477,17 @@ class DcqReader:
         table = self.palettes if table is None else np.asarray(table)
         if table.shape != self.palettes.shape:
             raise ValueError(f"table must have the palettes' shape {self.palettes.shape}, got {table.shape}")
-        boxes = np.ascontiguousarray(boxes, dtype=np.float64).reshape(idx.size, 4)
-        flips = np.zeros(idx.size, np.bool_) if flips is None else np.asarray(flips, np.bool_).reshape(idx.size)
-        fill_c = np.broadcast_to(np.asarray(fill, table.dtype), (self.channels,)).copy()
+        boxes, flips, fill_c = decode.crop_arguments(idx.size, self.channels, table, fill, boxes, flips)
         oh, ow = size
         shape = (idx.size, self.channels, oh, ow) if layout == "NCHW" else (idx.size, oh, ow, self.channels)
         if out is None:
             out = np.empty(shape, dtype=table.dtype)
         elif out.shape != shape or out.dtype != table.dtype:
             raise ValueError(f"out must be {table.dtype} {shape}, got {out.dtype} {out.shape}")
-        if idx.size == 0:
-            return out
-        rec = self._records
-        hs, ws = rec.get("height", idx), rec.get("width", idx)
-        masked = (rec.get("flags", idx) & L.RECORD_FLAG_MASKED) != 0 if rec.constant("flags") != 0 else None
-        plain = np.arange(idx.size) if masked is None else np.flatnonzero(~masked)
-        bilinear = interpolation == "bilinear"
-        rounding = 0.5 if table.dtype.kind in "ui" else 0.0
-        if plain.size:
-            sel = idx[plain]
-            data, offsets = self._streams(sel, (hs[plain] * ws[plain] * self.bits + 7) // 8)
-            target = out if plain.size == idx.size else np.empty((plain.size,) + shape[1:], table.dtype)
-            kernels.decode_resample_batch(data, offsets, hs[plain], ws[plain], rec.get("palette_id", sel), table,
-                                          fill_c, self.bits, boxes[plain], flips[plain], bilinear, rounding,
-                                          target, layout == "NCHW")
-            if target is not out:
-                out[plain] = target
-        for b in [] if masked is None else np.flatnonzero(masked).tolist():
-            i = int(idx[b])
-            m = self.mask(i)
-            assert m is not None and self.patch_size is not None
-            out[b] = resample.resample_masked(
-                table[self._records.value("palette_id", i)][self.indices(i)],
-                bitpack.dropped_pixels(m, *self.patch_size, hs[b], ws[b]), tuple(boxes[b]), bool(flips[b]),
-                (oh, ow), bilinear, fill_c, rounding, layout == "NCHW")
+        if idx.size:
+            decode.decode_crops(self.streams(idx), table, fill_c, boxes, flips, out,
+                                bilinear=interpolation == "bilinear", chw=layout == "NCHW")
         return out
-
-    def _decode_masked(self, i: int, h: int, w: int, dest: np.ndarray, chw: bool) -> None:
-        m = self.mask(i)
-        assert m is not None and self.patch_size is not None
-        stream = self.payload(i)
-        pal = self.palettes[self._records.value("palette_id", i)]
-        kernels.decode_masked(stream, self.bits, h, w, *self.patch_size,
-                              m.reshape(-1).astype(np.uint8), pal, dest, chw)
 
     # -- whole-file checks -----------------------------------------------------------------
     def verify(self) -> None:
@@ -603,7 +552,7 @@ class DcqReader:
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
         """Release the memory map (arrays handed out keep it alive until they are dropped)."""
-        for name in ("_buf", "_data", "palettes", "_masks", "_block_crcs", "_records", "_luts", "_cache"):
+        for name in ("_buf", "_data", "palettes", "_masks", "_block_crcs", "_records", "_palette_set", "_cache"):
             self.__dict__.pop(name, None)
         if self._mm is not None:
             try:

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 import dcqformat
-from dcqformat import bitpack, kernels
+from dcqformat.decode import set_parallel
 
 from .augment import output_size
 from .reconstruct import Mode, Reconstructor, channel_tables, refill_and_crop
@@ -113,7 +113,7 @@ class DCQDataset(Dataset):
             if self._reader is not None:
                 self._reader.close()  # the parent's map, inherited through fork
             if get_worker_info() is not None:
-                kernels.set_parallel(False)  # the DataLoader workers are the parallelism
+                set_parallel(False)  # the DataLoader workers are the parallelism
             self._reader = dcqformat.open(self.path)
             if self._identity is None:
                 self._identity = self._reader.identity
@@ -222,24 +222,14 @@ class DCQDataset(Dataset):
                               masks: list[np.ndarray] | None) -> np.ndarray:
         """Masked files: decode whole images, refill dropped patches, then crop and normalise."""
         r, rec = self.reader, self.reconstructor
-        assert rec is not None and r.patch_size is not None
-        hs, ws = r.field("height")[idx], r.field("width")[idx]
+        assert rec is not None
         boxes, flips, size, interp = self._windows(idx, generator)
-        bilinear = interp == "bilinear"
         tables = channel_tables(r.channels, self.mean, self.std, self._table is not None)
-        groups = []
-        for h, w in {(int(a), int(b)) for a, b in zip(hs, ws)}:
-            pos = np.flatnonzero((hs == h) & (ws == w))
-            groups.append((pos, r.decode_batch(idx[pos], layout="NCHW"),
-                           np.stack([self._grid(int(i), h, w) for i in idx[pos]]), r.palettes[r.palette_ids[idx[pos]]]))
-        out, hidden = refill_and_crop(groups, idx.size, rec, tables, boxes, flips, size, bilinear, self.layout == "CHW")
+        out, hidden = refill_and_crop(r.streams(idx), r.palette_set, rec, tables, boxes, flips, size,
+                                      interp == "bilinear", self.layout == "CHW")
         if masks is not None and hidden is not None:
             masks.append(hidden)
         return out
-
-    def _grid(self, i: int, h: int, w: int) -> np.ndarray:
-        m = self.reader.mask(i)
-        return m if m is not None else np.zeros(bitpack.grid_shape(h, w, *self.reader.patch_size), bool)
 
     def _to_output(self, img: np.ndarray) -> Any:
         if self.output == "numpy":
@@ -259,16 +249,12 @@ class DCQDataset(Dataset):
         patch masks of samples ``idx`` (a masked sample's stream holds its kept pixels, zero-padded)."""
         r = self.reader
         h, w = (int(v) for v in r.shapes[0])
-        size = (h * w * r.bits + 7) // 8
+        streams = r.streams(idx)
+        rows = torch.from_numpy(streams.rows((h * w * r.bits + 7) // 8))
         if not self.masked:
-            data, offsets = r._streams(idx, size)
-            return torch.from_numpy(data[offsets[:, None] + np.arange(size)]), r.palette_ids[idx], None
-        rows = np.zeros((idx.size, size), np.uint8)
-        for k, i in enumerate(idx.tolist()):
-            stream = r.payload(i)
-            rows[k, : len(stream)] = stream
-        grids = np.stack([self._grid(i, h, w) for i in idx.tolist()])
-        return torch.from_numpy(rows), r.palette_ids[idx], torch.from_numpy(grids)
+            return rows, r.palette_ids[idx], None
+        assert r.patch_size is not None
+        return rows, r.palette_ids[idx], torch.from_numpy(streams.grids(r.patch_size))
 
     def device_decoder(self, **kwargs: Any) -> torch.nn.Module:
         """A :class:`~dcqformat.loaders.gpu.DeviceDecoder` for this file (mean/std as configured)."""

@@ -15,7 +15,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from dcqformat import DcqError, kernels
+from dcqformat import DcqError
+from dcqformat.decode import PaletteSet, Streams, decode_images, resample_planes
 
 Mode = Literal["mae", "mean", "none"]
 MODES = ("mae", "mean", "none")
@@ -107,42 +108,33 @@ def crop_pixels(images: np.ndarray, tables: np.ndarray, boxes: np.ndarray, flips
     """Crop/flip/resize uint8 (N, C, H, W) images to ``size`` through per-channel ``tables``
     (C, 256, 1): the fused decode kernel with every plane read as an 8-bit indexed image, so the
     sampling rules are the plain path's. Outside the image: table value 0 (black)."""
-    n, c, h, w = images.shape
-    oh, ow = size
-    planes = np.ascontiguousarray(images).reshape(n * c, h * w)
-    data = np.concatenate([planes.reshape(-1), np.zeros(1, np.uint8)])
-    out = np.empty((n, c, oh, ow), tables.dtype)
-    rounding = 0.5 if tables.dtype.kind in "ui" else 0.0
-    hs, ws = np.full(n, h, np.int64), np.full(n, w, np.int64)
-    boxes = np.ascontiguousarray(boxes, np.float64)
-    flips = np.ascontiguousarray(flips, np.bool_)
-    for ch in range(c):
-        target = np.empty((n, 1, oh, ow), tables.dtype)
-        offsets = (np.arange(n, dtype=np.int64) * c + ch) * (h * w)
-        kernels.decode_resample_batch(data, offsets, hs, ws, np.full(n, ch, np.int64), tables,
-                                      tables[ch, 0].copy(), 8, boxes, flips, bilinear, rounding, target, True)
-        out[:, ch] = target[:, 0]
+    out = resample_planes(images, tables, boxes, flips, size, bilinear)
     return out if chw else np.ascontiguousarray(out.transpose(0, 2, 3, 1))
 
 
-def refill_and_crop(groups: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], n: int,
-                    rec: Reconstructor, tables: np.ndarray, boxes: np.ndarray, flips: np.ndarray,
-                    size: tuple[int, int], bilinear: bool, chw: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """The masked-batch path shared by the dataset and the WebDataset decoder.
+def refill_and_crop(streams: Streams, palettes: PaletteSet, rec: Reconstructor, tables: np.ndarray,
+                    boxes: np.ndarray, flips: np.ndarray, size: tuple[int, int], bilinear: bool,
+                    chw: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The one refill path (DCQDataset, the WebDataset decoder, dcq export, the benchmarks).
 
-    ``groups`` holds, per image size, ``(positions in the batch, decoded uint8 (k, C, H, W),
-    patch masks (k, gh, gw), palettes (k, K, C))``. Returns the refilled, cropped (and
-    normalised) batch of ``n`` and, for ``reconstruct="none"``, its (n, OH, OW) dropped-pixel mask.
+    Decodes the samples of ``streams`` as whole images, one batch per image size, refills their
+    dropped patches as ``rec`` says, then crops/flips/resizes (and normalises through the
+    per-channel ``tables``) them to ``size``. Returns the batch and, for ``reconstruct="none"``,
+    its (n, OH, OW) dropped-pixel mask.
     """
-    c = tables.shape[0]
+    n, c = len(streams), tables.shape[0]
     out = np.empty((n, c, *size) if chw else (n, *size, c), tables.dtype)
     hidden = np.zeros((n, *size), bool) if rec.mode == "none" else None
-    for pos, full, grids, palettes in groups:
-        dropped = torch.from_numpy(grids)
-        filled = rec.fill(torch.from_numpy(full), dropped, torch.from_numpy(palettes) if rec.snap else None)
+    for h, w in sorted({(int(a), int(b)) for a, b in zip(streams.heights, streams.widths)}):
+        pos = np.flatnonzero((streams.heights == h) & (streams.widths == w))
+        part = streams.take(pos)
+        full = decode_images(part, palettes, np.empty((pos.size, c, h, w), np.uint8), True)
+        dropped = torch.from_numpy(part.grids(rec.patch))
+        own = torch.from_numpy(palettes.palettes[part.palette_ids]) if rec.snap else None
+        filled = rec.fill(torch.from_numpy(full), dropped, own)
         out[pos] = crop_pixels(filled.numpy(), tables, boxes[pos], flips[pos], size, bilinear, chw)
         if hidden is not None:
-            m = pixel_mask(dropped, rec.patch, *full.shape[2:]).numpy().astype(np.uint8)
+            m = pixel_mask(dropped, rec.patch, h, w).numpy().astype(np.uint8)
             hidden[pos] = crop_pixels(m, channel_tables(1, None, None, False), boxes[pos], flips[pos], size,
                                       False, True)[:, 0] != 0
     return out, hidden

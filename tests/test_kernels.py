@@ -75,18 +75,27 @@ def test_decode_lut_batch(jit, bits, channels, words, chw, seed):
        ph=st.integers(1, 5), pw=st.integers(1, 5), chw=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_decode_masked_and_kept_counts(jit, bits, channels, h, w, ph, pw, chw, seed):
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, 1 << bits, (h, w)).astype(np.uint8)
-    pal = rng.integers(0, 256, (1 << bits, channels)).astype(np.uint8)
+    idx = rng.integers(0, 1 << bits, (2, h, w)).astype(np.uint8)
+    pals = rng.integers(0, 256, (2, 1 << bits, channels)).astype(np.uint8)
     dropped = rng.random(bitpack.grid_shape(h, w, ph, pw)) < 0.5
     order = bitpack.kept_pixel_order(h, w, ph, pw, dropped)
-    stream = bitpack.pack_indices(idx.reshape(-1)[order], bits)
-    want = bitpack.decode_image(stream, pal, bits, h, w, (ph, pw, dropped))
-    out = np.full(h * w * channels, 99, np.uint8)
-    kernels.decode_masked(stream, bits, h, w, ph, pw, dropped.reshape(-1).astype(np.uint8), pal, out, chw)
-    np.testing.assert_array_equal(out, (want.transpose(2, 0, 1) if chw else want).reshape(-1))
+    masked_stream = bitpack.pack_indices(idx[0].reshape(-1)[order], bits)
+    plain_stream = bitpack.pack_indices(idx[1].reshape(-1), bits)
+    want = [bitpack.decode_image(masked_stream, pals[1], bits, h, w, (ph, pw, dropped)),
+            bitpack.decode_image(plain_stream, pals[0], bits, h, w)]
+    data = np.concatenate([masked_stream, plain_stream, np.zeros(1, np.uint8)])
     masks = np.concatenate([np.zeros(3, np.uint8), bitpack.pack_mask(dropped)])
+    out = np.full((2, h * w * channels), 99, np.uint8)
+    kernels.decode_masked_batch(data, np.array([0, masked_stream.size]), np.array([1, 0]), pals, bits, h, w, masks,
+                                np.array([3, -1]), ph, pw, out, chw)
+    for k in range(2):
+        np.testing.assert_array_equal(out[k], (want[k].transpose(2, 0, 1) if chw else want[k]).reshape(-1))
     counts = kernels.kept_pixel_counts(masks, np.array([3]), np.array([h]), np.array([w]), ph, pw)
     assert counts.tolist() == [order.size]
+    grid = dropped.size
+    if grid % 8:  # a padding bit set: the mask is refused (-1)
+        masks[3 + grid // 8] |= 1 << (grid % 8)
+        assert kernels.kept_pixel_counts(masks, np.array([3]), np.array([h]), np.array([w]), ph, pw).tolist() == [-1]
 
 
 def test_blocks_verified(jit):

@@ -1,0 +1,243 @@
+"""Decoding, apart from storage.
+
+A :class:`Streams` value says what to decode: the bit streams of some samples (checked and,
+for zstd, decompressed), where each starts, each sample's size and palette, and the drop masks
+of samples with dropped patches. :meth:`dcqformat.DcqReader.streams` makes one from a file's
+memory map, :func:`dcqformat.dcqi.streams_of` from ``.dcqi`` WebDataset members; the functions
+below decode it, whatever it came from: whole images (:func:`decode_images`) and fused
+crops/flips/resizes (:func:`decode_crops`). Refilling dropped patches needs torch and lives in
+:mod:`dcqformat.loaders.reconstruct`.
+
+Only this module (and the reader's checks) calls :mod:`dcqformat.kernels`; the NumPy twins in
+:mod:`dcqformat.bitpack` and :mod:`dcqformat.resample` serve the tests, except the one marked
+slow path (crops of masked samples through the reader API; the loaders refill those first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from . import bitpack, kernels, resample
+from .kernels import set_parallel
+
+__all__ = ["PaletteSet", "Streams", "concat", "crop_arguments", "decode_crops", "decode_images", "resample_planes",
+           "set_parallel"]
+
+_LUT_CACHE_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Streams:
+    """What to decode: ``n`` samples' bit streams and how to read them.
+
+    ``data`` holds every stream (uint8); sample ``k`` starts at ``offsets[k]``, is a
+    ``heights[k] x widths[k]`` image of ``bits``-bit indices into palette ``palette_ids[k]``.
+    A sample with ``mask_offsets[k] >= 0`` has dropped patches of ``patch`` (ph, pw): its drop
+    mask (spec §7) is at ``mask_data[mask_offsets[k]]`` and its stream holds the kept pixels only.
+    """
+
+    data: np.ndarray
+    offsets: np.ndarray
+    heights: np.ndarray
+    widths: np.ndarray
+    palette_ids: np.ndarray
+    bits: int
+    patch: tuple[int, int] | None = None
+    mask_data: np.ndarray | None = None
+    mask_offsets: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0])
+
+    @property
+    def masked(self) -> np.ndarray:
+        """(n,) bool: which samples have a drop mask."""
+        if self.mask_offsets is None:
+            return np.zeros(len(self), bool)
+        return self.mask_offsets >= 0
+
+    def take(self, rows: np.ndarray) -> Streams:
+        """The samples ``rows`` of this value (views: nothing is copied but the small arrays)."""
+        return replace(self, offsets=self.offsets[rows], heights=self.heights[rows], widths=self.widths[rows],
+                       palette_ids=self.palette_ids[rows],
+                       mask_offsets=None if self.mask_offsets is None else self.mask_offsets[rows])
+
+    def size(self) -> tuple[int, int] | None:
+        """The one (height, width) of every sample, or None when they differ (or there are none)."""
+        if not len(self) or (self.heights != self.heights[0]).any() or (self.widths != self.widths[0]).any():
+            return None
+        return int(self.heights[0]), int(self.widths[0])
+
+    def dropped(self, k: int) -> np.ndarray | None:
+        """The (gh, gw) bool drop mask of sample ``k`` (True = dropped), or None."""
+        if self.mask_offsets is None or self.mask_offsets[k] < 0:
+            return None
+        assert self.patch is not None and self.mask_data is not None
+        gh, gw = bitpack.grid_shape(int(self.heights[k]), int(self.widths[k]), *self.patch)
+        off = int(self.mask_offsets[k])
+        return bitpack.unpack_mask(self.mask_data[off : off + (gh * gw + 7) // 8], gh, gw)
+
+    def grids(self, patch: tuple[int, int]) -> np.ndarray:
+        """(n, gh, gw) drop masks of samples of one size (all False for unmasked samples)."""
+        size = self.size()
+        assert size is not None, "grids() needs samples of one size"
+        out = np.zeros((len(self), *bitpack.grid_shape(*size, *patch)), bool)
+        for k in np.flatnonzero(self.masked).tolist():
+            out[k] = self.dropped(k)
+        return out
+
+    def rows(self, nbytes: int) -> np.ndarray:
+        """(n, nbytes) uint8: each stream's first bytes, zero-padded (for decoding on a device)."""
+        out = np.zeros((len(self), nbytes), np.uint8)
+        lengths = self.stream_lengths()
+        for k, (o, ln) in enumerate(zip(self.offsets.tolist(), lengths.tolist())):
+            out[k, : min(ln, nbytes)] = self.data[o : o + min(ln, nbytes)]
+        return out
+
+    def stream_lengths(self) -> np.ndarray:
+        """Bytes of each stream: its pixels (kept pixels of a masked sample) times bits, rounded up."""
+        pixels = self.heights * self.widths
+        for k in np.flatnonzero(self.masked).tolist():
+            dropped = self.dropped(k)
+            assert dropped is not None and self.patch is not None
+            pixels[k] -= int(bitpack.dropped_pixels(dropped, *self.patch, int(self.heights[k]),
+                                                    int(self.widths[k])).sum())
+        return (pixels * self.bits + 7) // 8
+
+
+def concat(parts: list[tuple[np.ndarray, int, int, int, np.ndarray | None]], bits: int,
+           patch: tuple[int, int] | None) -> Streams:
+    """A :class:`Streams` of separate samples ``(stream, height, width, palette id, drop mask)``
+    (the drop mask a (gh, gw) bool array or None), e.g. parsed ``.dcqi`` members."""
+    streams = [p[0] for p in parts]
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in streams])[:-1]]).astype(np.int64)
+    masks = [bitpack.pack_mask(p[4]) if p[4] is not None else None for p in parts]
+    mask_offsets = None
+    mask_data = None
+    if any(m is not None for m in masks):
+        sizes = [len(m) if m is not None else 0 for m in masks]
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        mask_offsets = np.where([m is not None for m in masks], starts, -1).astype(np.int64)
+        mask_data = np.concatenate([m for m in masks if m is not None] + [np.zeros(1, np.uint8)])
+    return Streams(np.concatenate(streams + [np.zeros(1, np.uint8)]), offsets,
+                   np.array([p[1] for p in parts], np.int64), np.array([p[2] for p in parts], np.int64),
+                   np.array([p[3] for p in parts], np.int64), bits, patch, mask_data, mask_offsets)
+
+
+class PaletteSet:
+    """Palettes (P, K, C) uint8 and the expansion tables built from them, cached per layout."""
+
+    def __init__(self, palettes: np.ndarray, bits: int) -> None:
+        self.palettes = palettes
+        self.bits = bits
+        self._luts: dict[bool, np.ndarray] = {}
+
+    @property
+    def channels(self) -> int:
+        return int(self.palettes.shape[2])
+
+    def luts(self, pids: np.ndarray, chw: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Expansion tables for palettes ``pids`` and each sample's row in them."""
+        per_palette = 256 * self.channels * (8 // self.bits)
+        if len(self.palettes) * per_palette <= _LUT_CACHE_BYTES:
+            if chw not in self._luts:
+                self._luts[chw] = kernels.build_luts(self.palettes, self.bits, chw)
+            return self._luts[chw], pids
+        used, inverse = np.unique(pids, return_inverse=True)
+        return kernels.build_luts(self.palettes[used], self.bits, chw), inverse.astype(np.int64)
+
+
+def decode_images(s: Streams, palettes: PaletteSet, out: np.ndarray, chw: bool) -> np.ndarray:
+    """Decode samples of one size into ``out`` (N, H, W, C) or (N, C, H, W) uint8; dropped pixels 0."""
+    if not len(s):
+        return out
+    size = s.size()
+    if size is None:
+        raise ValueError("decode_images needs samples of one size")
+    n = size[0] * size[1]
+    flat = out.reshape(len(s), -1)
+    masked = s.masked
+    if masked.any():
+        assert s.patch is not None and s.mask_data is not None and s.mask_offsets is not None
+        kernels.decode_masked_batch(s.data, s.offsets, s.palette_ids, palettes.palettes, s.bits, size[0], size[1],
+                                    s.mask_data, s.mask_offsets, s.patch[0], s.patch[1], flat, chw)
+        return out
+    per_byte = 8 // s.bits
+    if 8 % s.bits == 0 and n % per_byte == 0:
+        luts, lut_ids = palettes.luts(s.palette_ids, chw)
+        kernels.decode_lut_batch(s.data, s.offsets, lut_ids, luts, n // per_byte,
+                                 flat.view(kernels.WORD_DTYPES[s.bits]), chw)
+    else:
+        kernels.decode_packed_batch(s.data, s.offsets, s.palette_ids, palettes.palettes, s.bits, n, flat, chw)
+    return out
+
+
+def decode_crops(s: Streams, table: np.ndarray, fill: np.ndarray, boxes: np.ndarray, flips: np.ndarray,
+                 out: np.ndarray, *, bilinear: bool, chw: bool) -> np.ndarray:
+    """Decode samples of any sizes straight into crops: ``out`` (N, C, OH, OW) or (N, OH, OW, C).
+
+    ``table`` (P, K, C) gives each index its value (uint8 colours or normalised float32), ``fill``
+    (C,) the value outside the image; ``boxes`` (N, 4) each source window ``(y0, x0, h, w)`` and
+    ``flips`` (N,) the mirrored outputs (see :func:`kernels.decode_resample_batch`). Dropped
+    pixels of masked samples take ``fill`` too.
+    """
+    if not len(s):
+        return out
+    rounding = 0.5 if table.dtype.kind in "ui" else 0.0
+    masked = s.masked
+    plain = np.flatnonzero(~masked)
+    if plain.size:
+        part = s.take(plain) if plain.size < len(s) else s
+        target = out if plain.size == len(s) else np.empty((plain.size, *out.shape[1:]), out.dtype)
+        kernels.decode_resample_batch(part.data, part.offsets, part.heights, part.widths, part.palette_ids, table,
+                                      fill, part.bits, boxes[plain], flips[plain], bilinear, rounding, target, chw)
+        if target is not out:
+            out[plain] = target
+    size = out.shape[2:] if chw else out.shape[1:3]
+    for k in np.flatnonzero(masked).tolist():  # slow path, see the module's docstring
+        h, w = int(s.heights[k]), int(s.widths[k])
+        dropped = s.dropped(k)
+        assert dropped is not None and s.patch is not None
+        one = s.take(np.array([k]))
+        indices = np.empty((1, h, w, 1), np.uint8)
+        identity = PaletteSet(np.arange(1 << s.bits, dtype=np.uint8).reshape(1, -1, 1), s.bits)
+        decode_images(Streams(one.data, one.offsets, one.heights, one.widths, np.zeros(1, np.int64), s.bits,
+                              s.patch, one.mask_data, one.mask_offsets), identity, indices, False)
+        out[k] = resample.resample_masked(table[int(s.palette_ids[k])][indices[0, ..., 0]],
+                                          bitpack.dropped_pixels(dropped, *s.patch, h, w), tuple(boxes[k]),
+                                          bool(flips[k]), (int(size[0]), int(size[1])), bilinear, fill, rounding, chw)
+    return out
+
+
+def resample_planes(images: np.ndarray, tables: np.ndarray, boxes: np.ndarray, flips: np.ndarray,
+                    size: tuple[int, int], bilinear: bool) -> np.ndarray:
+    """Crop/flip/resize uint8 (N, C, H, W) images to (N, C, OH, OW) through per-channel
+    ``tables`` (C, 256, 1): each plane is read as an 8-bit indexed image by the fused kernel, so
+    the sampling rules are :func:`decode_crops`'. Outside the image: the table's value of 0."""
+    n, c, h, w = images.shape
+    oh, ow = size
+    data = np.concatenate([np.ascontiguousarray(images).reshape(-1), np.zeros(1, np.uint8)])
+    out = np.empty((n, c, oh, ow), tables.dtype)
+    rounding = 0.5 if tables.dtype.kind in "ui" else 0.0
+    hs, ws = np.full(n, h, np.int64), np.full(n, w, np.int64)
+    boxes = np.ascontiguousarray(boxes, np.float64)
+    flips = np.ascontiguousarray(flips, np.bool_)
+    for ch in range(c):
+        target = np.empty((n, 1, oh, ow), tables.dtype)
+        offsets = (np.arange(n, dtype=np.int64) * c + ch) * (h * w)
+        kernels.decode_resample_batch(data, offsets, hs, ws, np.full(n, ch, np.int64), tables,
+                                      tables[ch, 0].copy(), 8, boxes, flips, bilinear, rounding, target, True)
+        out[:, ch] = target[:, 0]
+    return out
+
+
+def crop_arguments(n: int, channels: int, table: np.ndarray, fill: Any, boxes: np.ndarray,
+                   flips: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes, flips and fill in the types :func:`decode_crops` takes."""
+    boxes = np.ascontiguousarray(boxes, dtype=np.float64).reshape(n, 4)
+    flips = np.zeros(n, np.bool_) if flips is None else np.ascontiguousarray(flips, np.bool_).reshape(n)
+    fill_c = np.broadcast_to(np.asarray(fill, table.dtype), (channels,)).copy()
+    return boxes, flips, fill_c
