@@ -27,7 +27,8 @@ from common import save, table  # noqa: E402
 
 import dcqformat  # noqa: E402
 from dcqformat import sample_data  # noqa: E402
-from dcqformat.loaders import DCQDataset, random_crop_flip  # noqa: E402
+from dcqformat.loaders import random_crop_flip  # noqa: E402
+from dcqformat.loaders.reconstruct import Reconstructor, refilled_images  # noqa: E402
 from dcqformat.quantize import ConvertConfig, convert  # noqa: E402
 
 WORK = Path("out/accuracy")
@@ -82,8 +83,8 @@ def decode_all(path: Path, r: dcqformat.DcqReader, order: np.ndarray, reconstruc
     deterministic and runs before augmentation, so this equals refilling on the fly)."""
     if r.patch_size is None:
         return r.decode_batch(order)
-    ds = DCQDataset(path, reconstruct=reconstruct, layout="HWC")
-    return np.concatenate([ds.get_batch(order[s : s + 1000])[0].numpy() for s in range(0, len(order), 1000)])
+    rec = Reconstructor(reconstruct, weights=r.weights_blob(), patch=r.patch_size)  # type: ignore[arg-type]
+    return np.concatenate([refilled_images(r, order[s : s + 1000], rec) for s in range(0, len(order), 1000)])
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from common import save, table  # noqa: E402
 import dcqformat  # noqa: E402
 from dcqformat import bitpack  # noqa: E402
 from dcqformat.loaders import DCQDataset, RandomCrop  # noqa: E402
+from dcqformat.loaders.reconstruct import Reconstructor, refilled_images  # noqa: E402
 from dcqformat.mae import MAEConfig, train_mae  # noqa: E402
 
 WORK = Path("out/accuracy")
@@ -72,9 +73,9 @@ def quality(drop_file: Path, plain_file: Path) -> list[dict]:
     assert np.array_equal(plain[~hidden], truth[~hidden].astype(np.uint8)), "the two files differ in kept pixels"
     rows = []
     for mode in ("mae", "mean"):
-        ds = DCQDataset(drop_file, reconstruct=mode, layout="HWC")
+        rec = Reconstructor(mode, weights=r.weights_blob(), patch=r.patch_size)  # type: ignore[arg-type]
         t = time.perf_counter()
-        out = np.concatenate([ds.get_batch(np.arange(s, min(s + 1000, len(r))))[0].numpy()
+        out = np.concatenate([refilled_images(r, np.arange(s, min(s + 1000, len(r))), rec)
                               for s in range(0, len(r), 1000)])
         secs = time.perf_counter() - t
         mse = ((out.astype(np.float64) - truth) ** 2)[hidden].mean()
@@ -96,10 +97,6 @@ def loaders(drop_file: Path, plain_file: Path, args) -> list[dict]:  # type: ign
         def make(path=path, mode=mode):  # type: ignore[no-untyped-def]
             return DataLoader(DCQDataset(path, augment=crop, mean=MEAN, std=STD, reconstruct=mode), **kw)
 
-        if mode == "none":
-            def make(path=path):  # type: ignore[no-untyped-def]
-                return DataLoader(DCQDataset(path, augment=crop, mean=MEAN, std=STD, reconstruct="none"),
-                                  collate_fn=lambda b: (torch.stack([x for x, _, _ in b]), None), **kw)
         rows.append({"loader": name, "img_s": rate(make, args.epochs)})
         print(f"  {name}: {rows[-1]['img_s']:,.0f} img/s", file=sys.stderr)
     base = rows[0]["img_s"]

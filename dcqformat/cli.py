@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 from . import SPEC_VERSION, __version__
 from .errors import DcqError
 from .options import CLUSTER_FEATURES, QUANTIZERS, SELECT_FEATURES, SELECTIONS, ConvertConfig, OptionError
+from .reader import DcqReader
 from .reader import open as open_dcq
 from .sample_data import DATASETS
 
@@ -133,21 +135,29 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_decoder(r, mode: str):  # type: ignore[no-untyped-def]
+def _export_decoder(r: DcqReader, mode: str) -> Callable[[np.ndarray], np.ndarray]:
     """Samples -> (N, H, W, C) uint8, dropped patches refilled as ``mode`` says (auto: by the
-    file's MAE when it has one, else left black)."""
+    file's MAE when it has one, else left black); samples of several sizes one by one."""
     if mode == "auto":
         mode = "mae" if r.weights_blob() is not None else "none"
     if not r.has_masks or mode == "none":
-        return lambda idx: r.decode_batch(idx) if len({tuple(s) for s in r.shapes[idx]}) == 1 else \
-            np.stack([r.decode(int(i)) for i in idx])
-    try:
-        from .loaders import DCQDataset
-    except ImportError as exc:
-        raise DcqError(f"refilling dropped patches needs torch ({exc}); use --reconstruct none") from None
-    ds = DCQDataset(r.path, reconstruct=mode, layout="HWC")
-    return lambda idx: ds.get_batch(idx)[0].numpy() if len({tuple(s) for s in r.shapes[idx]}) == 1 else \
-        np.stack([ds.get_batch([int(i)])[0][0].numpy() for i in idx])
+        decode = r.decode_batch
+    else:
+        try:
+            from .loaders.reconstruct import Reconstructor, refilled_images
+        except ImportError as exc:
+            raise DcqError(f"refilling dropped patches needs torch ({exc}); use --reconstruct none") from None
+        assert r.patch_size is not None
+        rec = Reconstructor(mode, weights=r.weights_blob(), patch=r.patch_size)  # type: ignore[arg-type]
+
+        def decode(idx: np.ndarray) -> np.ndarray:
+            return refilled_images(r, idx, rec)
+
+    def run(idx: np.ndarray) -> np.ndarray:
+        if len({tuple(s) for s in r.shapes[idx]}) <= 1:
+            return decode(idx)
+        return np.stack([decode(np.array([i]))[0] for i in idx.tolist()])
+    return run
 
 
 def _cmd_to_wds(args: argparse.Namespace) -> int:

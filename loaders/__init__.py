@@ -5,7 +5,7 @@ modules import torch; the core ``dcqformat`` package never imports them.
 """
 
 from .augment import CenterCrop, RandomCrop, RandomResizedCrop, Resize
-from .dataset import DCQDataset, normalized_table
+from .dataset import DCQDataset, PackedView, normalized_table
 from .gpu import DeviceDecoder, random_crop_flip
 from .loader import DCQLoader
 
@@ -14,6 +14,7 @@ __all__ = [
     "DCQDataset",
     "DCQLoader",
     "DeviceDecoder",
+    "PackedView",
     "RandomCrop",
     "RandomResizedCrop",
     "Resize",

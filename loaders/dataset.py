@@ -47,17 +47,15 @@ class DCQDataset(Dataset):
         dtype: ``torch.uint8`` (default) or ``torch.float32`` (values / 255, then ``mean`` and
             ``std`` if given, computed through the palettes at no extra cost).
         output: ``"tensor"`` (default), ``"numpy"`` or ``"pil"`` (for PIL-only transforms).
-        decode: ``"cpu"`` (pixels) or ``"device"``: items are ``(packed indices, palette id,
-            label)`` to be decoded on the GPU by :meth:`device_decoder` after ``.to(device)``
-            (files with dropped patches add the patch mask: ``(packed, palette id, mask, label)``).
         reconstruct: how dropped patches are refilled, for files that have them: ``"mae"``
             (default: the file's MAE, one forward pass per batch), ``"mean"`` (the image's mean
-            colour) or ``"none"`` (zeros; samples become ``(image, label, mask)`` with the
-            dropped pixels of the output as a bool (H, W) tensor). Visible pixels are exact.
+            colour) or ``"none"`` (zeros; ``get_batch(..., masks=True)`` also returns the dropped
+            pixels of the output as bool (N, H, W)). Visible pixels are exact.
         snap: snap refilled pixels to the image's palette.
 
-    DataLoader batches are decoded by one parallel call through ``__getitems__``. The file is
-    opened lazily in each process, and the dataset pickles as its arguments.
+    Items are always ``(image, label)``. DataLoader batches are decoded by one parallel call
+    through ``__getitems__``. The file is opened lazily in each process, and the dataset pickles
+    as its arguments. Decoding on a GPU instead: :meth:`packed_view` and :meth:`device_decoder`.
     """
 
     def __init__(
@@ -72,7 +70,6 @@ class DCQDataset(Dataset):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         output: Literal["tensor", "numpy", "pil"] = "tensor",
-        decode: Literal["cpu", "device"] = "cpu",
         reconstruct: Mode = "mae",
         snap: bool = False,
     ) -> None:
@@ -80,8 +77,6 @@ class DCQDataset(Dataset):
             raise ValueError(f"layout must be 'CHW' or 'HWC', got {layout!r}")
         if output not in ("tensor", "numpy", "pil"):
             raise ValueError(f"output must be 'tensor', 'numpy' or 'pil', got {output!r}")
-        if decode not in ("cpu", "device"):
-            raise ValueError(f"decode must be 'cpu' or 'device', got {decode!r}")
         if (mean is not None or std is not None) and dtype == torch.uint8:
             dtype = torch.float32
         if dtype not in (torch.uint8, torch.float32):
@@ -90,7 +85,7 @@ class DCQDataset(Dataset):
         self.transform, self.target_transform = transform, target_transform
         self.augment, self.layout, self.dtype = augment, layout, dtype
         self.mean, self.std = mean, std
-        self.output, self.decode = output, decode
+        self.output = output
         self._reader: dcqformat.DcqReader | None = None
         self._pid = -1
         self._identity: tuple[int, int] | None = None
@@ -100,10 +95,6 @@ class DCQDataset(Dataset):
                                            snap=snap) if self.masked else None
         self.classes: list[str] = reader.classes or []
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        if decode == "device":
-            shapes = reader.shapes
-            if len(shapes) and (shapes != shapes[0]).any():
-                raise dcqformat.DcqError("decode='device' needs images of one size")
 
     # -- the file, opened once per process -------------------------------------------------
     @property
@@ -145,39 +136,33 @@ class DCQDataset(Dataset):
         r = self.reader
         idx = np.asarray(indices, dtype=np.int64)
         labels = [self._target(int(y)) for y in r.labels[idx]] if idx.size else []
-        if self.decode == "device":
-            packed, pids, grids = self.packed(idx)
-            if grids is not None:
-                return [(packed[k], int(pids[k]), grids[k], labels[k]) for k in range(idx.size)]
-            return [(packed[k], int(pids[k]), labels[k]) for k in range(idx.size)]
-        masks: list[Any] = []
         if self.transform is None and self.output == "tensor" and self._batchable(idx):
-            batch = torch.from_numpy(self._decode(idx, masks=masks))
-            items = list(zip(batch, labels))
-        else:
-            items = []
-            for k, i in enumerate(idx.tolist()):
-                img = self._to_output(self._decode(np.array([i]), masks=masks)[0])
-                items.append((self.transform(img) if self.transform else img, labels[k]))
-        if masks:
-            mask = torch.from_numpy(np.concatenate(masks))
-            return [(img, y, m) for (img, y), m in zip(items, mask)]
+            return list(zip(torch.from_numpy(self._decode(idx)), labels))
+        items = []
+        for k, i in enumerate(idx.tolist()):
+            img = self._to_output(self._decode(np.array([i]))[0])
+            items.append((self.transform(img) if self.transform else img, labels[k]))
         return items
 
-    def get_batch(self, indices: Sequence[int] | np.ndarray,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A collated batch ``(images, labels)``, decoded (and augmented) in one call.
+    def get_batch(self, indices: Sequence[int] | np.ndarray, generator: torch.Generator | None = None,
+                  *, masks: bool = False) -> tuple[torch.Tensor, ...]:
+        """A collated batch ``(images, labels)``, decoded (and augmented) in one call; with
+        ``masks=True`` also the (N, H, W) bool dropped pixels of each output image (all False
+        unless the file has dropped patches and ``reconstruct="none"``).
 
         What :class:`~dcqformat.loaders.DCQLoader` uses; ``transform`` and ``output`` do not
         apply here, ``target_transform`` does not either (labels come as an int64 tensor).
         """
         idx = np.asarray(indices, dtype=np.int64)
         if not self._batchable(idx):
-            raise dcqformat.DcqError("images differ in size: give the dataset an augment (e.g. Resize)")
+            raise ValueError("images differ in size: give the dataset an augment (e.g. Resize)")
         labels = torch.from_numpy(np.array(self.reader.labels[idx]))
-        masks: list[np.ndarray] = []
-        images = torch.from_numpy(self._decode(idx, generator, masks))
-        return (images, labels, torch.from_numpy(masks[0])) if masks else (images, labels)  # type: ignore[return-value]
+        hidden: list[np.ndarray] = []
+        images = torch.from_numpy(self._decode(idx, generator, hidden))
+        if not masks:
+            return images, labels
+        shape = (idx.size, *images.shape[2:]) if self.layout == "CHW" else images.shape[:3]
+        return images, labels, torch.from_numpy(hidden[0]) if hidden else torch.zeros(shape, dtype=torch.bool)
 
     def _target(self, label: int) -> Any:
         return self.target_transform(label) if self.target_transform else label
@@ -244,6 +229,15 @@ class DCQDataset(Dataset):
         return torch.from_numpy(img)
 
     # -- device decoding -------------------------------------------------------------------
+    def packed_view(self) -> PackedView:
+        """This file as items ``(packed indices, palette id, drop mask, label)`` to be decoded on a
+        device by :meth:`device_decoder` (the drop mask is (gh, gw) bool, or (0, 0) when the file
+        has no dropped patches)."""
+        shapes = self.reader.shapes
+        if len(shapes) and (shapes != shapes[0]).any():
+            raise ValueError("device decoding needs images of one size")
+        return PackedView(self)
+
     def packed(self, idx: np.ndarray) -> tuple[torch.Tensor, np.ndarray, torch.Tensor | None]:
         """Bit-packed index streams (N, bytes), palette ids and, for a masked file, the (N, gh, gw)
         patch masks of samples ``idx`` (a masked sample's stream holds its kept pixels, zero-padded)."""
@@ -278,3 +272,25 @@ class DCQDataset(Dataset):
         if self.transform is not None:
             lines.append(f"    Transform: {self.transform}")
         return "\n".join(lines)
+
+
+class PackedView(Dataset):
+    """A :class:`DCQDataset` as bit-packed items for decoding on a device (see
+    :meth:`DCQDataset.packed_view`); picklable, batched through ``__getitems__``."""
+
+    def __init__(self, dataset: DCQDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor, Any]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int, torch.Tensor, Any]]:
+        idx = np.asarray(indices, dtype=np.int64)
+        packed, pids, grids = self.dataset.packed(idx)
+        labels = self.dataset.reader.labels[idx]
+        none = torch.zeros((0, 0), dtype=torch.bool)
+        return [(packed[k], int(pids[k]), none if grids is None else grids[k], self.dataset._target(int(labels[k])))
+                for k in range(idx.size)]

@@ -73,7 +73,7 @@ class DeviceDecoder(torch.nn.Module):
         hi = wide[:, self.byte + 1]
         idx = (((lo | (hi << 8)) >> self.shift) & ((1 << self.bits) - 1)).to(torch.int64)  # (N, H*W)
         pids = palette_ids.to(torch.int64)
-        if dropped is None:
+        if dropped is None or dropped.numel() == 0:
             pix = self.table[pids[:, None], idx]  # (N, H*W, C)
             return pix.permute(0, 2, 1).reshape(n_img, -1, self.height, self.width)
         if self.patch is None:

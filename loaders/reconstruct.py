@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from dcqformat import DcqError
+from dcqformat import DcqError, DcqReader
 from dcqformat.decode import PaletteSet, Streams, decode_images, resample_planes
 
 Mode = Literal["mae", "mean", "none"]
@@ -138,3 +138,16 @@ def refill_and_crop(streams: Streams, palettes: PaletteSet, rec: Reconstructor, 
             hidden[pos] = crop_pixels(m, channel_tables(1, None, None, False), boxes[pos], flips[pos], size,
                                       False, True)[:, 0] != 0
     return out, hidden
+
+
+def refilled_images(reader: DcqReader, indices: np.ndarray, rec: Reconstructor) -> np.ndarray:
+    """Samples ``indices`` of one size as uint8 (N, H, W, C), dropped patches refilled by ``rec``:
+    the NumPy view of the one refill path (``dcq export``, the benchmarks)."""
+    streams = reader.streams(indices)
+    size = streams.size()
+    if size is None:
+        raise ValueError("refilled_images needs samples of one size")
+    boxes = np.tile([0.0, 0.0, *size], (len(streams), 1))
+    out, _ = refill_and_crop(streams, reader.palette_set, rec, channel_tables(reader.channels, None, None, False),
+                             boxes, np.zeros(len(streams), bool), size, False, False)
+    return out

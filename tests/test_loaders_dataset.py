@@ -10,7 +10,6 @@ import torch
 from common import make_spec, write_spec
 from torch.utils.data import DataLoader, DistributedSampler
 
-import dcqformat
 from dcqformat.loaders import (
     CenterCrop,
     DCQDataset,
@@ -149,8 +148,9 @@ def test_no_file_descriptor_leaks(spec_path):
 def test_device_decoder_matches_cpu_decode(tmp_path, bits):
     spec = make_spec(np.random.default_rng(bits), bits=bits, channels=3, n=20, sizes=[(7, 9)])
     path = write_spec(spec, tmp_path / "g.dcq")
-    ds = DCQDataset(path, decode="device")
-    packed, pid, label = next(iter(DataLoader(ds, batch_size=20)))
+    ds = DCQDataset(path)
+    packed, pid, dropped, label = next(iter(DataLoader(ds.packed_view(), batch_size=20)))
+    assert dropped.shape == (20, 0, 0)
     assert packed.dtype == torch.uint8 and packed.shape == (20, (63 * bits + 7) // 8)
     assert label.tolist() == [s.label for s in spec.samples]
     img = ds.device_decoder(dtype=torch.uint8)(packed, pid)
@@ -205,5 +205,5 @@ def test_dcqloader_with_distributed_sampler_and_early_exit(spec_path):
 def test_dcqloader_passes_errors_on(tmp_path):
     spec = make_spec(np.random.default_rng(0), bits=2, channels=3, n=8, sizes=[(4, 4), (5, 5)])
     ds = DCQDataset(write_spec(spec, tmp_path / "v.dcq"))
-    with pytest.raises(dcqformat.DcqError, match="differ in size"):
+    with pytest.raises(ValueError, match="differ in size"):
         list(DCQLoader(ds, batch_size=4))

@@ -67,8 +67,10 @@ def test_dataset_modes_keep_visible_pixels(dropped_file, mode):
         hidden = hidden_pixels(r, i)
         plain = r.decode(i)  # zeros where dropped
         assert np.array_equal(img[~hidden], plain[~hidden])
+        assert len(item) == 2
         if mode == "none":
-            assert len(item) == 3 and torch.equal(item[2], torch.from_numpy(hidden)) and not img[hidden].any()
+            mask = ds.get_batch([i], masks=True)[2][0]
+            assert torch.equal(mask, torch.from_numpy(hidden)) and not img[hidden].any()
         elif mode == "mean":
             kept = plain[~hidden].astype(np.float64).mean(0)
             assert np.abs(img[hidden].astype(np.float64) - kept).max() <= 0.5 + 1e-9
@@ -101,15 +103,16 @@ def test_augment_float_and_workers(dropped_file):
         seen += len(labels)
     assert seen == len(ds)
     nolearn = DCQDataset(d / "d.dcq", reconstruct="none", augment=RandomCrop(32, padding=4))
-    img, _, mask = nolearn.get_batch(np.arange(4), torch.Generator().manual_seed(0))
+    img, _, mask = nolearn.get_batch(np.arange(4), torch.Generator().manual_seed(0), masks=True)
+    assert all(len(item) == 2 for item in nolearn.__getitems__([0, 1]))  # items stay (image, label)
     assert mask.shape == (4, 32, 32) and not img.permute(0, 2, 3, 1)[mask].any()
 
 
 def test_device_decoder_equals_the_cpu_path(dropped_file):
     d, _, _, _ = dropped_file
     for mode in ("mae", "mean", "none"):
-        ds = DCQDataset(d / "d.dcq", decode="device", reconstruct=mode)
-        batch = next(iter(DataLoader(ds, batch_size=12)))
+        ds = DCQDataset(d / "d.dcq", reconstruct=mode)
+        batch = next(iter(DataLoader(ds.packed_view(), batch_size=12)))
         packed, pids, grids, labels = batch
         out = ds.device_decoder(dtype=torch.uint8)(packed, pids, grids)
         cpu = DCQDataset(d / "d.dcq", reconstruct=mode).get_batch(np.arange(12))[0]

@@ -46,14 +46,14 @@ def test_learns_through_the_webdataset_pipeline(split, tmp_path):
 
 def test_learns_through_device_decoding_on_cpu_tensors(split):
     path, test_x, test_y = split
-    ds = DCQDataset(path, decode="device", mean=MEAN, std=STD)
+    ds = DCQDataset(path, mean=MEAN, std=STD)
     decoder = ds.device_decoder()  # would live on the GPU: decoder.to("cuda")
     sent = []
 
     def batches():
-        for packed, pids, labels in DataLoader(ds, batch_size=32, shuffle=True, num_workers=2):
+        for packed, pids, dropped, labels in DataLoader(ds.packed_view(), batch_size=32, shuffle=True, num_workers=2):
             sent.append(packed.numel())
-            yield random_crop_flip(decoder(packed, pids), padding=4, fill=(0 - 0.5) / 0.25), labels
+            yield random_crop_flip(decoder(packed, pids, dropped), padding=4, fill=(0 - 0.5) / 0.25), labels
 
     check(*train(batches, test_x, test_y))
     pixels_float32 = 512 * 2 * 3 * 32 * 32 * 4
