@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-import tarfile
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +29,7 @@ from common import save, table  # noqa: E402
 import dcqformat  # noqa: E402
 from dcqformat import sample_data, simple_quant  # noqa: E402
 from dcqformat.loaders import DCQDataset, DCQLoader, RandomCrop, random_crop_flip  # noqa: E402
+from dcqformat.sources import tar_samples  # noqa: E402
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 CACHE = Path("out/bench")
@@ -116,22 +116,12 @@ def prepare(n: int) -> tuple[Path, Path, sample_data.ImageSet]:
                 w.add(simple_quant.map_to_palette(img, palettes[a]), palette=int(a), label=int(y))
     folder = CACHE / f"imagefolder-{n}"
     if not folder.exists():
-        count = 0
-        for shard in sorted(root.glob("cifar10-train-*.tar")):
-            with tarfile.open(shard) as tar:
-                pending: dict[str, bytes] = {}
-                for m in tar:
-                    key, _, ext = m.name.partition(".")
-                    pending[ext] = tar.extractfile(m).read()  # type: ignore[union-attr]
-                    if "jpg" in pending and "cls" in pending:
-                        cls_dir = folder / data.classes[int(pending["cls"])]
-                        cls_dir.mkdir(parents=True, exist_ok=True)
-                        (cls_dir / f"{key}.jpg").write_bytes(pending["jpg"])
-                        pending, count = {}, count + 1
-                        if count >= n:
-                            break
+        for count, sample in enumerate(tar_samples(sorted(root.glob("cifar10-train-*.tar")))):
             if count >= n:
                 break
+            cls_dir = folder / data.classes[int(sample["cls"])]
+            cls_dir.mkdir(parents=True, exist_ok=True)
+            (cls_dir / f"{sample['__key__'].decode()}.jpg").write_bytes(sample["jpg"])
     return dcq, folder, data
 
 

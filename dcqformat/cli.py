@@ -140,6 +140,7 @@ def _export_decoder(r: DcqReader, mode: str) -> Callable[[np.ndarray], np.ndarra
     file's MAE when it has one, else left black); samples of several sizes one by one."""
     if mode == "auto":
         mode = "mae" if r.weights_blob() is not None else "none"
+    decode: Callable[[np.ndarray], np.ndarray]
     if not r.has_masks or mode == "none":
         decode = r.decode_batch
     else:
@@ -148,10 +149,11 @@ def _export_decoder(r: DcqReader, mode: str) -> Callable[[np.ndarray], np.ndarra
         except ImportError as exc:
             raise DcqError(f"refilling dropped patches needs torch ({exc}); use --reconstruct none") from None
         assert r.patch_size is not None
-        rec = Reconstructor(mode, weights=r.weights_blob(), patch=r.patch_size)  # type: ignore[arg-type]
+        rec = Reconstructor(mode, weights=r.weights_blob(), patch=r.patch_size)
 
-        def decode(idx: np.ndarray) -> np.ndarray:
+        def refill(idx: np.ndarray) -> np.ndarray:
             return refilled_images(r, idx, rec)
+        decode = refill
 
     def run(idx: np.ndarray) -> np.ndarray:
         if len({tuple(s) for s in r.shapes[idx]}) <= 1:
@@ -214,7 +216,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(least: int):  # type: ignore[no-untyped-def]
+def _count(least: int) -> Callable[[str], int]:
     """An argparse type: an integer >= ``least``."""
     def parse(text: str) -> int:
         try:

@@ -40,7 +40,7 @@ def encode_dcqi(reader: DcqReader, i: int) -> bytes:
     h, w = (int(v) for v in reader.shapes[i])
     mask = reader.mask(i)
     flags = 1 if mask is not None else 0
-    ph, pw = reader.patch_size if mask is not None else (0, 0)  # type: ignore[misc]
+    ph, pw = reader.patch_size if mask is not None and reader.patch_size is not None else (0, 0)
     body = (bitpack.pack_mask(mask).tobytes() if mask is not None else b"") + reader.payload(i).tobytes()
     head = DCQI.pack(DCQI_MAGIC, DCQI_VERSION, reader.bits, reader.channels, flags,
                      int(reader.palette_ids[i]), h, w, int(reader.source_indices[i]), ph, pw, 0)

@@ -23,7 +23,8 @@ import numpy as np
 from . import bitpack, kernels, resample
 from .kernels import set_parallel
 
-__all__ = ["PaletteSet", "Streams", "concat", "crop_arguments", "decode_crops", "decode_images", "resample_planes",
+__all__ = ["PaletteSet", "Streams", "concat", "crop_arguments", "decode_crops", "decode_images", "decode_indices",
+           "resample_planes",
            "set_parallel"]
 
 _LUT_CACHE_BYTES = 64 << 20
@@ -175,6 +176,17 @@ def decode_images(s: Streams, palettes: PaletteSet, out: np.ndarray, chw: bool) 
     return out
 
 
+def decode_indices(s: Streams) -> np.ndarray:
+    """The (N, H, W) uint8 palette-index maps of samples of one size (dropped pixels 0)."""
+    size = s.size()
+    if size is None:
+        raise ValueError("decode_indices needs samples of one size")
+    identity = PaletteSet(np.arange(1 << s.bits, dtype=np.uint8).reshape(1, -1, 1), s.bits)
+    out = np.empty((len(s), *size, 1), np.uint8)
+    decode_images(replace(s, palette_ids=np.zeros(len(s), np.int64)), identity, out, False)
+    return out[..., 0]
+
+
 def decode_crops(s: Streams, table: np.ndarray, fill: np.ndarray, boxes: np.ndarray, flips: np.ndarray,
                  out: np.ndarray, *, bilinear: bool, chw: bool) -> np.ndarray:
     """Decode samples of any sizes straight into crops: ``out`` (N, C, OH, OW) or (N, OH, OW, C).
@@ -201,12 +213,8 @@ def decode_crops(s: Streams, table: np.ndarray, fill: np.ndarray, boxes: np.ndar
         h, w = int(s.heights[k]), int(s.widths[k])
         dropped = s.dropped(k)
         assert dropped is not None and s.patch is not None
-        one = s.take(np.array([k]))
-        indices = np.empty((1, h, w, 1), np.uint8)
-        identity = PaletteSet(np.arange(1 << s.bits, dtype=np.uint8).reshape(1, -1, 1), s.bits)
-        decode_images(Streams(one.data, one.offsets, one.heights, one.widths, np.zeros(1, np.int64), s.bits,
-                              s.patch, one.mask_data, one.mask_offsets), identity, indices, False)
-        out[k] = resample.resample_masked(table[int(s.palette_ids[k])][indices[0, ..., 0]],
+        indices = decode_indices(s.take(np.array([k])))[0]
+        out[k] = resample.resample_masked(table[int(s.palette_ids[k])][indices],
                                           bitpack.dropped_pixels(dropped, *s.patch, h, w), tuple(boxes[k]),
                                           bool(flips[k]), (int(size[0]), int(size[1])), bilinear, fill, rounding, chw)
     return out

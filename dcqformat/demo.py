@@ -8,23 +8,24 @@ from pathlib import Path
 import numpy as np
 
 from . import sample_data
+from .reader import DcqReader
 from .reader import open as open_dcq
 
 
-def _decode_rate(reader, reps: int = 5) -> float:  # type: ignore[no-untyped-def]
+def _decode_rate(reader: DcqReader, reps: int = 5) -> float:
     idx = np.arange(len(reader))
     out = reader.decode_batch(idx)
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
         reader.decode_batch(idx, out=out)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, float(time.perf_counter() - t))
     return len(idx) / best
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
+    return float(10 * np.log10(255**2 / max(float(mse), 1e-12)))
 
 
 def run(out_dir: Path, limit: int = 2000, bits: int = 2, dataset: str = "auto", epochs: int = 8) -> dict:

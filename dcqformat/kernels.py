@@ -79,7 +79,7 @@ def _kernel(parallel: bool = False) -> Callable[[Callable[..., Any]], _Kernel]:
 
 
 @_helper
-def _read_index(src, base, pos, bits):  # type: ignore[no-untyped-def]
+def _read_index(src, base, pos, bits):
     """Index number ``pos`` of the bit stream starting at ``src[base]``."""
     bit = pos * bits
     byte = base + (bit >> 3)
@@ -91,7 +91,7 @@ def _read_index(src, base, pos, bits):  # type: ignore[no-untyped-def]
 
 
 @_helper
-def _put(out, n, pixel, pal, index, chw):  # type: ignore[no-untyped-def]
+def _put(out, n, pixel, pal, index, chw):
     channels = pal.shape[1]
     if chw:
         for c in range(channels):
@@ -102,7 +102,7 @@ def _put(out, n, pixel, pal, index, chw):  # type: ignore[no-untyped-def]
 
 
 @_helper
-def _decode_stream(src, base, bits, n, pal, out, chw):  # type: ignore[no-untyped-def]
+def _decode_stream(src, base, bits, n, pal, out, chw):
     """Decode ``n`` consecutive pixels of a stream into a flat HWC or CHW image."""
     if bits == 1 or bits == 2 or bits == 4 or bits == 8:
         per_byte = 8 // bits
@@ -120,14 +120,14 @@ def _decode_stream(src, base, bits, n, pal, out, chw):  # type: ignore[no-untype
 
 
 @_kernel()
-def unpack_indices(src, bits, n, out):  # type: ignore[no-untyped-def]
+def unpack_indices(src, bits, n, out):
     """Unpack ``n`` indices of ``bits`` bits from ``src`` into the uint8 array ``out``."""
     _unpack_all(src, 0, bits, n, out)
     return out
 
 
 @_kernel()
-def gather(indices, palette, out, chw):  # type: ignore[no-untyped-def]
+def gather(indices, palette, out, chw):
     """Look flat ``indices`` up in ``palette`` (K, C) into flat ``out`` (HWC or CHW order)."""
     n = indices.shape[0]
     for p in range(n):
@@ -136,7 +136,7 @@ def gather(indices, palette, out, chw):  # type: ignore[no-untyped-def]
 
 
 @_kernel(parallel=True)
-def decode_packed_batch(data, offsets, palette_ids, palettes, bits, n, out, chw):  # type: ignore[no-untyped-def]
+def decode_packed_batch(data, offsets, palette_ids, palettes, bits, n, out, chw):
     """Decode unmasked samples of ``n`` pixels each into ``out`` (N, n*C), in parallel."""
     for b in prange(offsets.shape[0]):
         _decode_stream(data, offsets[b], bits, n, palettes[palette_ids[b]], out[b], chw)
@@ -145,7 +145,7 @@ def decode_packed_batch(data, offsets, palette_ids, palettes, bits, n, out, chw)
 
 @_kernel(parallel=True)
 def decode_masked_batch(data, offsets, palette_ids, palettes, bits, height, width, mask_data, mask_offsets,
-                        patch_h, patch_w, out, chw):  # type: ignore[no-untyped-def]
+                        patch_h, patch_w, out, chw):
     """Decode samples of one size, masked or not, into ``out`` (N, H*W*C), in parallel.
 
     Sample ``b`` with ``mask_offsets[b] >= 0`` has its drop mask (one bit per patch, LSB first,
@@ -181,7 +181,7 @@ def decode_masked_batch(data, offsets, palette_ids, palettes, bits, height, widt
 
 
 @_kernel()
-def kept_pixel_counts(masks, mask_offsets, heights, widths, patch_h, patch_w):  # type: ignore[no-untyped-def]
+def kept_pixel_counts(masks, mask_offsets, heights, widths, patch_h, patch_w):
     """Number of kept pixels of each masked sample (used to validate payload lengths); -1 for a
     mask whose padding bits (past the last patch, in its last byte) are not all zero."""
     counts = np.zeros(mask_offsets.shape[0], dtype=np.int64)
@@ -205,7 +205,7 @@ def kept_pixel_counts(masks, mask_offsets, heights, widths, patch_h, patch_w):  
 
 
 @_kernel()
-def blocks_verified(verified, starts, ends, block_shift):  # type: ignore[no-untyped-def]
+def blocks_verified(verified, starts, ends, block_shift):
     """True when every DATA block touched by the byte ranges [start, end) is verified."""
     for s in range(starts.shape[0]):
         if ends[s] > starts[s]:
@@ -216,7 +216,7 @@ def blocks_verified(verified, starts, ends, block_shift):  # type: ignore[no-unt
 
 
 @_kernel(parallel=True)
-def decode_lut_batch(data, offsets, lut_ids, luts, nbytes, out, chw):  # type: ignore[no-untyped-def]
+def decode_lut_batch(data, offsets, lut_ids, luts, nbytes, out, chw):
     """Decode samples whose ``nbytes`` payload bytes each expand to ``C`` output words.
 
     ``luts`` is (L, 256, C) of words of ``8 // bits`` bytes (see :func:`build_luts`), ``out``
@@ -253,7 +253,7 @@ def decode_lut_batch(data, offsets, lut_ids, luts, nbytes, out, chw):  # type: i
 
 
 @_helper
-def _unpack_all(src, base, bits, n, dest):  # type: ignore[no-untyped-def]
+def _unpack_all(src, base, bits, n, dest):
     """All ``n`` indices of a stream into ``dest``; 1, 2, 4 and 8 bits have constant-shift loops."""
     full = n * bits // 8 if 8 % bits == 0 else 0
     if bits == 8:
@@ -281,7 +281,7 @@ def _unpack_all(src, base, bits, n, dest):  # type: ignore[no-untyped-def]
 
 
 @_helper
-def _nearest(idx, h, w, rows, cols, pal, fill, o, chw):  # type: ignore[no-untyped-def]
+def _nearest(idx, h, w, rows, cols, pal, fill, o, chw):
     """Write ``o`` (C, OH, OW) or (OH, OW, C) from the index map ``idx`` at the given rows/cols.
 
     One loop nest per layout, the three channels of RGB unrolled: a channel loop or a branch
@@ -329,7 +329,7 @@ def _nearest(idx, h, w, rows, cols, pal, fill, o, chw):  # type: ignore[no-untyp
 
 
 @_helper
-def _bilinear(idx, w, r0, r1, ry, c0, c1, rx, pal, rounding, o, chw):  # type: ignore[no-untyped-def]
+def _bilinear(idx, w, r0, r1, ry, c0, c1, rx, pal, rounding, o, chw):
     """Bilinear counterpart of :func:`_nearest` (two taps and a weight per row and column)."""
     channels = pal.shape[1]
     for y in range(r0.shape[0]):
@@ -350,7 +350,7 @@ def _bilinear(idx, w, r0, r1, ry, c0, c1, rx, pal, rounding, o, chw):  # type: i
 
 @_kernel(parallel=True)
 def decode_resample_batch(data, offsets, heights, widths, table_ids, table, fill, bits, boxes, flips, bilinear,
-                          rounding, out, chw):  # type: ignore[no-untyped-def]
+                          rounding, out, chw):
     """Decode and crop/flip/resize unmasked samples to one output size in a single pass.
 
     Sample ``b`` is the bit stream at ``data[offsets[b]]`` of a ``heights[b] x widths[b]``

@@ -124,8 +124,8 @@ def parse_meta(buf: bytes, offset: int = 0) -> FileMeta:
 
 def _selection(c: _Checker, sel: dict[str, Any]) -> SelectionInfo:
     per_class = sel.get("per_class")
-    counts = per_class.values() if isinstance(per_class, dict) else per_class
-    if per_class is not None and (not isinstance(per_class, (dict, list)) or not all(
+    counts = list(per_class.values()) if isinstance(per_class, dict) else per_class
+    if per_class is not None and (not isinstance(counts, list) or not all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts)):
         raise c.fail("selection.per_class", "an object or array of counts", per_class)
     return SelectionInfo(

@@ -90,7 +90,8 @@ class ConvertConfig:
                               ("codec", tuple(L.CODECS))):
             if getattr(self, name) not in choices:
                 raise OptionError(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        ints = {"bits": (1, L.MAX_BITS), "clusters": (1, L.MAX_PALETTES), "model_epochs": (0, 10_000),
+        ints: dict[str, tuple[int, int | None]] = {
+                "bits": (1, L.MAX_BITS), "clusters": (1, L.MAX_PALETTES), "model_epochs": (0, 10_000),
                 "model_size": (8, 1024), "model_images": (1, None), "pool_images": (1, None),
                 "sample_pixels": (1, None), "pool_pixels": (1, None), "reassign": (0, 1000),
                 "refine_steps": (0, 100_000), "refine_images": (1, None), "patch_size": (1, L.MAX_SIDE),
@@ -106,20 +107,20 @@ class ConvertConfig:
                 raise OptionError(name, f"must be an integer {span}, got {v!r}")
         if self.channels not in L.CHANNELS:
             raise OptionError("channels", f"must be 1 or 3, got {self.channels!r}")
-        floats = {"attention_fraction": (0.0, 1.0, False), "fidelity": (0.0, 1e6, True),
-                  "drop_patches": (0.0, 1.0, True), "keep": (0.0, 1.0, False), "adq_alpha": (0.0, 1.0, True),
-                  "mae_seconds": (0.0, math.inf, False)}
-        for name, (lo, hi, lo_closed) in floats.items():
+        floats: dict[str, tuple[float, float, bool]] = {
+            "attention_fraction": (0.0, 1.0, False), "fidelity": (0.0, 1e6, True), "drop_patches": (0.0, 1.0, True),
+            "keep": (0.0, 1.0, False), "adq_alpha": (0.0, 1.0, True), "mae_seconds": (0.0, math.inf, False)}
+        for name, (least, most, closed) in floats.items():
             v = getattr(self, name)
             if v is None and name == "mae_seconds":
                 continue
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
-                and (lo <= v if lo_closed else lo < v) and v <= hi
+                and (least <= v if closed else least < v) and v <= most
             if name == "drop_patches":
                 ok = ok and v < 1.0
             if not ok:
-                left, right = "[" if lo_closed else "(", ")" if name == "drop_patches" else "]"
-                raise OptionError(name, f"must be a number in {left}{lo:g}, {hi:g}{right}, got {v!r}")
+                left, right = "[" if closed else "(", ")" if name == "drop_patches" else "]"
+                raise OptionError(name, f"must be a number in {left}{least:g}, {most:g}{right}, got {v!r}")
         if not isinstance(self.device, str) or not _device_name(self.device):
             raise OptionError("device", f"must be auto, cpu, cuda, cuda:N or another torch device, got {self.device!r}")
 

@@ -13,7 +13,7 @@ from .sources import iter_images, open_source
 
 def _tile(img: np.ndarray, side: int) -> np.ndarray:
     rgb = img if img.shape[2] == 3 else img.repeat(3, 2)
-    return np.asarray(Image.fromarray(rgb).resize((side, side), Image.NEAREST))
+    return np.asarray(Image.fromarray(rgb).resize((side, side), Image.Resampling.NEAREST))
 
 
 def preview(path: str | Path, out: str | Path, source: str | None = None, count: int = 16, side: int = 64) -> Path:
@@ -37,7 +37,7 @@ def preview(path: str | Path, out: str | Path, source: str | None = None, count:
         pal = np.array(r.palettes[int(r.palette_ids[i])])
         pal = pal if pal.shape[1] == 3 else pal.repeat(3, 1)
         bar = np.repeat(pal[None], side // 4, 0)  # (side/4, K, 3)
-        swatches.append(np.asarray(Image.fromarray(bar).resize((side, side // 4), Image.NEAREST)))
+        swatches.append(np.asarray(Image.fromarray(bar).resize((side, side // 4), Image.Resampling.NEAREST)))
     rows.append(swatches)
     gap = 4
     lines = []

@@ -15,7 +15,8 @@ import numpy as np
 import zstandard
 
 from . import _layout as L
-from . import bitpack, decode, kernels, zstdframe
+from . import bitpack, kernels, zstdframe
+from .decode import PaletteSet, Streams, crop_arguments, decode_crops, decode_images, decode_indices
 from .errors import ChecksumMismatch, CorruptFile, DcqError, FileChanged
 from .header import Header, Section, check_crc, parse_header
 from .meta import FileMeta, parse_meta
@@ -113,7 +114,7 @@ class DcqReader:
             validate_safetensors(self._section(L.TAG_WGHT), secs[L.TAG_WGHT].offset)
         self._validate_records()
         self._dctx: zstandard.ZstdDecompressor | None = None
-        self._palette_set = decode.PaletteSet(self.palettes, self.bits)
+        self._palette_set = PaletteSet(self.palettes, self.bits)
         self._cache: dict[str, np.ndarray] = {}
 
     def _parse_palettes(self, sec: Section) -> None:
@@ -244,7 +245,7 @@ class DcqReader:
         return bool((self.field("flags") & L.RECORD_FLAG_MASKED).any())
 
     @property
-    def palette_set(self) -> decode.PaletteSet:
+    def palette_set(self) -> PaletteSet:
         """The palettes with their cached decode tables (for :mod:`dcqformat.decode`)."""
         return self._palette_set
 
@@ -315,24 +316,11 @@ class DcqReader:
         self._unverified -= 1
         self._all_verified = self._unverified == 0
 
-    def _expected_bytes(self, i: int) -> int:
-        h, w = self._records.value("height", i), self._records.value("width", i)
-        m = self.mask(i)
-        pixels = h * w if m is None else bitpack.kept_pixel_order(h, w, *self.patch_size, m).size  # type: ignore[misc]
-        return bitpack.packed_size(pixels, self.bits)
-
     def payload(self, i: int) -> np.ndarray:
         """The bit stream of sample ``i`` (decompressed for ``zstd``), checksum-verified."""
-        i = self._index(i)
-        off = self._records.value("payload_offset", i)
-        length = self._records.value("payload_length", i)
-        self._check_blocks(np.array([off]), np.array([off + length]))
-        raw = self._data[off : off + length]
-        if self.codec == "packed":
-            return raw
-        size = self._expected_bytes(i)
-        self._check_frames(np.array([i]), np.array([off]), np.array([length]), np.array([size]))
-        return np.frombuffer(self._decompress(i, raw, size), dtype=np.uint8)
+        s = self.streams([self._index(i)])
+        start = int(s.offsets[0])
+        return s.data[start : start + int(s.stream_lengths()[0])]
 
     def _check_frames(self, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, sizes: np.ndarray) -> None:
         """Refuse, before decompressing, any payload that is not one zstd frame of the right size."""
@@ -362,11 +350,7 @@ class DcqReader:
     # -- decoding --------------------------------------------------------------------------
     def indices(self, i: int) -> np.ndarray:
         """The (H, W) palette-index map of sample ``i`` (dropped pixels read 0)."""
-        i = self._index(i)
-        h, w = self._records.value("height", i), self._records.value("width", i)
-        m = self.mask(i)
-        mask = None if m is None else (*self.patch_size, m)  # type: ignore[misc]
-        return bitpack.index_map(self.payload(i), self.bits, h, w, mask)
+        return decode_indices(self.streams([self._index(i)]))[0]
 
     def decode(self, i: int, layout: Layout = "NHWC") -> np.ndarray:
         """Sample ``i`` as uint8 pixels, (H, W, C) or with ``layout="NCHW"`` (C, H, W)."""
@@ -400,10 +384,10 @@ class DcqReader:
         elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}")
         if idx.size:
-            decode.decode_images(self.streams(idx), self._palette_set, out, layout == "NCHW")
+            decode_images(self.streams(idx), self._palette_set, out, layout == "NCHW")
         return out
 
-    def streams(self, indices: Iterable[int] | np.ndarray) -> decode.Streams:
+    def streams(self, indices: Iterable[int] | np.ndarray) -> Streams:
         """What decoding samples ``indices`` needs (:class:`dcqformat.decode.Streams`): their bit
         streams, checksum-verified and (zstd) decompressed, sizes, palettes and drop masks."""
         idx = self._index_array(indices)
@@ -428,25 +412,27 @@ class DcqReader:
             self._check_frames(idx, offsets, lengths, sizes)
             data = self._decompress_many(idx, offsets, lengths, sizes)
             offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        return decode.Streams(data, offsets, hs, ws, rec.get("palette_id", idx), self.bits, self.patch_size,
+        return Streams(data, offsets, hs, ws, rec.get("palette_id", idx), self.bits, self.patch_size,
                               self._masks if mask_offsets is not None else None, mask_offsets)
 
     def _decompress_many(self, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
                          sizes: np.ndarray) -> np.ndarray:
-        frames = [self._data[o : o + ln].tobytes() for o, ln in zip(offsets.tolist(), lengths.tolist())]
-        try:
-            result = self._decompressor().multi_decompress_to_buffer(
-                frames, decompressed_sizes=sizes.astype(np.uint64).tobytes()
-            )
-            blob = np.frombuffer(b"".join(result[k].tobytes() for k in range(len(result))) + b"\0", dtype=np.uint8)
-        except zstandard.ZstdError:
-            blob = None
-        if blob is None or blob.size != int(sizes.sum()) + 1:
-            # Find and name the bad frame.
-            for k, i in enumerate(idx.tolist()):
-                self._decompress(i, self._data[offsets[k] : offsets[k] + lengths[k]], int(sizes[k]))
-            raise CorruptFile("zstd frames have the wrong size", section="DATA")
-        return blob
+        """The frames of samples ``idx`` decompressed back to back (each to exactly its size)."""
+        frames: list[bytes | bytearray | memoryview] = [self._data[o : o + ln].tobytes()
+                                                        for o, ln in zip(offsets.tolist(), lengths.tolist())]
+        parts: list[bytes] | None = None
+        if sizes.all():  # the batch call cannot take empty outputs (masked samples with every patch dropped)
+            try:
+                result = self._decompressor().multi_decompress_to_buffer(
+                    frames, decompressed_sizes=sizes.astype(np.uint64).tobytes())
+                parts = [result[k].tobytes() for k in range(len(result))]
+            except zstandard.ZstdError:
+                parts = None
+        if parts is None or [len(p) for p in parts] != sizes.tolist():
+            # One by one: names the bad frame, if any.
+            parts = [self._decompress(i, self._data[o : o + ln], int(n))
+                     for i, o, ln, n in zip(idx.tolist(), offsets.tolist(), lengths.tolist(), sizes.tolist())]
+        return np.frombuffer(b"".join(parts) + b"\0", dtype=np.uint8)
 
     def decode_crops(
         self,
@@ -477,7 +463,7 @@ class DcqReader:
         table = self.palettes if table is None else np.asarray(table)
         if table.shape != self.palettes.shape:
             raise ValueError(f"table must have the palettes' shape {self.palettes.shape}, got {table.shape}")
-        boxes, flips, fill_c = decode.crop_arguments(idx.size, self.channels, table, fill, boxes, flips)
+        boxes, flips, fill_c = crop_arguments(idx.size, self.channels, table, fill, boxes, flips)
         oh, ow = size
         shape = (idx.size, self.channels, oh, ow) if layout == "NCHW" else (idx.size, oh, ow, self.channels)
         if out is None:
@@ -485,7 +471,7 @@ class DcqReader:
         elif out.shape != shape or out.dtype != table.dtype:
             raise ValueError(f"out must be {table.dtype} {shape}, got {out.dtype} {out.shape}")
         if idx.size:
-            decode.decode_crops(self.streams(idx), table, fill_c, boxes, flips, out,
+            decode_crops(self.streams(idx), table, fill_c, boxes, flips, out,
                                 bilinear=interpolation == "bilinear", chw=layout == "NCHW")
         return out
 
@@ -571,7 +557,7 @@ class DcqReader:
         return {"path": str(self.path), "verify": False, "identity": self.identity}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], verify=state["verify"])  # type: ignore[misc]
+        DcqReader.__init__(self, state["path"], verify=state["verify"])
         if "identity" in state:
             try:
                 self.check_identity(state["identity"])

@@ -52,11 +52,11 @@ def choose_fields(values: "Iterator[np.ndarray]") -> list[Field]:
     nf = len(L.FIELDS)
     lo = np.full(nf, np.iinfo(np.int64).max)
     hi = np.full(nf, np.iinfo(np.int64).min)
-    base = step = None
+    base = step = np.zeros(nf, dtype=np.int64)
     affine = np.ones(nf, dtype=bool)
     start = 0
     for chunk in values:
-        if base is None:
+        if start == 0:
             base = chunk[0].copy()
             step = chunk[1] - chunk[0] if len(chunk) > 1 else np.zeros(nf, dtype=np.int64)
         i = np.arange(start, start + len(chunk), dtype=np.int64)[:, None]
@@ -67,9 +67,7 @@ def choose_fields(values: "Iterator[np.ndarray]") -> list[Field]:
     fields, column = [], 0
     for f, name in enumerate(L.FIELDS):
         if start == 0 or affine[f]:
-            b = int(base[f]) if base is not None else 0
-            s = int(step[f]) if base is not None else 0
-            fields.append(Field(name, L.MODE_AFFINE, 0, 0, b, s))
+            fields.append(Field(name, L.MODE_AFFINE, 0, 0, int(base[f]), int(step[f])))
             continue
         width = next(w for w in L.STORED_WIDTHS if _fits(int(lo[f]), int(hi[f]), w, name in L.SIGNED_FIELDS))
         fields.append(Field(name, L.MODE_STORED, width, column, 0, 0))

@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import tarfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .sources import tar_samples
 
 
 @dataclass
@@ -46,20 +47,13 @@ def load_cifar10(limit: int | None = None, split: str = "train", root: Path | No
         raise FileNotFoundError("CIFAR-10 shards not found (set DCQ_CIFAR10_DIR)")
     classes = (root / "classes.txt").read_text().split()
     images, labels, nbytes = [], [], 0
-    for shard in sorted(root.glob(f"cifar10-{split}-*.tar")):
-        with tarfile.open(shard) as tar:
-            pending: dict[str, bytes] = {}
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                pending[ext] = data
-                if "jpg" in pending and "cls" in pending:
-                    nbytes += len(pending["jpg"])
-                    images.append(np.asarray(Image.open(io.BytesIO(pending["jpg"])).convert("RGB")))
-                    labels.append(int(pending["cls"]))
-                    pending = {}
-                    if limit is not None and len(images) >= limit:
-                        return ImageSet("cifar10", np.stack(images), np.array(labels), classes, nbytes)
+    for sample in tar_samples(sorted(root.glob(f"cifar10-{split}-*.tar"))):
+        if "jpg" in sample and "cls" in sample:
+            nbytes += len(sample["jpg"])
+            images.append(np.asarray(Image.open(io.BytesIO(sample["jpg"])).convert("RGB")))
+            labels.append(int(sample["cls"]))
+            if limit is not None and len(images) >= limit:
+                break
     return ImageSet("cifar10", np.stack(images), np.array(labels), classes, nbytes)
 
 

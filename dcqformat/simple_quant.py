@@ -10,7 +10,7 @@ from PIL import Image
 
 
 def _indices_and_palette(q: Image.Image, colors: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    pal = np.array(q.getpalette()[: 3 * colors], dtype=np.uint8).reshape(-1, 3)
+    pal = np.array((q.getpalette() or [])[: 3 * colors], dtype=np.uint8).reshape(-1, 3)
     pal = np.concatenate([pal, np.zeros((colors - len(pal), 3), np.uint8)])
     return np.asarray(q, dtype=np.uint8), (pal[:, :1] if channels == 1 else pal)
 

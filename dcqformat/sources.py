@@ -16,9 +16,10 @@ import pickle
 import re
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -43,12 +44,12 @@ class Source:
 
     kind: str
     classes: list[str]
-    items: object  # a zero-argument callable returning an iterator of raw (index, loader, label)
+    items: Callable[[], Iterator[tuple[int, Any, int]]]  # raw (index, image bytes/array/loader, label)
     notes: dict = field(default_factory=dict)
     length: int | None = None
 
-    def __iter__(self) -> Iterator[tuple[int, object, int]]:
-        return self.items()  # type: ignore[operator]
+    def __iter__(self) -> Iterator[tuple[int, Any, int]]:
+        return self.items()
 
 
 def to_array(raw: bytes | np.ndarray, channels: int = 3, alpha: str = "drop") -> np.ndarray:
@@ -124,27 +125,34 @@ def _shards(pattern: str) -> Source:
             classes = cand.read_text().split()
 
     def items() -> Iterator[tuple[int, object, int]]:
-        index = 0
-        for path in paths:
-            with tarfile.open(path) as tar:
-                key, fields = None, {}
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    name = os.path.basename(member.name)
-                    k, _, ext = name.partition(".")
-                    k = os.path.join(os.path.dirname(member.name), k)
-                    if key is not None and k != key:
-                        yield index, *_shard_sample(fields)
-                        index += 1
-                        fields = {}
-                    key = k
-                    fields[ext.lower()] = tar.extractfile(member).read()  # type: ignore[union-attr]
-                if key is not None:
-                    yield index, *_shard_sample(fields)
-                    index += 1
+        for index, fields in enumerate(tar_samples(paths)):
+            yield index, *_shard_sample(fields)
 
     return Source("webdataset", classes, items)
+
+
+def tar_samples(paths: list[str] | list[Path]) -> Iterator[dict[str, bytes]]:
+    """The samples of WebDataset tar shards, in order: ``{"__key__": key, ext: bytes, ...}``,
+    members grouped by key (the path up to the first dot of the file name), as webdataset does."""
+    for path in paths:
+        with tarfile.open(path) as tar:
+            sample: dict[str, bytes] = {}
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = os.path.basename(member.name)
+                k, _, ext = name.partition(".")
+                key = os.path.join(os.path.dirname(member.name), k)
+                if sample and key.encode() != sample["__key__"]:
+                    yield sample
+                    sample = {}
+                sample["__key__"] = key.encode()
+                f = tar.extractfile(member)
+                if f is None:
+                    raise DcqError(f"{path}: member {member.name} cannot be read")
+                sample[ext.lower()] = f.read()
+            if sample:
+                yield sample
 
 
 def _shard_sample(fields: dict[str, bytes]) -> tuple[object, int]:
@@ -167,7 +175,7 @@ class _ArrayUnpickler(pickle.Unpickler):
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
 
-    def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise DcqError(f"refusing to unpickle {module}.{name} from a CIFAR batch file")
@@ -194,6 +202,8 @@ def _cifar(root: Path) -> Source:
             batch = _load_batch(path)
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             labels = batch.get(b"labels", batch.get(b"fine_labels"))
+            if labels is None:
+                raise DcqError(f"{path}: a CIFAR batch without labels")
             for k in range(len(data)):
                 yield index, data[k], int(labels[k])
                 index += 1
@@ -203,6 +213,7 @@ def _cifar(root: Path) -> Source:
 
 def _npz_header(z: np.lib.npyio.NpzFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of member ``name`` of an .npz, read from its header (the data stays put)."""
+    assert z.zip is not None
     with z.zip.open(f"{name}.npy") as f:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0

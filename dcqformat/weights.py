@@ -58,7 +58,7 @@ def validate_safetensors(buf: bytes | memoryview | np.ndarray, file_offset: int 
 
     if len(buf) < 8:
         raise corrupt("too short for a safetensors header", ">= 8 bytes", len(buf))
-    (n,) = struct.unpack_from("<Q", buf, 0)
+    (n,) = struct.unpack_from("<Q", memoryview(buf), 0)
     if n > MAX_HEADER or 8 + n > len(buf):
         raise corrupt("safetensors header length out of range", f"<= {min(MAX_HEADER, len(buf) - 8)}", n)
     try:
@@ -105,7 +105,7 @@ def validate_safetensors(buf: bytes | memoryview | np.ndarray, file_offset: int 
 def load_weights(buf: bytes | memoryview | np.ndarray) -> dict[str, np.ndarray]:
     """Tensors of a safetensors buffer as NumPy arrays (checked first; BF16 and F8 as float32)."""
     header = validate_safetensors(buf)
-    data = np.frombuffer(buf, dtype=np.uint8)[8 + struct.unpack_from("<Q", buf, 0)[0] :]
+    data = np.frombuffer(buf, dtype=np.uint8)[8 + struct.unpack_from("<Q", memoryview(buf), 0)[0] :]
     out: dict[str, np.ndarray] = {}
     for name, info in header.items():
         if name == "__metadata__":

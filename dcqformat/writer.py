@@ -7,12 +7,13 @@ import json
 import os
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
 import zstandard
 
 from . import _layout as L
@@ -26,7 +27,7 @@ _SPILL_CHUNK = 1 << 16
 class _Spill:
     """An anonymous temporary file of fixed-size rows, read back in chunks."""
 
-    def __init__(self, dtype: np.dtype, row: int) -> None:
+    def __init__(self, dtype: npt.DTypeLike, row: int) -> None:
         self.file: IO[bytes] = tempfile.TemporaryFile()
         self.dtype = np.dtype(dtype)
         self.row = row
@@ -36,7 +37,7 @@ class _Spill:
         self.file.write(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
         self.count += 1
 
-    def chunks(self, rows: int = _SPILL_CHUNK):  # type: ignore[no-untyped-def]
+    def chunks(self, rows: int = _SPILL_CHUNK) -> Iterator[np.ndarray]:
         self.file.seek(0)
         itemsize = self.dtype.itemsize * self.row
         while True:
@@ -305,11 +306,12 @@ class DcqWriter:
         pos = self._file.tell()
         self._file.write(bytes(-pos % L.ALIGN))
 
-    def _section(self, table: list[bytes], tag: bytes, body: bytes | None = None, parts=None) -> None:  # type: ignore[no-untyped-def]
+    def _section(self, table: list[bytes], tag: bytes, body: bytes | None = None,
+                 parts: Iterable[bytes] | None = None) -> None:
         self._pad()
         offset = self._file.tell()
         crc, length = 0, 0
-        for part in ([body] if body is not None else parts):
+        for part in [body] if body is not None else (parts or []):
             self._file.write(part)
             crc = zlib.crc32(part, crc)
             length += len(part)

@@ -35,7 +35,7 @@ _DICT_BYTES = (0, 1, 2, 4)
 
 
 @_helper
-def _status(buf, off, length, expected):  # type: ignore[no-untyped-def]
+def _status(buf, off, length, expected):
     """The status of the frame ``buf[off : off + length]`` that should decode to ``expected`` bytes."""
     if length < 6:
         return NOT_A_FRAME
@@ -51,7 +51,7 @@ def _status(buf, off, length, expected):  # type: ignore[no-untyped-def]
     if pos + fcs_bytes > length:
         return FRAME_TRUNCATED
     if fcs_bytes:
-        size = 0
+        size = np.int64(0)
         for k in range(fcs_bytes):
             size |= np.int64(buf[off + pos + k]) << np.int64(8 * k)
         if fcs_bytes == 2:
@@ -69,7 +69,7 @@ def _status(buf, off, length, expected):  # type: ignore[no-untyped-def]
         kind = (head >> 1) & 3
         if kind == 3:
             return RESERVED_BITS
-        pos += 1 if kind == 1 else head >> 3
+        pos += 1 if kind == 1 else int(head >> 3)
         if pos > length:
             return FRAME_TRUNCATED
         if head & 1:
@@ -82,7 +82,7 @@ def _status(buf, off, length, expected):  # type: ignore[no-untyped-def]
 
 
 @_kernel()
-def frame_status(data, offsets, lengths, expected):  # type: ignore[no-untyped-def]
+def frame_status(data, offsets, lengths, expected):
     """Status of every frame ``data[offsets[s] : offsets[s] + lengths[s]]`` (uint8 codes above)."""
     out = np.zeros(offsets.shape[0], dtype=np.uint8)
     for s in range(offsets.shape[0]):

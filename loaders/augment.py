@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,8 @@ class RandomCrop:
     flip: float = 0.5
     interpolation: str = "nearest"
 
-    def windows(self, heights: np.ndarray, widths: np.ndarray, generator: torch.Generator | None = None):  # type: ignore[no-untyped-def]
+    def windows(self, heights: np.ndarray, widths: np.ndarray,
+                generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         oh, ow = _size(self.size)
         n = len(heights)
         span_y = heights + 2 * self.padding - oh + 1
@@ -56,7 +58,8 @@ class RandomResizedCrop:
     flip: float = 0.5
     interpolation: str = "bilinear"
 
-    def windows(self, heights: np.ndarray, widths: np.ndarray, generator: torch.Generator | None = None):  # type: ignore[no-untyped-def]
+    def windows(self, heights: np.ndarray, widths: np.ndarray,
+                generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         n = len(heights)
         tries = 10
         area = (heights * widths).astype(np.float64)[:, None]
@@ -94,7 +97,8 @@ class CenterCrop:
     size: int | tuple[int, int]
     interpolation: str = "nearest"
 
-    def windows(self, heights: np.ndarray, widths: np.ndarray, generator: torch.Generator | None = None):  # type: ignore[no-untyped-def]
+    def windows(self, heights: np.ndarray, widths: np.ndarray,
+                generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         oh, ow = _size(self.size)
         y0 = np.floor((heights - oh) / 2)
         x0 = np.floor((widths - ow) / 2)
@@ -109,12 +113,13 @@ class Resize:
     size: int | tuple[int, int]
     interpolation: str = "bilinear"
 
-    def windows(self, heights: np.ndarray, widths: np.ndarray, generator: torch.Generator | None = None):  # type: ignore[no-untyped-def]
+    def windows(self, heights: np.ndarray, widths: np.ndarray,
+                generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         n = len(heights)
         boxes = np.stack([np.zeros(n), np.zeros(n), heights, widths], 1).astype(np.float64)
         return boxes, np.zeros(n, bool)
 
 
-def output_size(augment) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def output_size(augment: Any) -> tuple[int, int]:
     """The fixed output size of an augmentation."""
     return _size(augment.size)

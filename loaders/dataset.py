@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 import dcqformat
 from dcqformat.decode import set_parallel
+from dcqformat.reader import Layout
 
 from .augment import output_size
 from .reconstruct import Mode, Reconstructor, channel_tables, refill_and_crop
@@ -92,7 +93,7 @@ class DCQDataset(Dataset):
         reader = self.reader  # fail early on a bad file, in the constructor's process
         self.masked = reader.has_masks
         self.reconstructor = Reconstructor(reconstruct, weights=reader.weights_blob(), patch=reader.patch_size,
-                                           snap=snap) if self.masked else None
+                                           snap=snap) if self.masked and reader.patch_size else None
         self.classes: list[str] = reader.classes or []
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
@@ -183,14 +184,14 @@ class DCQDataset(Dataset):
         r = self.reader
         if self.masked:
             return self._decode_reconstructed(idx, generator, masks)
-        layout = "NCHW" if self.layout == "CHW" else "NHWC"
+        layout: Layout = "NCHW" if self.layout == "CHW" else "NHWC"
         if self.augment is None and self._table is None:
             return r.decode_batch(idx, layout=layout)
         boxes, flips, size, interp = self._windows(idx, generator)
         table = r.palettes if self._table is None else self._table
         fill = normalized_fill(r.channels, self.mean, self.std) if self._table is not None else 0
-        return r.decode_crops(idx, boxes, size, flips=flips, interpolation=interp, layout=layout, table=table,
-                              fill=fill)
+        return r.decode_crops(idx, boxes, size, flips=flips, layout=layout, table=table, fill=fill,
+                              interpolation="bilinear" if interp == "bilinear" else "nearest")
 
     def _windows(self, idx: np.ndarray, generator: torch.Generator | None
                  ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str]:

@@ -33,6 +33,14 @@ class DeviceDecoder(torch.nn.Module):
     scattered to their places on the device, then the reconstructor fills the rest.
     """
 
+    palettes: torch.Tensor
+    table: torch.Tensor
+    byte: torch.Tensor
+    shift: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    rank: torch.Tensor
+
     def __init__(self, palettes: np.ndarray, bits: int, height: int, width: int, *,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  dtype: torch.dtype = torch.float32, patch: tuple[int, int] | None = None,

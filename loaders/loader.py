@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 
 import numpy as np
 import torch
@@ -46,8 +46,9 @@ class DCQLoader:
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch (shuffle order and augmentations); also forwarded to the sampler."""
         self.epoch = epoch
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+        set_sampler_epoch = getattr(self.sampler, "set_epoch", None)
+        if set_sampler_epoch is not None:
+            set_sampler_epoch(epoch)
 
     def _order(self) -> np.ndarray:
         if self.sampler is not None:
@@ -59,7 +60,7 @@ class DCQLoader:
         return torch.randperm(n, generator=g).numpy()
 
     def __len__(self) -> int:
-        n = len(self.sampler) if self.sampler is not None else len(self.dataset)  # type: ignore[arg-type]
+        n = len(self.sampler) if isinstance(self.sampler, Sized) else len(self.dataset)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -10,13 +10,16 @@ crop/flip/resize (and normalise) the pixels with the same kernel, each colour ch
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
 from dcqformat import DcqError, DcqReader
 from dcqformat.decode import PaletteSet, Streams, decode_images, resample_planes
+
+if TYPE_CHECKING:
+    from dcqformat.mae import MAE
 
 Mode = Literal["mae", "mean", "none"]
 MODES = ("mae", "mean", "none")
@@ -47,21 +50,24 @@ class Reconstructor:
         if mode == "mae" and weights is None:
             raise DcqError("reconstruct='mae' needs the file's MAE weights (WGHT section), found none; "
                            "use reconstruct='mean' or 'none', or convert with --drop-patches (it trains one)")
-        self.mode, self.weights, self.patch, self.snap = mode, weights, tuple(patch), snap
+        self.mode, self.weights, self.snap = mode, weights, snap
+        self.patch: tuple[int, int] = (int(patch[0]), int(patch[1]))
         self.device = torch.device(device)
-        self._model = None
+        self._model: MAE | None = None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_model": None}
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> MAE:
         if self._model is None:
             from dcqformat.mae import mae_from_bytes
 
-            self._model = mae_from_bytes(self.weights, self.device)  # type: ignore[arg-type]
-            if (self._model.config.patch,) * 2 != self.patch:
-                raise DcqError(f"the MAE's patch {self._model.config.patch} does not match the file's {self.patch}")
+            assert self.weights is not None  # checked in __init__ for mode "mae"
+            model = mae_from_bytes(self.weights, self.device)
+            if (model.config.patch,) * 2 != self.patch:
+                raise DcqError(f"the MAE's patch {model.config.patch} does not match the file's {self.patch}")
+            self._model = model
         return self._model
 
     def fill(self, images: torch.Tensor, dropped: torch.Tensor, palettes: torch.Tensor | None = None) -> torch.Tensor:

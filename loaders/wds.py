@@ -98,9 +98,10 @@ class BatchDecoder:
             boxes, flips = self.augment.windows(streams.heights, streams.widths)
             size, interp = output_size(self.augment), self.augment.interpolation
         else:
-            size = streams.size()
-            if size is None:
+            one = streams.size()
+            if one is None:
                 raise DcqError("samples differ in size: give the pipeline an augment (e.g. Resize)")
+            size = one
             boxes = np.tile([0.0, 0.0, *size], (len(items), 1))
             flips, interp = np.zeros(len(items), bool), "nearest"
         chw = self.layout == "CHW"

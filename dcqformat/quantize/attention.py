@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..errors import DcqError
-from .config import ConvertConfig, Stage, as_rgb, model_input
+from .cache import ImageCache
+from .config import ConvertConfig, ConvertSummary, Stage, as_rgb, model_input
 from .drop import drop_mask, native_patch
 from .gradcam import gradcam_pp
 from .model import load_model, train_attention
 
 
-def attention_model(cache, classes, cfg, device, summary, meta, rng):  # type: ignore[no-untyped-def]
+def attention_model(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
+                    summary: ConvertSummary, meta: dict[str, Any], rng: np.random.Generator) -> torch.nn.Module:
     """The user's checkpoint, or a small CNN trained on (a bounded sample of) the source."""
     labels = np.array(cache.labels)
     n_classes = max(len(classes), int(labels.max()) + 1 if len(labels) else 1, 1)
@@ -36,7 +40,7 @@ def attention_model(cache, classes, cfg, device, summary, meta, rng):  # type: i
     return model
 
 
-def grad_cams(model, images: list[np.ndarray], labels: np.ndarray, cfg: ConvertConfig,  # type: ignore[no-untyped-def]
+def grad_cams(model: torch.nn.Module, images: list[np.ndarray], labels: np.ndarray, cfg: ConvertConfig,
           device: torch.device) -> list[torch.Tensor]:
     """Grad-CAM++ maps of ``images`` for their labels, each at the image's own size (on the CPU)."""
     x = model_input(images, cfg.model_size).to(device)
@@ -48,7 +52,8 @@ def grad_cams(model, images: list[np.ndarray], labels: np.ndarray, cfg: ConvertC
 class Dropper:
     """Drop masks (when ``cfg.drop_patches`` > 0): the patches of least Grad-CAM++ attention."""
 
-    def __init__(self, cache, classes, cfg, device, summary, meta, model=None):  # type: ignore[no-untyped-def]
+    def __init__(self, cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
+                 summary: ConvertSummary, meta: dict[str, Any], model: torch.nn.Module | None = None) -> None:
         self.cfg, self.device, self.model, self.patch = cfg, device, model, None
         if cfg.drop_patches <= 0:
             return
@@ -63,11 +68,14 @@ class Dropper:
     def masks(self, chunk: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray | None]:
         if self.patch is None:
             return [None] * len(images)
+        assert self.model is not None  # built in __init__ whenever patches are dropped
         cams = grad_cams(self.model, images, self.labels[chunk], self.cfg, self.device)
         return [drop_mask(cam, self.patch, self.cfg.drop_patches) for cam in cams]
 
 
-def mae_stage(cache, cfg, device, summary, meta, progress, quantize, patch):  # type: ignore[no-untyped-def]
+def mae_stage(cache: ImageCache, cfg: ConvertConfig, device: torch.device, summary: ConvertSummary,
+              meta: dict[str, Any], progress: bool,
+              quantize: Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]], patch: int | None) -> bytes | None:
     """The MAE that refills dropped patches of side ``patch`` (the drop masks'), as safetensors
     bytes (None without dropping): ``cfg.mae`` reused, or one trained on quantized images
     (``quantize(chunk, images)``) of the most common size, a bounded random sample of them."""

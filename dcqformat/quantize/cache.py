@@ -42,7 +42,7 @@ class ImageCache:
         return np.array(self._view()[off : off + h * w * c]).reshape(h, w, c)
 
     def shape(self, i: int) -> tuple[int, int, int]:
-        return self._records[i][1:]  # type: ignore[return-value]
+        return self._records[i][1:]
 
     def uniform(self) -> tuple[int, int, int] | None:
         shapes = {r[1:] for r in self._records}

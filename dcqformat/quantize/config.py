@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +16,8 @@ from ..options import QUANTIZERS, ConvertConfig, OptionError
 from ..writer import DcqWriter
 from .model import to_input
 
-__all__ = ["QUANTIZERS", "ConvertConfig", "ConvertSummary", "OptionError", "Stage", "pick_device", "write_rows"]
+__all__ = ["QUANTIZERS", "ConvertConfig", "ConvertSummary", "OptionError", "Row", "Stage", "pick_device",
+           "write_rows"]
 
 
 @dataclass
@@ -94,7 +98,14 @@ class Stage:
         self.summary.stages[self.name] = self.summary.stages.get(self.name, 0.0) + time.perf_counter() - self.t
 
 
-def write_rows(dst, cfg, meta, palettes, summary, rows, patch=None, weights=None):  # type: ignore[no-untyped-def]
+# A quantized sample on its way to the writer: indices, palette (id of a stored one, or its
+# colours), label, source index, drop mask (or None).
+Row = tuple[np.ndarray, "int | np.ndarray", int, int, "np.ndarray | None"]
+
+
+def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palettes: np.ndarray | None,
+               summary: ConvertSummary, rows: Iterable[Row], patch: int | None = None,
+               weights: bytes | None = None) -> None:
     with DcqWriter(dst, bits=cfg.bits, channels=cfg.channels, palettes=palettes, codec=cfg.codec, meta=meta,
                    patch_size=patch) as w:
         for idx, pal, label, src_index, dropped in rows:
@@ -102,7 +113,7 @@ def write_rows(dst, cfg, meta, palettes, summary, rows, patch=None, weights=None
             w.add(idx, palette=pid, label=label, source_index=src_index, dropped=dropped)
             summary.written += 1
             summary.raw_bytes += idx.size * cfg.channels
-            if dropped is not None:
+            if dropped is not None and patch is not None:
                 h, wd = idx.shape[:2]
                 summary.dropped_pixels += int(dropped_pixels(dropped, patch, patch, h, wd).sum())
                 summary.mask_bytes += mask_nbytes(h, wd, patch, patch)
@@ -124,4 +135,4 @@ def as_rgb(img: np.ndarray, size: int | None) -> np.ndarray:
         return rgb
     from PIL import Image
 
-    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))

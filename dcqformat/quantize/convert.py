@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import glob
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ from ..writer import remove_stale_temporaries
 from . import baselines
 from .attention import Dropper, attention_model, mae_stage
 from .cache import ImageCache
-from .config import ConvertConfig, ConvertSummary, Stage, pick_device, write_rows
+from .config import ConvertConfig, ConvertSummary, Row, Stage, pick_device, write_rows
 from .dcq import convert_dcq
 from .model import AttentionNet
 
@@ -96,7 +98,9 @@ def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progres
     return summary
 
 
-def _select(cache, classes, cfg, device, summary, meta, progress):  # type: ignore[no-untyped-def]
+def _select(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
+            summary: ConvertSummary, meta: dict[str, Any], progress: bool
+            ) -> tuple[ImageCache, torch.nn.Module | None]:
     """Keep ``cfg.keep`` of each class (dcqformat.select); returns a cache of the kept images
     (the input cache is closed) and the attention model when one was needed."""
     from ..select import select
@@ -115,7 +119,9 @@ def _select(cache, classes, cfg, device, summary, meta, progress):  # type: igno
     return subset, model
 
 
-def _convert_baseline(cache, classes, cfg, device, summary, meta, dst, progress, model=None):  # type: ignore[no-untyped-def]
+def _convert_baseline(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
+                      summary: ConvertSummary, meta: dict[str, Any], dst: str | Path, progress: bool,
+                      model: torch.nn.Module | None = None) -> None:
     def quantize(i: int, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if cfg.method == "kmeans":
             return baselines.kmeans_image(img, cfg.bits, cfg.seed + i)
@@ -126,7 +132,7 @@ def _convert_baseline(cache, classes, cfg, device, summary, meta, dst, progress,
                         lambda chunk, images: [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)],
                         dropper.patch)
 
-    def rows():  # type: ignore[no-untyped-def]
+    def rows() -> Iterator[Row]:
         for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-len(cache) // cfg.batch), desc=cfg.method,
                                   unit="img", disable=not progress):
             for i, img, dropped in zip(chunk.tolist(), images, dropper.masks(chunk, images)):

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from .attention import Dropper, attention_model, grad_cams, mae_stage
+from .cache import ImageCache
 from .color import srgb_to_lab, unweighted, weighted
-from .config import Stage, as_rgb, model_input, write_rows
+from .config import ConvertConfig, ConvertSummary, Row, Stage, as_rgb, model_input, write_rows
 from .kmeans import kmeans
 from .palette import assign, refine_palette, to_uint8, top_pixels
 from .reassign import best_palettes, lloyd
 
 
-def convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress, model=None):  # type: ignore[no-untyped-def]
+def convert_dcq(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
+                summary: ConvertSummary, meta: dict[str, Any], dst: str | Path, progress: bool,
+                model: torch.nn.Module | None = None) -> None:
     """The DCQ pipeline on the cached images, written to ``dst`` (stages 1-7 below)."""
     n = len(cache)
     rng = np.random.default_rng(cfg.seed)
@@ -75,19 +82,19 @@ def convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress, model
         palettes_w, chosen, history = lloyd(pixels, palettes_w, rounds=cfg.reassign, max_pixels=cfg.pool_pixels,
                                             seed=cfg.seed)
         palettes_lab = unweighted(palettes_w).cpu()
-        chosen = chosen.cpu().numpy()
+        chosen_ids = chosen.cpu().numpy()
         del pixels
     meta["quantizer"]["reassignment"] = {"mean_error_per_round": [round(e, 3) for e in history]}
     # 6. Texture-preserving refinement of each palette on a few of the sampled images that chose it.
     refine_log = []
     with Stage(summary, "texture refinement"):
         for c in tqdm(range(k), desc="refine", disable=not progress or cfg.refine_steps == 0):
-            members = sample[chosen == c]
+            members = sample[chosen_ids == c]
             if cfg.refine_steps == 0 or len(members) == 0:
                 continue
-            pick = rng.choice(members, min(len(members), cfg.refine_images), replace=False)
-            imgs = torch.from_numpy(np.stack([as_rgb(cache.image(int(i)), None) for i in pick
-                                              if cache.shape(int(i))[:2] == cache.shape(int(pick[0]))[:2]]))
+            chosen_images = rng.choice(members, min(len(members), cfg.refine_images), replace=False)
+            imgs = torch.from_numpy(np.stack([as_rgb(cache.image(int(i)), None) for i in chosen_images
+                                              if cache.shape(int(i))[:2] == cache.shape(int(chosen_images[0]))[:2]]))
             palettes_lab[c], log = refine_palette(imgs.to(device), palettes_lab[c].to(device),
                                                   steps=cfg.refine_steps, fidelity=cfg.fidelity)
             palettes_lab[c] = palettes_lab[c].cpu()
@@ -102,7 +109,7 @@ def convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress, model
     # 7. Every image takes the stored palette that reconstructs it best; every pixel its
     #    nearest colour in it; streamed in batches and written (with drop masks and the MAE).
     def quantize(images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
+        out: list[tuple[np.ndarray, np.ndarray]] = []
         shapes = {im.shape for im in images}
         for group in [images] if len(shapes) == 1 else [[im] for im in images]:
             rgb = torch.from_numpy(np.stack([as_rgb(im, None) for im in group])).to(device)
@@ -114,7 +121,7 @@ def convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress, model
     weights = mae_stage(cache, cfg, device, summary, meta, progress,
                         lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)], dropper.patch)
 
-    def rows():  # type: ignore[no-untyped-def]
+    def rows() -> Iterator[Row]:
         for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="assign + write",
                                   disable=not progress):
             for i, (idx, pid), dropped in zip(chunk.tolist(), quantize(images), dropper.masks(chunk, images)):

@@ -18,16 +18,16 @@ def _nearest(x: torch.Tensor, centres: torch.Tensor, chunk: int = 1 << 16) -> tu
 def kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k-means++ seeds: each next centre drawn with probability proportional to D^2."""
     n = len(x)
-    first = torch.randint(n, (1,), generator=generator).item()
+    first = int(torch.randint(n, (1,), generator=generator).item())
     centres = [x[first]]
     d2 = (x - x[first]).pow(2).sum(1)
     for _ in range(1, k):
         total = d2.sum()
         if total <= 0:  # fewer distinct points than centres
-            centres.append(x[torch.randint(n, (1,), generator=generator).item()])
+            centres.append(x[int(torch.randint(n, (1,), generator=generator).item())])
             continue
         probs = (d2 / total).cpu().double()
-        pick = torch.multinomial(probs, 1, generator=generator).item()
+        pick = int(torch.multinomial(probs, 1, generator=generator).item())
         centres.append(x[pick])
         d2 = torch.minimum(d2, (x - x[pick]).pow(2).sum(1))
     return torch.stack(centres)

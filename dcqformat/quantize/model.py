@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ class AttentionNet(nn.Module):
         self.deep = _block(2 * width, 4 * width, 2)
         self.head = nn.Linear(4 * width, classes)
 
-    def forward(self, x: torch.Tensor, keep: bool = False):  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor, keep: bool = False) -> Any:
         s = self.shallow(x)
         d = self.deep(self.mid(s))
         logits = self.head(d.mean((2, 3)))
@@ -116,7 +117,7 @@ def load_model(path: str, device: torch.device) -> AttentionNet:
             model = AttentionNet(int(meta["classes"]), int(meta["channels"]), int(meta["width"]))
             model.load_state_dict(load_file(path))
             return model.to(device).eval()
-        return torch.jit.load(path, map_location=device).eval()  # type: ignore[no-any-return]
+        return torch.jit.load(path, map_location=device).eval()
     except FileNotFoundError:
         raise
     except Exception as exc:  # safetensors, TorchScript and state-dict errors have no common base

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -14,19 +16,21 @@ from .methods import adq_rates, dq_bins, dq_select, graphcut_select, random_sele
 METHODS = SELECTIONS  # the names live in dcqformat.options (no torch there)
 
 
-def _features(cache: ImageCache, model, kind: str, size: int, device: torch.device, batch: int,  # type: ignore[no-untyped-def]
-              progress: bool, transform=None) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _features(cache: ImageCache, model: torch.nn.Module | None, kind: str, size: int, device: torch.device,
+              batch: int, progress: bool, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     labels = np.array(cache.labels)
     parts = []
     for chunk, images in tqdm(cache.batches(batch), total=-(-len(cache) // batch), desc=f"features ({kind})",
                               disable=not progress):
         if transform is not None:
             images = [transform(im) for im in images]
+        assert model is not None, "features need the attention model"
         parts.append(embeddings(model, images, labels[chunk], kind, size, device))
     return np.concatenate(parts).astype(np.float32)
 
 
-def select(cache: ImageCache, model, *, method: str, keep: float, bins: int = 10, features: str = "gradient",  # type: ignore[no-untyped-def]
+def select(cache: ImageCache, model: torch.nn.Module | None, *, method: str, keep: float, bins: int = 10,
+           features: str = "gradient",
            alpha: float = 0.65, bits: int = 2, size: int = 32, device: torch.device | str = "cpu",
            batch: int = 256, seed: int = 0, progress: bool = False) -> tuple[np.ndarray, dict]:
     """Positions in ``cache`` to keep (sorted) and a report for the file's metadata.
@@ -65,6 +69,7 @@ def select(cache: ImageCache, model, *, method: str, keep: float, bins: int = 10
             for _, images in tqdm(cache.batches(batch), total=-(-len(cache) // batch), desc="adq scores",
                                   disable=not progress):
                 tex.append(texture(images))
+                assert model is not None, "adq needs the attention model"
                 views.append(view_features(model, images, size, device, g))
             scores = adq_rates(bin_of, np.concatenate(tex), np.concatenate(views), alpha)
             rates = scores["rates"]
