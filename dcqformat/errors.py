@@ -4,7 +4,16 @@ from __future__ import annotations
 
 
 class DcqError(ValueError):
-    """Base class of every error that dcqformat raises about a file or its input."""
+    """Base class of every error that dcqformat raises about a file or its input.
+
+    ``path`` is the file concerned, when there is one (it prefixes the message).
+    """
+
+    path: str | None = None
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{self.path}: {text}" if self.path else text
 
 
 class NotADcqFile(DcqError):
@@ -49,9 +58,13 @@ class TruncatedFile(CorruptFile):
 class ChecksumMismatch(CorruptFile):
     """A stored CRC-32 differs from the one computed over the bytes."""
 
-    def __init__(self, section: str, offset: int, stored: int, computed: int) -> None:
+    def __init__(self, section: str, offset: int, stored: int, computed: int, *, block: int | None = None,
+                 span: tuple[int, int] | None = None) -> None:
+        what = "checksum mismatch"
+        if block is not None:
+            what += f" in {section} block {block}" + (f" (bytes {span[0]}..{span[1]} of {section})" if span else "")
         super().__init__(
-            "checksum mismatch",
+            what,
             section=section,
             offset=offset,
             expected=f"stored CRC-32 {stored:#010x}",
@@ -59,6 +72,7 @@ class ChecksumMismatch(CorruptFile):
         )
         self.stored = stored
         self.computed = computed
+        self.block = block
 
 
 class FileChanged(DcqError):

@@ -62,11 +62,13 @@ class DcqReader:
             self._parse()
         except DcqError as exc:
             self.close()
-            exc.args = (f"{self.path}: {exc.args[0]}",) + exc.args[1:]
+            exc.path = str(self.path)
             raise
         except (RecursionError, MemoryError, OverflowError) as exc:  # hostile input
             self.close()
-            raise CorruptFile(f"{self.path}: {type(exc).__name__}: {exc}") from None
+            err = CorruptFile(f"{type(exc).__name__}: {exc}")
+            err.path = str(self.path)
+            raise err from None
 
     def _section(self, tag: bytes) -> np.ndarray:
         s = self.header.sections[tag]
@@ -310,8 +312,8 @@ class DcqReader:
         computed = zlib.crc32(self._data[lo : lo + self._block_size])
         stored = int(self._block_crcs[blk])
         if computed != stored:
-            raise ChecksumMismatch(f"DATA block {blk}", self.header.sections[L.TAG_DATA].offset + lo,
-                                   stored, computed)
+            raise ChecksumMismatch("DATA", self.header.sections[L.TAG_DATA].offset + lo, stored, computed,
+                                   block=blk, span=(lo, min(lo + self._block_size, self._data.size)))
         self._verified[blk] = True
         self._unverified -= 1
         self._all_verified = self._unverified == 0
@@ -390,7 +392,13 @@ class DcqReader:
     def streams(self, indices: Iterable[int] | np.ndarray) -> Streams:
         """What decoding samples ``indices`` needs (:class:`dcqformat.decode.Streams`): their bit
         streams, checksum-verified and (zstd) decompressed, sizes, palettes and drop masks."""
-        idx = self._index_array(indices)
+        try:
+            return self._streams(self._index_array(indices))
+        except DcqError as exc:
+            exc.path = exc.path or str(self.path)
+            raise
+
+    def _streams(self, idx: np.ndarray) -> Streams:
         rec = self._records
         offsets, lengths = rec.get("payload_offset", idx), rec.get("payload_length", idx)
         hs, ws = rec.get("height", idx), rec.get("width", idx)
@@ -478,6 +486,13 @@ class DcqReader:
     # -- whole-file checks -----------------------------------------------------------------
     def verify(self) -> None:
         """Check every checksum and decode every sample; raise the first problem found."""
+        try:
+            self._verify_all()
+        except DcqError as exc:
+            exc.path = exc.path or str(self.path)
+            raise
+
+    def _verify_all(self) -> None:
         data_sec = self.header.sections[L.TAG_DATA]
         check_crc(self._buf, data_sec)
         for blk in range(len(self._verified)):

@@ -241,3 +241,22 @@ def test_info_prints_typed_metadata_or_names_the_bad_key(tmp_path):
     path.write_bytes(plain_file({"selection": {}}))
     r = subprocess.run([sys.executable, "-m", "dcqformat", "info", str(path)], capture_output=True, text=True)
     assert r.returncode == 1 and "selection.method" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_errors_carry_the_path_and_name_the_data_block(tmp_path):
+    from dcqformat import ChecksumMismatch
+
+    path = write_spec(make_spec(np.random.default_rng(0), bits=2, channels=3, n=4), tmp_path / "x.dcq")
+    blob = bytearray(path.read_bytes())
+    blob[65] ^= 1  # DATA starts at byte 64
+    path.write_bytes(bytes(blob))
+    with dcqformat.open(path) as r, pytest.raises(ChecksumMismatch) as info:
+        r[0]
+    err = info.value
+    assert err.path == str(path) and err.section == "DATA" and err.block == 0 and err.offset == 64
+    assert str(err).startswith(f"{path}: ") and "DATA block 0 (bytes 0..64 of DATA)" in str(err)
+    blob[0] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DcqError) as info2:
+        dcqformat.open(path)
+    assert info2.value.path == str(path) and str(info2.value).count(str(path)) == 1
