@@ -5,22 +5,22 @@ from __future__ import annotations
 import builtins
 import mmap
 import os
-import struct
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import zstandard
 
 from . import _layout as L
-from . import bitpack, kernels, zstdframe
+from . import bitpack, codecs, kernels
+from .checksums import BlockChecks
 from .decode import PaletteSet, Streams, crop_arguments, decode_crops, decode_images, decode_indices
-from .errors import ChecksumMismatch, CorruptFile, DcqError, FileChanged
-from .header import Header, Section, check_crc, parse_header
+from .errors import CorruptFile, DcqError, FileChanged
+from .header import Header, check_crc, parse_header
+from .masks import parse_masks
 from .meta import FileMeta, parse_meta
-from .records import RecordTable
+from .palettes import parse_palettes
+from .records import RecordTable, validate_records
 from .weights import load_weights, validate_safetensors
 
 Layout = Literal["NHWC", "NCHW"]
@@ -74,15 +74,8 @@ class DcqReader:
         s = self.header.sections[tag]
         return self._buf[s.offset : s.offset + s.length]
 
-    def _section_header(self, tag: bytes, layout: struct.Struct) -> tuple[np.ndarray, tuple]:
-        """A section's bytes and its fixed header's fields, after checking it is long enough."""
-        sec, buf = self.header.sections[tag], self._section(tag)
-        if sec.length < layout.size:
-            raise CorruptFile("too short for its header", section=sec.name, offset=sec.offset,
-                              expected=f">= {layout.size} bytes", found=sec.length)
-        return buf, layout.unpack_from(buf, 0)
-
     def _parse(self) -> None:
+        """Assemble the file from its sections (each checked by its own module)."""
         self.header: Header = parse_header(self._buf)
         secs = self.header.sections
         for tag, sec in secs.items():
@@ -90,7 +83,7 @@ class DcqReader:
                 check_crc(self._buf, sec)
         self.metadata: FileMeta = parse_meta(self._section(L.TAG_META).tobytes(), secs[L.TAG_META].offset)
         self.meta: dict[str, Any] = self.metadata.raw
-        self._parse_palettes(secs[L.TAG_PALT])
+        self.bits, self.channels, self.palettes = parse_palettes(self._section(L.TAG_PALT), secs[L.TAG_PALT].offset)
         self._records = RecordTable(self._section(L.TAG_RECS), secs[L.TAG_RECS].offset)
         # Every sample stores at least one byte of payload or of mask (spec §4): a file cannot
         # claim more samples than that, and opening stays bounded by the file's size.
@@ -99,116 +92,22 @@ class DcqReader:
             raise CorruptFile("more samples than the file has bytes for", section="RECS",
                               offset=secs[L.TAG_RECS].offset, expected=f"<= length(DATA) + length(MASK) = {room}",
                               found=self._records.count)
-        self.codec = L.CODEC_NAMES[self._records.codec]
+        codec = codecs.by_id(self._records.codec)
+        self.codec: str = codec.name
         self._data = self._section(L.TAG_DATA)
-        self._parse_dcrc(secs[L.TAG_DCRC])
+        self._blocks = BlockChecks(self._section(L.TAG_DCRC), secs[L.TAG_DCRC].offset, self._data,
+                                   secs[L.TAG_DATA].offset)
         self.patch_size: tuple[int, int] | None = None
+        self._masks: np.ndarray | None = None
         if L.TAG_MASK in secs:
-            self._parse_mask(secs[L.TAG_MASK])
-        self._zdict = None
-        if self.codec == "zstd" and L.TAG_ZDCT in secs:
-            try:
-                self._zdict = zstandard.ZstdCompressionDict(self._section(L.TAG_ZDCT).tobytes())
-            except zstandard.ZstdError as exc:
-                raise CorruptFile(f"bad zstd dictionary ({exc})", section="ZDCT",
-                                  offset=secs[L.TAG_ZDCT].offset) from None
+            self.patch_size, self._masks = parse_masks(self._section(L.TAG_MASK), secs[L.TAG_MASK].offset)
+        self._decoder = codec.decoder({tag: (sec.offset, self._section(tag)) for tag, sec in secs.items()})
         if L.TAG_WGHT in secs:
             validate_safetensors(self._section(L.TAG_WGHT), secs[L.TAG_WGHT].offset)
-        self._validate_records()
-        self._dctx: zstandard.ZstdDecompressor | None = None
+        validate_records(self._records, secs, self.palettes.shape[0], self.bits, self._masks, self.patch_size,
+                         self._decoder.check_lengths)
         self._palette_set = PaletteSet(self.palettes, self.bits)
         self._cache: dict[str, np.ndarray] = {}
-
-    def _parse_palettes(self, sec: Section) -> None:
-        buf, (count, bits, channels, _) = self._section_header(L.TAG_PALT, L.PALT_HEADER)
-        if not 1 <= bits <= L.MAX_BITS or channels not in L.CHANNELS or not 1 <= count <= L.MAX_PALETTES:
-            raise CorruptFile("bad palette header", section="PALT", offset=sec.offset,
-                              expected=f"bits 1..8, channels 1|3, 1..{L.MAX_PALETTES} palettes",
-                              found=f"bits {bits}, channels {channels}, {count} palettes")
-        k = 1 << bits
-        if sec.length != L.PALT_HEADER.size + count * k * channels:
-            raise CorruptFile("length does not match the palette header", section="PALT", offset=sec.offset,
-                              expected=L.PALT_HEADER.size + count * k * channels, found=sec.length)
-        self.bits: int = bits
-        self.channels: int = channels
-        self.palettes: np.ndarray = buf[L.PALT_HEADER.size :].reshape(count, k, channels)
-
-    def _parse_dcrc(self, sec: Section) -> None:
-        buf, (block, _, count) = self._section_header(L.TAG_DCRC, L.DCRC_HEADER)
-        want = -(-self._data.size // block) if block else -1
-        if block & (block - 1) or not L.MIN_BLOCK <= block <= L.MAX_BLOCK or count != want \
-                or sec.length != L.DCRC_HEADER.size + 4 * count:
-            raise CorruptFile("bad block checksum table", section="DCRC", offset=sec.offset,
-                              expected=f"power-of-two block size, {want} blocks",
-                              found=f"block size {block}, {count} blocks, {sec.length} bytes")
-        self._block_size = block
-        self._block_shift = block.bit_length() - 1
-        self._block_crcs = buf[L.DCRC_HEADER.size :].view("<u4")
-        self._verified = np.zeros(count, dtype=np.bool_)
-        self._unverified = count
-        self._all_verified = count == 0
-
-    def _parse_mask(self, sec: Section) -> None:
-        buf, (ph, pw, _) = self._section_header(L.TAG_MASK, L.MASK_HEADER)
-        if ph < 1 or pw < 1:
-            raise CorruptFile("patch size is zero", section="MASK", offset=sec.offset, expected=">= 1",
-                              found=(ph, pw))
-        self.patch_size = (ph, pw)
-        self._masks = buf
-
-    def _validate_records(self) -> None:
-        """Check every record against the file before any kernel touches the bytes."""
-        rec, sec = self._records, self.header.sections[L.TAG_RECS]
-        src = rec.affine_range("source_index")
-        if src is not None and src[0] < 0:
-            raise CorruptFile("affine source_index goes below 0", section="RECS", offset=sec.offset,
-                              expected=">= 0", found=src[0])
-        for sl in rec.chunks():
-            def bad(name: str, ok: np.ndarray, expected: str, found: np.ndarray, first: int = sl.start) -> None:
-                if not ok.all():
-                    i = int(np.argmin(ok))
-                    raise CorruptFile(f"record {first + i}: bad {name}", section="RECS", offset=sec.offset,
-                                      expected=expected, found=int(found[i]))
-            pid = rec.get("palette_id", sl)
-            bad("palette_id", (pid >= 0) & (pid < len(self.palettes)), f"0..{len(self.palettes) - 1}", pid)
-            h, w = rec.get("height", sl), rec.get("width", sl)
-            bad("height", (h >= 1) & (h <= L.MAX_SIDE), f"1..{L.MAX_SIDE}", h)
-            bad("width", (w >= 1) & (w <= L.MAX_SIDE), f"1..{L.MAX_SIDE}", w)
-            bad("pixel count", h * w <= L.MAX_PIXELS, f"<= {L.MAX_PIXELS}", h * w)
-            flags = rec.get("flags", sl)
-            bad("flags", (flags & ~L.RECORD_FLAGS_KNOWN) == 0, f"bits {L.RECORD_FLAGS_KNOWN:#x}", flags)
-            off, length = rec.get("payload_offset", sl), rec.get("payload_length", sl)
-            bad("payload_offset", off >= 0, ">= 0", off)
-            bad("payload_length", length >= 0, ">= 0", length)
-            bad("payload end", off + length <= self._data.size, f"<= DATA length {self._data.size}", off + length)
-            pixels = h * w
-            masked = (flags & L.RECORD_FLAG_MASKED) != 0
-            if masked.any():
-                if self.patch_size is None:
-                    raise CorruptFile(f"record {sl.start + int(np.argmax(masked))} is masked but there is no "
-                                      "MASK section", section="RECS", offset=sec.offset)
-                ph, pw = self.patch_size
-                mo = rec.get("mask_offset", sl)[masked]
-                mh, mw = h[masked], w[masked]
-                nbytes = ((-(-mh // ph)) * (-(-mw // pw)) + 7) // 8
-                ok = (mo >= L.MASK_HEADER.size) & (mo + nbytes <= self._masks.size)
-                if not ok.all():
-                    i = int(np.argmin(ok))
-                    raise CorruptFile(f"record {sl.start + int(np.flatnonzero(masked)[i])}: mask out of range",
-                                      section="RECS", offset=sec.offset,
-                                      expected=f"{L.MASK_HEADER.size}..{self._masks.size - int(nbytes[i])}",
-                                      found=int(mo[i]))
-                kept = kernels.kept_pixel_counts(self._masks, mo, mh, mw, ph, pw)
-                if (kept < 0).any():
-                    i = int(np.argmax(kept < 0))
-                    raise CorruptFile(f"record {sl.start + int(np.flatnonzero(masked)[i])}: mask padding bits are set",
-                                      section="MASK", offset=self.header.sections[L.TAG_MASK].offset + int(mo[i]),
-                                      expected="padding bits of the last mask byte 0", found="bits set")
-                pixels = pixels.copy()
-                pixels[masked] = kept
-            if self.codec == "packed":
-                want = (pixels * self.bits + 7) // 8
-                bad("payload_length", length == want, "(kept pixels * bits + 7) // 8", length)
 
     # -- record fields ---------------------------------------------------------------------
     def __len__(self) -> int:
@@ -292,62 +191,18 @@ class DcqReader:
         i = self._index(i)
         if not self._records.value("flags", i) & L.RECORD_FLAG_MASKED:
             return None
-        assert self.patch_size is not None
+        assert self.patch_size is not None and self._masks is not None  # checked at open
         h, w = self._records.value("height", i), self._records.value("width", i)
         gh, gw = bitpack.grid_shape(h, w, *self.patch_size)
         off = self._records.value("mask_offset", i)
         return bitpack.unpack_mask(self._masks[off : off + (gh * gw + 7) // 8], gh, gw)
 
     # -- payload bytes ---------------------------------------------------------------------
-    def _check_blocks(self, starts: np.ndarray, ends: np.ndarray) -> None:
-        if self._all_verified or kernels.blocks_verified(self._verified, starts, ends, self._block_shift):
-            return
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            for blk in range(s >> self._block_shift, ((e - 1) >> self._block_shift) + 1 if e > s else 0):
-                if not self._verified[blk]:
-                    self._verify_block(blk)
-
-    def _verify_block(self, blk: int) -> None:
-        lo = blk << self._block_shift
-        computed = zlib.crc32(self._data[lo : lo + self._block_size])
-        stored = int(self._block_crcs[blk])
-        if computed != stored:
-            raise ChecksumMismatch("DATA", self.header.sections[L.TAG_DATA].offset + lo, stored, computed,
-                                   block=blk, span=(lo, min(lo + self._block_size, self._data.size)))
-        self._verified[blk] = True
-        self._unverified -= 1
-        self._all_verified = self._unverified == 0
-
     def payload(self, i: int) -> np.ndarray:
         """The bit stream of sample ``i`` (decompressed for ``zstd``), checksum-verified."""
         s = self.streams([self._index(i)])
         start = int(s.offsets[0])
         return s.data[start : start + int(s.stream_lengths()[0])]
-
-    def _check_frames(self, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, sizes: np.ndarray) -> None:
-        """Refuse, before decompressing, any payload that is not one zstd frame of the right size."""
-        status = zstdframe.frame_status(self._data, offsets, lengths, sizes)
-        if status.any():
-            k = int(np.argmax(status != 0))
-            raise CorruptFile(f"sample {int(idx[k])}: payload {zstdframe.MESSAGES[int(status[k])]}", section="DATA",
-                              offset=self.header.sections[L.TAG_DATA].offset + int(offsets[k]),
-                              expected=f"one zstd frame of {int(lengths[k])} bytes decoding to {int(sizes[k])} bytes",
-                              found=f"status {int(status[k])}")
-
-    def _decompressor(self) -> zstandard.ZstdDecompressor:
-        if self._dctx is None:
-            self._dctx = zstandard.ZstdDecompressor(dict_data=self._zdict)
-        return self._dctx
-
-    def _decompress(self, i: int, frame: np.ndarray, size: int) -> bytes:
-        try:
-            out = self._decompressor().decompress(frame.tobytes(), max_output_size=max(size, 1))
-        except zstandard.ZstdError as exc:
-            raise CorruptFile(f"sample {i}: zstd frame does not decode ({exc})", section="DATA") from None
-        if len(out) != size:
-            raise CorruptFile(f"sample {i}: zstd frame has the wrong size", section="DATA",
-                              expected=f"{size} bytes", found=f"{len(out)} bytes")
-        return out
 
     # -- decoding --------------------------------------------------------------------------
     def indices(self, i: int) -> np.ndarray:
@@ -402,45 +257,23 @@ class DcqReader:
         rec = self._records
         offsets, lengths = rec.get("payload_offset", idx), rec.get("payload_length", idx)
         hs, ws = rec.get("height", idx), rec.get("width", idx)
-        self._check_blocks(offsets, offsets + lengths)
+        self._blocks.check(offsets, offsets + lengths)
         mask_offsets = None
-        if self.patch_size is not None and rec.constant("flags") != 0:  # open() checked: masked => MASK
+        if self._masks is not None and rec.constant("flags") != 0:  # open() checked: masked => MASK
             masked = (rec.get("flags", idx) & L.RECORD_FLAG_MASKED) != 0
             mask_offsets = np.where(masked, rec.get("mask_offset", idx), -1)
-        data = self._data
-        if self.codec == "zstd":
+        sizes = np.zeros(0, np.int64)
+        if self._decoder.needs_sizes:
             pixels = hs * ws
-            if mask_offsets is not None and (mask_offsets >= 0).any():
-                assert self.patch_size is not None
+            if mask_offsets is not None and self._masks is not None and self.patch_size is not None:
                 sel = mask_offsets >= 0
-                pixels = pixels.copy()
                 pixels[sel] = kernels.kept_pixel_counts(self._masks, mask_offsets[sel], hs[sel], ws[sel],
                                                         *self.patch_size)
             sizes = np.ascontiguousarray((pixels * self.bits + 7) // 8, dtype=np.int64)
-            self._check_frames(idx, offsets, lengths, sizes)
-            data = self._decompress_many(idx, offsets, lengths, sizes)
-            offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        data, offsets = self._decoder.decode(self._data, idx, offsets, lengths, sizes,
+                                             self.header.sections[L.TAG_DATA].offset)
         return Streams(data, offsets, hs, ws, rec.get("palette_id", idx), self.bits, self.patch_size,
-                              self._masks if mask_offsets is not None else None, mask_offsets)
-
-    def _decompress_many(self, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
-                         sizes: np.ndarray) -> np.ndarray:
-        """The frames of samples ``idx`` decompressed back to back (each to exactly its size)."""
-        frames: list[bytes | bytearray | memoryview] = [self._data[o : o + ln].tobytes()
-                                                        for o, ln in zip(offsets.tolist(), lengths.tolist())]
-        parts: list[bytes] | None = None
-        if sizes.all():  # the batch call cannot take empty outputs (masked samples with every patch dropped)
-            try:
-                result = self._decompressor().multi_decompress_to_buffer(
-                    frames, decompressed_sizes=sizes.astype(np.uint64).tobytes())
-                parts = [result[k].tobytes() for k in range(len(result))]
-            except zstandard.ZstdError:
-                parts = None
-        if parts is None or [len(p) for p in parts] != sizes.tolist():
-            # One by one: names the bad frame, if any.
-            parts = [self._decompress(i, self._data[o : o + ln], int(n))
-                     for i, o, ln, n in zip(idx.tolist(), offsets.tolist(), lengths.tolist(), sizes.tolist())]
-        return np.frombuffer(b"".join(parts) + b"\0", dtype=np.uint8)
+                       self._masks if mask_offsets is not None else None, mask_offsets)
 
     def decode_crops(
         self,
@@ -495,8 +328,7 @@ class DcqReader:
     def _verify_all(self) -> None:
         data_sec = self.header.sections[L.TAG_DATA]
         check_crc(self._buf, data_sec)
-        for blk in range(len(self._verified)):
-            self._verify_block(blk)
+        self._blocks.verify_all()
         self._check_padding()
         for i in range(len(self)):
             self.payload(i)
@@ -553,7 +385,8 @@ class DcqReader:
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
         """Release the memory map (arrays handed out keep it alive until they are dropped)."""
-        for name in ("_buf", "_data", "palettes", "_masks", "_block_crcs", "_records", "_palette_set", "_cache"):
+        for name in ("_buf", "_data", "palettes", "_masks", "_blocks", "_records", "_palette_set", "_decoder",
+                     "_cache"):
             self.__dict__.pop(name, None)
         if self._mm is not None:
             try:

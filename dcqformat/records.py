@@ -7,13 +7,15 @@ little-endian integer of 1, 2, 4 or 8 bytes, or *affine*: ``base + step * i`` fo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _layout as L
+from . import kernels
 from .errors import CorruptFile, UnsupportedVersion
+from .header import Section
 
 _CHUNK = 1 << 16
 
@@ -186,3 +188,63 @@ class RecordTable:
         """Slices over all records, in bounded chunks (for validation)."""
         for start in range(0, self.count, _CHUNK):
             yield slice(start, min(start + _CHUNK, self.count))
+
+
+def validate_records(rec: RecordTable, sections: dict[bytes, Section], palette_count: int, bits: int,
+                     masks: np.ndarray | None, patch: tuple[int, int] | None,
+                     check_lengths: Callable[[int, np.ndarray, np.ndarray, int], None]) -> None:
+    """Check every record against the file before any kernel touches the bytes (spec §4).
+
+    ``masks`` is the MASK section (with ``patch``) or None; ``check_lengths`` the codec's rule
+    for payload lengths given each stream's size.
+    """
+    sec = sections[L.TAG_RECS]
+    data_size = sections[L.TAG_DATA].length
+    src = rec.affine_range("source_index")
+    if src is not None and src[0] < 0:
+        raise CorruptFile("affine source_index goes below 0", section="RECS", offset=sec.offset,
+                          expected=">= 0", found=src[0])
+    for sl in rec.chunks():
+        def bad(name: str, ok: np.ndarray, expected: str, found: np.ndarray, first: int = sl.start) -> None:
+            if not ok.all():
+                i = int(np.argmin(ok))
+                raise CorruptFile(f"record {first + i}: bad {name}", section="RECS", offset=sec.offset,
+                                  expected=expected, found=int(found[i]))
+        pid = rec.get("palette_id", sl)
+        bad("palette_id", (pid >= 0) & (pid < palette_count), f"0..{palette_count - 1}", pid)
+        h, w = rec.get("height", sl), rec.get("width", sl)
+        bad("height", (h >= 1) & (h <= L.MAX_SIDE), f"1..{L.MAX_SIDE}", h)
+        bad("width", (w >= 1) & (w <= L.MAX_SIDE), f"1..{L.MAX_SIDE}", w)
+        bad("pixel count", h * w <= L.MAX_PIXELS, f"<= {L.MAX_PIXELS}", h * w)
+        flags = rec.get("flags", sl)
+        bad("flags", (flags & ~L.RECORD_FLAGS_KNOWN) == 0, f"bits {L.RECORD_FLAGS_KNOWN:#x}", flags)
+        off, length = rec.get("payload_offset", sl), rec.get("payload_length", sl)
+        bad("payload_offset", off >= 0, ">= 0", off)
+        bad("payload_length", length >= 0, ">= 0", length)
+        bad("payload end", off + length <= data_size, f"<= DATA length {data_size}", off + length)
+        pixels = h * w
+        masked = (flags & L.RECORD_FLAG_MASKED) != 0
+        if masked.any():
+            if patch is None or masks is None:
+                raise CorruptFile(f"record {sl.start + int(np.argmax(masked))} is masked but there is no "
+                                  "MASK section", section="RECS", offset=sec.offset)
+            ph, pw = patch
+            mo = rec.get("mask_offset", sl)[masked]
+            mh, mw = h[masked], w[masked]
+            nbytes = ((-(-mh // ph)) * (-(-mw // pw)) + 7) // 8
+            ok = (mo >= L.MASK_HEADER.size) & (mo + nbytes <= masks.size)
+            if not ok.all():
+                i = int(np.argmin(ok))
+                raise CorruptFile(f"record {sl.start + int(np.flatnonzero(masked)[i])}: mask out of range",
+                                  section="RECS", offset=sec.offset,
+                                  expected=f"{L.MASK_HEADER.size}..{masks.size - int(nbytes[i])}",
+                                  found=int(mo[i]))
+            kept = kernels.kept_pixel_counts(masks, mo, mh, mw, ph, pw)
+            if (kept < 0).any():
+                i = int(np.argmax(kept < 0))
+                raise CorruptFile(f"record {sl.start + int(np.flatnonzero(masked)[i])}: mask padding bits are set",
+                                  section="MASK", offset=sections[L.TAG_MASK].offset + int(mo[i]),
+                                  expected="padding bits of the last mask byte 0", found="bits set")
+            pixels = pixels.copy()
+            pixels[masked] = kept
+        check_lengths(sl.start, length, (pixels * bits + 7) // 8, sec.offset)
