@@ -121,3 +121,15 @@ def check_crc(buf: np.ndarray, section: Section) -> None:
     computed = zlib.crc32(buf[section.offset : section.offset + section.length])
     if computed != section.crc:
         raise ChecksumMismatch(section.name, section.offset, section.crc, computed)
+
+
+def pack_section(tag: bytes, offset: int, length: int, crc: int, flags: int = 0) -> bytes:
+    """One entry of the section table."""
+    return L.SECTION.pack(tag, flags, offset, length, crc, 0)
+
+
+def pack_header(file_size: int, table_offset: int, table: bytes) -> bytes:
+    """The 64-byte file header of a file whose section table ``table`` ends the file."""
+    head = L.HEADER.pack(L.MAGIC, L.VERSION_MAJOR, L.VERSION_MINOR, 0, file_size, table_offset,
+                         len(table) // L.SECTION_SIZE, zlib.crc32(table), bytes(20), 0)
+    return head[: L.HEADER_CRC_SPAN] + zlib.crc32(head[: L.HEADER_CRC_SPAN]).to_bytes(4, "little")

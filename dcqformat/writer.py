@@ -14,11 +14,12 @@ from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
-import zstandard
 
 from . import _layout as L
-from . import bitpack
+from . import bitpack, codecs, masks, palettes
+from .checksums import BlockCrcWriter
 from .errors import DcqError
+from .header import pack_header, pack_section
 from .records import choose_fields, encode_header, encode_rows
 
 _SPILL_CHUNK = 1 << 16
@@ -48,45 +49,6 @@ class _Spill:
 
     def close(self) -> None:
         self.file.close()
-
-
-class _BlockCrc:
-    """CRC-32 of the whole DATA section and of each of its blocks, computed as bytes stream in."""
-
-    def __init__(self, block_size: int) -> None:
-        self.block_size = block_size
-        self.total = 0
-        self.crc = 0
-        self.block_crc = 0
-        self.in_block = 0
-        self.blocks = tempfile.TemporaryFile()
-        self.nblocks = 0
-
-    def update(self, data: bytes) -> None:
-        self.total += len(data)
-        self.crc = zlib.crc32(data, self.crc)
-        view = memoryview(data)
-        while view:
-            take = min(len(view), self.block_size - self.in_block)
-            self.block_crc = zlib.crc32(view[:take], self.block_crc)
-            self.in_block += take
-            view = view[take:]
-            if self.in_block == self.block_size:
-                self._flush()
-
-    def _flush(self) -> None:
-        self.blocks.write(self.block_crc.to_bytes(4, "little"))
-        self.nblocks += 1
-        self.block_crc = 0
-        self.in_block = 0
-
-    def section(self) -> bytes:
-        if self.in_block:
-            self._flush()
-        self.blocks.seek(0)
-        body = self.blocks.read()
-        self.blocks.close()
-        return L.DCRC_HEADER.pack(self.block_size, 0, self.nblocks) + body
 
 
 def _tmp_prefix(path: Path) -> str:
@@ -154,13 +116,11 @@ class DcqWriter:
         block_size: int = 1 << 16,
     ) -> None:
         if not 1 <= bits <= L.MAX_BITS:
-            raise DcqError(f"bits must be 1..{L.MAX_BITS}, got {bits}")
+            raise ValueError(f"bits must be 1..{L.MAX_BITS}, got {bits}")
         if channels not in L.CHANNELS:
-            raise DcqError(f"channels must be 1 or 3, got {channels}")
-        if codec not in L.CODECS:
-            raise DcqError(f"codec must be one of {sorted(L.CODECS)}, got {codec!r}")
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
         if block_size & (block_size - 1) or not L.MIN_BLOCK <= block_size <= L.MAX_BLOCK:
-            raise DcqError(f"block_size must be a power of two in {L.MIN_BLOCK}..{L.MAX_BLOCK}")
+            raise ValueError(f"block_size must be a power of two in {L.MIN_BLOCK}..{L.MAX_BLOCK}")
         self.path = Path(path)
         self.bits, self.channels, self.codec = bits, channels, codec
         self.meta = dict(meta or {})
@@ -170,13 +130,11 @@ class DcqWriter:
         else:
             ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
             if not (1 <= ph <= L.MAX_SIDE and 1 <= pw <= L.MAX_SIDE):
-                raise DcqError(f"patch size must be 1..{L.MAX_SIDE}, got {patch_size}")
+                raise ValueError(f"patch size must be 1..{L.MAX_SIDE}, got {patch_size}")
             self.patch = (ph, pw)
-        self.zstd_level = zstd_level
-        self._zdict = zstd_dictionary
-        self._dict_samples, self._dict_size = dict_samples, dict_size
-        self._pending: list[tuple[bytes, list[int]]] = []  # zstd: held back to train a dictionary
-        self._compressor: zstandard.ZstdCompressor | None = None
+        self._encoder = codecs.by_name(codec).encoder(zstd_level, zstd_dictionary, dict_size, dict_samples)
+        self._pending: list[tuple[bytes, dict[str, int]]] = []  # held back until the encoder has started
+        self._started = False
         self._weights: bytes | None = None
 
         if self.path.is_dir():
@@ -188,7 +146,7 @@ class DcqWriter:
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "w+b")
         self._file.write(bytes(L.HEADER_SIZE))
-        self._crc = _BlockCrc(block_size)
+        self._crc = BlockCrcWriter(block_size)
         self._records = _Spill(np.int64, len(L.FIELDS))
         k = 1 << bits
         self._palettes = _Spill(np.uint8, k * channels)
@@ -206,13 +164,13 @@ class DcqWriter:
         pal = np.asarray(palette)
         k = 1 << self.bits
         if pal.dtype != np.uint8 or pal.ndim != 2 or pal.shape[1] != self.channels or pal.shape[0] > k:
-            raise DcqError(
+            raise ValueError(
                 f"palette must be uint8 (<= {k}, {self.channels}), got {pal.dtype} {pal.shape}"
             )
         if pal.shape[0] < k:
             pal = np.concatenate([pal, np.zeros((k - pal.shape[0], self.channels), np.uint8)])
         if self._palettes.count >= L.MAX_PALETTES:
-            raise DcqError(f"too many palettes (limit {L.MAX_PALETTES})")
+            raise ValueError(f"too many palettes (limit {L.MAX_PALETTES})")
         self._palettes.append(pal)
         return self._palettes.count - 1
 
@@ -240,23 +198,23 @@ class DcqWriter:
         self._check_open()
         idx = np.asarray(indices)
         if idx.ndim != 2 or idx.dtype.kind not in "ui":
-            raise DcqError(f"indices must be an (H, W) integer array, got {idx.dtype} {idx.shape}")
+            raise ValueError(f"indices must be an (H, W) integer array, got {idx.dtype} {idx.shape}")
         h, w = idx.shape
         if not (1 <= h <= L.MAX_SIDE and 1 <= w <= L.MAX_SIDE) or h * w > L.MAX_PIXELS:
-            raise DcqError(f"image size {h}x{w} outside 1..{L.MAX_SIDE} per side, {L.MAX_PIXELS} pixels")
+            raise ValueError(f"image size {h}x{w} outside 1..{L.MAX_SIDE} per side, {L.MAX_PIXELS} pixels")
         if idx.size and (idx.min() < 0 or idx.max() >= (1 << self.bits)):
-            raise DcqError(f"indices must be in 0..{(1 << self.bits) - 1}, got {idx.min()}..{idx.max()}")
+            raise ValueError(f"indices must be in 0..{(1 << self.bits) - 1}, got {idx.min()}..{idx.max()}")
         if not 0 <= palette < self._palettes.count:
-            raise DcqError(f"palette id {palette} not added yet ({self._palettes.count} palettes)")
+            raise ValueError(f"palette id {palette} not added yet ({self._palettes.count} palettes)")
         flags, mask_offset = 0, 0
         flat = idx.astype(np.uint8).reshape(-1)
         if dropped is not None:
             if self.patch is None:
-                raise DcqError("a drop mask needs the writer's patch_size")
+                raise ValueError("a drop mask needs the writer's patch_size")
             gh, gw = bitpack.grid_shape(h, w, *self.patch)
             dropped = np.asarray(dropped, dtype=bool)
             if dropped.shape != (gh, gw):
-                raise DcqError(f"drop mask must be {(gh, gw)} for a {h}x{w} image, got {dropped.shape}")
+                raise ValueError(f"drop mask must be {(gh, gw)} for a {h}x{w} image, got {dropped.shape}")
             flat = flat[bitpack.kept_pixel_order(h, w, *self.patch, dropped)]
             mask_offset = self._mask_bytes
             packed_mask = bitpack.pack_mask(dropped).tobytes()
@@ -267,37 +225,30 @@ class DcqWriter:
         src = self.count if source_index is None else int(source_index)
         if not 0 <= src < 1 << 63:
             raise ValueError(f"source_index must be in 0..2**63-1 (what this writer stores), got {src}")
-        record = [palette, int(label), h, w, src, 0, 0, mask_offset, flags]
-        if self.codec == "zstd" and self._compressor is None:
-            self._pending.append((payload, record))
-            if len(self._pending) >= self._dict_samples:
-                self._start_zstd()
-        else:
+        record = {"palette_id": palette, "label": int(label), "height": h, "width": w, "source_index": src,
+                  "mask_offset": mask_offset, "flags": flags}
+        if self._started:
             self._emit(payload, record)
+        else:
+            self._pending.append((payload, record))
+            if len(self._pending) >= self._encoder.warmup:
+                self._start()
         self.count += 1
         return self.count - 1
 
     # -- output ----------------------------------------------------------------------------
-    def _emit(self, payload: bytes, record: list[int]) -> None:
-        if self._compressor is not None:
-            payload = self._compressor.compress(payload)
-        record[5] = self._crc.total
-        record[6] = len(payload)
+    def _emit(self, stream: bytes, record: dict[str, int]) -> None:
+        payload = self._encoder.encode(stream)
+        record["payload_offset"] = self._crc.total
+        record["payload_length"] = len(payload)
         self._file.write(payload)
         self._crc.update(payload)
-        self._records.append(np.array(record, dtype=np.int64))
+        self._records.append(np.array([record[name] for name in L.FIELDS], dtype=np.int64))
 
-    def _start_zstd(self) -> None:
-        if self._zdict is None and len(self._pending) >= 8:
-            try:
-                trained = zstandard.train_dictionary(self._dict_size, [p for p, _ in self._pending])
-                self._zdict = trained.as_bytes()
-            except zstandard.ZstdError:
-                self._zdict = None  # too little or too uniform data: frames without dictionary
-        zd = zstandard.ZstdCompressionDict(self._zdict) if self._zdict else None
-        self._compressor = zstandard.ZstdCompressor(
-            level=self.zstd_level, dict_data=zd, write_checksum=False, write_content_size=False, write_dict_id=False
-        )
+    def _start(self) -> None:
+        """Start the encoder on the streams held back so far (a zstd dictionary is trained on them)."""
+        self._encoder.start([p for p, _ in self._pending])
+        self._started = True
         pending, self._pending = self._pending, []
         for payload, record in pending:
             self._emit(payload, record)
@@ -306,50 +257,55 @@ class DcqWriter:
         pos = self._file.tell()
         self._file.write(bytes(-pos % L.ALIGN))
 
-    def _section(self, table: list[bytes], tag: bytes, body: bytes | None = None,
-                 parts: Iterable[bytes] | None = None) -> None:
+    def _section(self, tag: bytes, parts: Iterable[bytes]) -> bytes:
+        """Write one section (64-byte aligned); return its table entry."""
         self._pad()
         offset = self._file.tell()
         crc, length = 0, 0
-        for part in [body] if body is not None else (parts or []):
+        for part in parts:
             self._file.write(part)
             crc = zlib.crc32(part, crc)
             length += len(part)
-        table.append(L.SECTION.pack(tag, 0, offset, length, crc, 0))
+        return pack_section(tag, offset, length, crc)
+
+    def _sections(self) -> Iterator[tuple[bytes, Iterable[bytes]]]:
+        """Every section after DATA, in the canonical order, each built by its own module."""
+        fields = choose_fields(self._records.chunks())
+        codec_id = L.CODECS[self.codec]
+        own = self._encoder.sections()
+        for tag in L.WRITE_ORDER:
+            if tag == L.TAG_RECS:
+                rows = (encode_rows(c, fields) for c in self._records.chunks())
+                yield tag, [encode_header(self.count, codec_id, fields), *rows]
+            elif tag == L.TAG_MASK and self.patch is not None:
+                self._masks.seek(0)
+                yield tag, [masks.pack_header(self.patch), self._masks.read()]
+            elif tag == L.TAG_DCRC:
+                yield tag, [self._crc.section()]
+            elif tag == L.TAG_PALT:
+                head = palettes.pack_header(self._palettes.count, self.bits, self.channels)
+                yield tag, [head, *(c.tobytes() for c in self._palettes.chunks())]
+            elif tag in own:
+                yield tag, [own[tag]]
+            elif tag == L.TAG_WGHT and self._weights is not None:
+                yield tag, [self._weights]
+            elif tag == L.TAG_META:
+                yield tag, [self._json_meta.encode("utf-8")]
 
     def close(self) -> Path:
         """Finish the file and rename it into place; return its path."""
         self._check_open()
         try:
-            if self.codec == "zstd" and self._compressor is None:
-                self._start_zstd()
-            table: list[bytes] = []
-            data_len = self._crc.total
-            table.append(L.SECTION.pack(L.TAG_DATA, 0, L.HEADER_SIZE, data_len, self._crc.crc, 0))
-            fields = choose_fields(self._records.chunks())
-            codec_id = L.CODECS[self.codec]
-            rows = (encode_rows(c, fields) for c in self._records.chunks())
-            self._section(table, L.TAG_RECS, parts=[encode_header(self.count, codec_id, fields), *rows])
-            if self.patch is not None:
-                self._masks.seek(0)
-                head = L.MASK_HEADER.pack(self.patch[0], self.patch[1], 0)
-                self._section(table, L.TAG_MASK, parts=[head, self._masks.read()])
-            self._section(table, L.TAG_DCRC, self._crc.section())
-            pal_head = L.PALT_HEADER.pack(self._palettes.count, self.bits, self.channels, 0)
-            self._section(table, L.TAG_PALT, parts=[pal_head, *(c.tobytes() for c in self._palettes.chunks())])
-            if self.codec == "zstd" and self._zdict:
-                self._section(table, L.TAG_ZDCT, self._zdict)
-            if self._weights is not None:
-                self._section(table, L.TAG_WGHT, self._weights)
-            self._section(table, L.TAG_META, self._json_meta.encode("utf-8"))
+            if not self._started:
+                self._start()
+            table = [pack_section(L.TAG_DATA, L.HEADER_SIZE, self._crc.total, self._crc.crc)]
+            for tag, parts in self._sections():
+                table.append(self._section(tag, parts))
             self._pad()
             table_offset = self._file.tell()
             table_bytes = b"".join(table)
             self._file.write(table_bytes)
-            file_size = self._file.tell()
-            head = L.HEADER.pack(L.MAGIC, L.VERSION_MAJOR, L.VERSION_MINOR, 0, file_size, table_offset,
-                                 len(table), zlib.crc32(table_bytes), bytes(20), 0)
-            head = head[: L.HEADER_CRC_SPAN] + zlib.crc32(head[: L.HEADER_CRC_SPAN]).to_bytes(4, "little")
+            head = pack_header(self._file.tell(), table_offset, table_bytes)
             self._file.seek(0)
             self._file.write(head)
             self._file.flush()
@@ -384,7 +340,7 @@ class DcqWriter:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise DcqError("writer is closed")
+            raise ValueError("writer is closed")
 
     def __enter__(self) -> "DcqWriter":
         return self

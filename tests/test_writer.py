@@ -8,7 +8,7 @@ import pytest
 from common import make_spec, write_spec
 
 import dcqformat
-from dcqformat import DcqError, DcqWriter
+from dcqformat import DcqWriter
 
 PAL = np.zeros((1, 4, 3), np.uint8)
 
@@ -29,7 +29,7 @@ def test_file_appears_only_on_close(tmp_path):
     assert not (tmp_path / "a.dcq").exists()
     w.close()
     assert (tmp_path / "a.dcq").exists() and len(os.listdir(tmp_path)) == 1
-    with pytest.raises(DcqError, match="closed"):
+    with pytest.raises(ValueError, match="closed"):
         w.add(np.zeros((4, 4), np.uint8), palette=0)
 
 
@@ -44,7 +44,7 @@ def test_file_appears_only_on_close(tmp_path):
     ],
 )
 def test_bad_writer_arguments(tmp_path, kwargs, match):
-    with pytest.raises(DcqError, match=match):
+    with pytest.raises(ValueError, match=match):
         DcqWriter(tmp_path / "x.dcq", **kwargs)
     assert list(tmp_path.iterdir()) == []
 
@@ -59,9 +59,9 @@ def test_bad_samples_are_refused(tmp_path):
             ({"indices": np.zeros((4, 4), np.uint8), "palette": 0, "dropped": np.zeros((3, 3), bool)}, "mask"),
             ({"indices": np.zeros((2, 2), np.float32), "palette": 0}, "integer"),
         ]:
-            with pytest.raises(DcqError, match=match):
+            with pytest.raises(ValueError, match=match):
                 w.add(**bad)
-        with pytest.raises(DcqError, match="palette must be"):
+        with pytest.raises(ValueError, match="palette must be"):
             w.add_palette(np.zeros((5, 3), np.uint8))
         w.add(np.zeros((2, 2), np.uint8), palette=0)
     assert len(dcqformat.open(tmp_path / "x.dcq")) == 1
