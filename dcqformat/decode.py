@@ -49,6 +49,7 @@ class Streams:
     patch: tuple[int, int] | None = None
     mask_data: np.ndarray | None = None
     mask_offsets: np.ndarray | None = None
+    uniform: tuple[int, int] | None = None  # (height, width) when the source knows all samples share it
 
     def __len__(self) -> int:
         return int(self.offsets.shape[0])
@@ -60,6 +61,9 @@ class Streams:
             return np.zeros(len(self), bool)
         return self.mask_offsets >= 0
 
+    def any_masked(self) -> bool:
+        return self.mask_offsets is not None and bool((self.mask_offsets >= 0).any())
+
     def take(self, rows: np.ndarray) -> Streams:
         """The samples ``rows`` of this value (views: nothing is copied but the small arrays)."""
         return replace(self, offsets=self.offsets[rows], heights=self.heights[rows], widths=self.widths[rows],
@@ -68,6 +72,8 @@ class Streams:
 
     def size(self) -> tuple[int, int] | None:
         """The one (height, width) of every sample, or None when they differ (or there are none)."""
+        if self.uniform is not None and len(self):
+            return self.uniform
         if not len(self) or (self.heights != self.heights[0]).any() or (self.widths != self.widths[0]).any():
             return None
         return int(self.heights[0]), int(self.widths[0])
@@ -160,8 +166,7 @@ def decode_images(s: Streams, palettes: PaletteSet, out: np.ndarray, chw: bool) 
         raise ValueError("decode_images needs samples of one size")
     n = size[0] * size[1]
     flat = out.reshape(len(s), -1)
-    masked = s.masked
-    if masked.any():
+    if s.any_masked():
         assert s.patch is not None and s.mask_data is not None and s.mask_offsets is not None
         kernels.decode_masked_batch(s.data, s.offsets, s.palette_ids, palettes.palettes, s.bits, size[0], size[1],
                                     s.mask_data, s.mask_offsets, s.patch[0], s.patch[1], flat, chw)

@@ -241,14 +241,18 @@ class DcqReader:
         elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}")
         if idx.size:
-            decode_images(self.streams(idx), self._palette_set, out, layout == "NCHW")
+            decode_images(self._named_streams(idx), self._palette_set, out, layout == "NCHW")
         return out
 
     def streams(self, indices: Iterable[int] | np.ndarray) -> Streams:
         """What decoding samples ``indices`` needs (:class:`dcqformat.decode.Streams`): their bit
         streams, checksum-verified and (zstd) decompressed, sizes, palettes and drop masks."""
+        return self._named_streams(self._index_array(indices))
+
+    def _named_streams(self, idx: np.ndarray) -> Streams:
+        """:meth:`streams` of checked indices; errors name the file."""
         try:
-            return self._streams(self._index_array(indices))
+            return self._streams(idx)
         except DcqError as exc:
             exc.path = exc.path or str(self.path)
             raise
@@ -256,7 +260,12 @@ class DcqReader:
     def _streams(self, idx: np.ndarray) -> Streams:
         rec = self._records
         offsets, lengths = rec.get("payload_offset", idx), rec.get("payload_length", idx)
-        hs, ws = rec.get("height", idx), rec.get("width", idx)
+        h, w = rec.constant("height"), rec.constant("width")
+        uniform = (h, w) if h is not None and w is not None else None
+        if uniform is not None:
+            hs, ws = np.full(idx.size, h, np.int64), np.full(idx.size, w, np.int64)
+        else:
+            hs, ws = rec.get("height", idx), rec.get("width", idx)
         self._blocks.check(offsets, offsets + lengths)
         mask_offsets = None
         if self._masks is not None and rec.constant("flags") != 0:  # open() checked: masked => MASK
@@ -273,7 +282,7 @@ class DcqReader:
         data, offsets = self._decoder.decode(self._data, idx, offsets, lengths, sizes,
                                              self.header.sections[L.TAG_DATA].offset)
         return Streams(data, offsets, hs, ws, rec.get("palette_id", idx), self.bits, self.patch_size,
-                       self._masks if mask_offsets is not None else None, mask_offsets)
+                       self._masks if mask_offsets is not None else None, mask_offsets, uniform)
 
     def decode_crops(
         self,
@@ -312,7 +321,7 @@ class DcqReader:
         elif out.shape != shape or out.dtype != table.dtype:
             raise ValueError(f"out must be {table.dtype} {shape}, got {out.dtype} {out.shape}")
         if idx.size:
-            decode_crops(self.streams(idx), table, fill_c, boxes, flips, out,
+            decode_crops(self._named_streams(idx), table, fill_c, boxes, flips, out,
                                 bilinear=interpolation == "bilinear", chw=layout == "NCHW")
         return out
 

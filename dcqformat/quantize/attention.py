@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ from .config import ConvertConfig, ConvertSummary, Stage, as_rgb, model_input
 from .drop import drop_mask, native_patch
 from .gradcam import gradcam_pp
 from .model import load_model, train_attention
+
+if TYPE_CHECKING:
+    from .context import Conversion
 
 
 def attention_model(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
@@ -52,18 +55,18 @@ def grad_cams(model: torch.nn.Module, images: list[np.ndarray], labels: np.ndarr
 class Dropper:
     """Drop masks (when ``cfg.drop_patches`` > 0): the patches of least Grad-CAM++ attention."""
 
-    def __init__(self, cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
-                 summary: ConvertSummary, meta: dict[str, Any], model: torch.nn.Module | None = None) -> None:
-        self.cfg, self.device, self.model, self.patch = cfg, device, model, None
+    def __init__(self, ctx: Conversion) -> None:
+        cfg, cache = ctx.cfg, ctx.cache
+        self.cfg, self.device, self.patch = cfg, ctx.device, None
+        self.model: torch.nn.Module | None = None
         if cfg.drop_patches <= 0:
             return
         self.labels = np.array(cache.labels)
         shapes = np.array([cache.shape(i)[:2] for i in range(len(cache))])
         self.patch = cfg.patch_size or native_patch(int(np.median(shapes[:, 0])), int(np.median(shapes[:, 1])))
-        if self.model is None:
-            self.model = attention_model(cache, classes, cfg, device, summary, meta, np.random.default_rng(cfg.seed))
-        meta["drop"] = {"fraction": cfg.drop_patches, "patch": self.patch,
-                        "importance": "mean Grad-CAM++ attention of the patch, for the true label"}
+        self.model = ctx.attention_model()
+        ctx.meta["drop"] = {"fraction": cfg.drop_patches, "patch": self.patch,
+                            "importance": "mean Grad-CAM++ attention of the patch, for the true label"}
 
     def masks(self, chunk: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray | None]:
         if self.patch is None:
@@ -73,15 +76,16 @@ class Dropper:
         return [drop_mask(cam, self.patch, self.cfg.drop_patches) for cam in cams]
 
 
-def mae_stage(cache: ImageCache, cfg: ConvertConfig, device: torch.device, summary: ConvertSummary,
-              meta: dict[str, Any], progress: bool,
-              quantize: Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]], patch: int | None) -> bytes | None:
+def mae_stage(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]],
+              patch: int | None) -> bytes | None:
     """The MAE that refills dropped patches of side ``patch`` (the drop masks'), as safetensors
     bytes (None without dropping): ``cfg.mae`` reused, or one trained on quantized images
     (``quantize(chunk, images)``) of the most common size, a bounded random sample of them."""
     if patch is None:
         return None
     from ..mae import MAEConfig, load_mae, mae_to_bytes, train_mae
+
+    cache, cfg, device, summary, meta, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.meta, ctx.progress
 
     with Stage(summary, "MAE"):
         if cfg.mae:

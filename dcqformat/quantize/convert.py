@@ -6,7 +6,6 @@ import glob
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,9 +16,10 @@ from ..errors import DcqError
 from ..sources import iter_images, open_source
 from ..writer import remove_stale_temporaries
 from . import baselines
-from .attention import Dropper, attention_model, mae_stage
+from .attention import Dropper, mae_stage
 from .cache import ImageCache
 from .config import ConvertConfig, ConvertSummary, Row, Stage, pick_device, write_rows
+from .context import Conversion
 from .dcq import convert_dcq
 from .model import AttentionNet
 
@@ -77,37 +77,35 @@ def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progres
     with Stage(summary, "load"):
         cache, classes, provenance = _load(src, cfg, summary, progress)
     if len(cache) == 0:
-        raise DcqError(f"{src}: no readable image")
-    try:
-        meta = {"name": Path(str(src).rstrip("/")).stem, "classes": classes, "color_space": "sRGB",
-                "channels_from_source": "converted to " + ("grayscale" if cfg.channels == 1 else "RGB"),
-                "alpha": cfg.alpha, "quantizer": {"name": cfg.method, "config": asdict(cfg)},
-                "provenance": {**provenance, "samples_in": summary.samples_in, "reported": summary.reported,
-                               "problems": summary.problems[:100], "dcqformat": __version__,
-                               "torch": torch.__version__, "device": str(device)}}
-        model = None
-        if cfg.keep < 1:
-            cache, model = _select(cache, classes, cfg, device, summary, meta, progress)
-        if cfg.method == "dcq":
-            convert_dcq(cache, classes, cfg, device, summary, meta, dst, progress, model)
-        else:
-            _convert_baseline(cache, classes, cfg, device, summary, meta, dst, progress, model)
-    finally:
         cache.close()
+        raise DcqError(f"{src}: no readable image")
+    meta = {"name": Path(str(src).rstrip("/")).stem, "classes": classes, "color_space": "sRGB",
+            "channels_from_source": "converted to " + ("grayscale" if cfg.channels == 1 else "RGB"),
+            "alpha": cfg.alpha, "quantizer": {"name": cfg.method, "config": asdict(cfg)},
+            "provenance": {**provenance, "samples_in": summary.samples_in, "reported": summary.reported,
+                           "problems": summary.problems[:100], "dcqformat": __version__,
+                           "torch": torch.__version__, "device": str(device)}}
+    ctx = Conversion(cache, classes, cfg, device, summary, meta, progress)
+    try:
+        if cfg.keep < 1:
+            _select(ctx)
+        if cfg.method == "dcq":
+            convert_dcq(ctx, dst)
+        else:
+            _convert_baseline(ctx, dst)
+    finally:
+        ctx.cache.close()
     summary.file_bytes = Path(dst).stat().st_size
     return summary
 
 
-def _select(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
-            summary: ConvertSummary, meta: dict[str, Any], progress: bool
-            ) -> tuple[ImageCache, torch.nn.Module | None]:
-    """Keep ``cfg.keep`` of each class (dcqformat.select); returns a cache of the kept images
-    (the input cache is closed) and the attention model when one was needed."""
+def _select(ctx: Conversion) -> None:
+    """Keep ``cfg.keep`` of each class (dcqformat.select): the context's cache becomes the kept
+    images (the full cache is closed)."""
     from ..select import select
 
-    model = None
-    if cfg.select != "random":
-        model = attention_model(cache, classes, cfg, device, summary, meta, np.random.default_rng(cfg.seed))
+    cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
+    model = ctx.attention_model() if cfg.select != "random" else None
     with Stage(summary, f"selection ({cfg.select})"):
         chosen, report = select(cache, model, method=cfg.select, keep=cfg.keep, bins=cfg.bins,
                                 features=cfg.select_features, alpha=cfg.adq_alpha, bits=cfg.bits,
@@ -115,21 +113,20 @@ def _select(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: t
         subset = cache.subset(chosen)
     summary.raw_bytes_in = sum(h * w * cfg.channels for h, w, *_ in map(cache.shape, range(len(cache))))
     cache.close()
-    meta["selection"] = report
-    return subset, model
+    ctx.cache = subset
+    ctx.meta["selection"] = report
 
 
-def _convert_baseline(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
-                      summary: ConvertSummary, meta: dict[str, Any], dst: str | Path, progress: bool,
-                      model: torch.nn.Module | None = None) -> None:
+def _convert_baseline(ctx: Conversion, dst: str | Path) -> None:
+    cache, cfg, summary, meta, progress = ctx.cache, ctx.cfg, ctx.summary, ctx.meta, ctx.progress
+
     def quantize(i: int, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if cfg.method == "kmeans":
             return baselines.kmeans_image(img, cfg.bits, cfg.seed + i)
         return baselines.pillow(img, cfg.bits, cfg.method)
 
-    dropper = Dropper(cache, classes, cfg, device, summary, meta, model)
-    weights = mae_stage(cache, cfg, device, summary, meta, progress,
-                        lambda chunk, images: [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)],
+    dropper = Dropper(ctx)
+    weights = mae_stage(ctx, lambda chunk, images: [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)],
                         dropper.patch)
 
     def rows() -> Iterator[Row]:

@@ -4,31 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .attention import Dropper, attention_model, grad_cams, mae_stage
-from .cache import ImageCache
+from .attention import Dropper, grad_cams, mae_stage
 from .color import srgb_to_lab, unweighted, weighted
-from .config import ConvertConfig, ConvertSummary, Row, Stage, as_rgb, model_input, write_rows
+from .config import Row, Stage, as_rgb, model_input, write_rows
+from .context import Conversion
 from .kmeans import kmeans
 from .palette import assign, refine_palette, to_uint8, top_pixels
 from .reassign import best_palettes, lloyd
 
 
-def convert_dcq(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
-                summary: ConvertSummary, meta: dict[str, Any], dst: str | Path, progress: bool,
-                model: torch.nn.Module | None = None) -> None:
+def convert_dcq(ctx: Conversion, dst: str | Path) -> None:
     """The DCQ pipeline on the cached images, written to ``dst`` (stages 1-7 below)."""
+    cache, cfg, device, summary, meta, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.meta, ctx.progress
     n = len(cache)
     rng = np.random.default_rng(cfg.seed)
     labels = np.array(cache.labels)
-    # 1. The attention / feature model.
-    if model is None:
-        model = attention_model(cache, classes, cfg, device, summary, meta, rng)
+    # 1. The attention / feature model (its training sample drawn from this stage's generator).
+    model = ctx.attention_model(rng)
     # 2. Clustering features of every image, forward only: the model's shallow features
     #    (N x 32), LAB colour statistics (N x 12), or both (each standardised).
     parts = []
@@ -117,9 +114,9 @@ def convert_dcq(cache: ImageCache, classes: list[str], cfg: ConvertConfig, devic
             out += zip(assign(rgb, palettes.to(device), ids).cpu().numpy(), ids.cpu().numpy())
         return out
 
-    dropper = Dropper(cache, classes, cfg, device, summary, meta, model)
-    weights = mae_stage(cache, cfg, device, summary, meta, progress,
-                        lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)], dropper.patch)
+    dropper = Dropper(ctx)
+    weights = mae_stage(ctx, lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)],
+                        dropper.patch)
 
     def rows() -> Iterator[Row]:
         for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="assign + write",

@@ -1,0 +1,41 @@
+"""The conversion context: what every stage of one conversion shares, in one typed object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .attention import attention_model
+from .cache import ImageCache
+from .config import ConvertConfig, ConvertSummary
+
+
+@dataclass
+class Conversion:
+    """Built by :func:`~dcqformat.quantize.convert`, handed to every stage.
+
+    ``cache`` holds the decoded images (a selection stage replaces it by the kept ones),
+    ``summary`` collects counts and timings for the user, ``meta`` what goes into the file.
+    The attention model is built once, by the first stage that needs it.
+    """
+
+    cache: ImageCache
+    classes: list[str]
+    cfg: ConvertConfig
+    device: torch.device
+    summary: ConvertSummary
+    meta: dict[str, Any]
+    progress: bool
+    _model: torch.nn.Module | None = field(default=None, repr=False)
+
+    def attention_model(self, rng: np.random.Generator | None = None) -> torch.nn.Module:
+        """The attention model: trained (or loaded) on first use, drawing its training sample
+        from ``rng`` (default: a generator seeded with the config's seed)."""
+        if self._model is None:
+            rng = rng if rng is not None else np.random.default_rng(self.cfg.seed)
+            self._model = attention_model(self.cache, self.classes, self.cfg, self.device, self.summary, self.meta,
+                                          rng)
+        return self._model
