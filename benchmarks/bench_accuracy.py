@@ -27,9 +27,9 @@ from common import save, table  # noqa: E402
 
 import dcqformat  # noqa: E402
 from dcqformat import sample_data  # noqa: E402
+from dcqformat.conversion import ConvertConfig, convert  # noqa: E402
 from dcqformat.loaders import random_crop_flip  # noqa: E402
 from dcqformat.loaders.reconstruct import Reconstructor, refilled_images  # noqa: E402
-from dcqformat.quantize import ConvertConfig, convert  # noqa: E402
 
 WORK = Path("out/accuracy")
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]

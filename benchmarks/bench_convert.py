@@ -25,7 +25,7 @@ from dcqformat import sample_data  # noqa: E402
 
 CHILD = """
 import json, resource, sys, threading, time
-from dcqformat.quantize import ConvertConfig, convert
+from dcqformat.conversion import ConvertConfig, convert
 peaks = {"RssAnon": 0, "RssFile": 0}
 def sample():
     while True:

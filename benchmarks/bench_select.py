@@ -40,8 +40,8 @@ from common import save, table  # noqa: E402
 
 import dcqformat  # noqa: E402
 from dcqformat import sample_data  # noqa: E402
-from dcqformat.quantize import ConvertConfig, convert  # noqa: E402
-from dcqformat.quantize.cache import ImageCache  # noqa: E402
+from dcqformat.conversion import ConvertConfig, convert  # noqa: E402
+from dcqformat.imaging import ImageCache  # noqa: E402
 from dcqformat.quantize.model import train_attention  # noqa: E402
 from dcqformat.select import graphcut, select  # noqa: E402
 

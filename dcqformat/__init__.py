@@ -16,14 +16,27 @@ from .errors import (
     TruncatedFile,
     UnsupportedVersion,
 )
+from .options import ConvertConfig
 from .reader import DcqReader, open
 from .writer import DcqWriter
 
 __version__ = "0.1.0"
 SPEC_VERSION = f"{VERSION_MAJOR}.{VERSION_MINOR}"
 
+
+
+def __getattr__(name: str) -> object:
+    """``dcqformat.convert`` imports the converter (and torch) on first use only."""
+    if name == "convert":
+        from .conversion import convert
+
+        return convert
+    raise AttributeError(f"module 'dcqformat' has no attribute {name!r}")
+
+
 __all__ = [
     "ChecksumMismatch",
+    "ConvertConfig",
     "CorruptFile",
     "DcqError",
     "FileChanged",
@@ -33,5 +46,6 @@ __all__ = [
     "SPEC_VERSION",
     "TruncatedFile",
     "UnsupportedVersion",
+    "convert",
     "open",
 ]

@@ -189,7 +189,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     cfg = _convert_config(args)
     if Path(args.dst).is_dir():
         raise DcqError(f"{args.dst}: the destination is a directory")
-    from .quantize import convert
+    from .conversion import convert
 
     summary = convert(args.src, args.dst, cfg, progress=not args.quiet)
     print(f"wrote {args.dst}")

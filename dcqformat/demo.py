@@ -30,8 +30,8 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def run(out_dir: Path, limit: int = 2000, bits: int = 2, dataset: str = "auto", epochs: int = 8) -> dict:
     """Run the demo; return the figures it prints."""
+    from .conversion import ConvertConfig, convert
     from .preview import preview
-    from .quantize import ConvertConfig, convert
 
     data = sample_data.load_default(limit, dataset)
     n = len(data.images)

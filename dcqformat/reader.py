@@ -108,6 +108,7 @@ class DcqReader:
                          self._decoder.check_lengths)
         self._palette_set = PaletteSet(self.palettes, self.bits)
         self._cache: dict[str, np.ndarray] = {}
+        self._sizes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- record fields ---------------------------------------------------------------------
     def __len__(self) -> int:
@@ -249,6 +250,17 @@ class DcqReader:
         streams, checksum-verified and (zstd) decompressed, sizes, palettes and drop masks."""
         return self._named_streams(self._index_array(indices))
 
+    def _uniform_sizes(self, n: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read-only arrays of ``n`` heights and widths of a file of one image size (cached by n)."""
+        sizes = self._sizes.get(n)
+        if sizes is None:
+            hs, ws = np.full(n, h, np.int64), np.full(n, w, np.int64)
+            hs.flags.writeable = ws.flags.writeable = False
+            sizes = self._sizes[n] = (hs, ws)
+            if len(self._sizes) > 64:
+                self._sizes.pop(next(iter(self._sizes)))
+        return sizes
+
     def _named_streams(self, idx: np.ndarray) -> Streams:
         """:meth:`streams` of checked indices; errors name the file."""
         try:
@@ -262,8 +274,8 @@ class DcqReader:
         offsets, lengths = rec.get("payload_offset", idx), rec.get("payload_length", idx)
         h, w = rec.constant("height"), rec.constant("width")
         uniform = (h, w) if h is not None and w is not None else None
-        if uniform is not None:
-            hs, ws = np.full(idx.size, h, np.int64), np.full(idx.size, w, np.int64)
+        if h is not None and w is not None:
+            hs, ws = self._uniform_sizes(idx.size, h, w)
         else:
             hs, ws = rec.get("height", idx), rec.get("width", idx)
         self._blocks.check(offsets, offsets + lengths)

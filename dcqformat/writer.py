@@ -143,20 +143,30 @@ class DcqWriter:
         remove_stale_temporaries(self.path)
         fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(self.path) + f"{os.getpid()}.", suffix=".tmp",
                                    dir=self.path.parent)
-        self._tmp = Path(tmp)
-        self._file = os.fdopen(fd, "w+b")
-        self._file.write(bytes(L.HEADER_SIZE))
-        self._crc = BlockCrcWriter(block_size)
-        self._records = _Spill(np.int64, len(L.FIELDS))
-        k = 1 << bits
-        self._palettes = _Spill(np.uint8, k * channels)
-        self._masks = tempfile.TemporaryFile()
-        self._mask_bytes = L.MASK_HEADER.size
-        self.count = 0
-        self._closed = False
-        if palettes is not None:
-            for pal in np.asarray(palettes).reshape(-1, k, channels):
-                self.add_palette(pal)
+        try:  # an error (or SIGTERM) before the writer is complete leaves no temporary file
+            self._tmp = Path(tmp)
+            self._file = os.fdopen(fd, "w+b")
+            self._file.write(bytes(L.HEADER_SIZE))
+            self._crc = BlockCrcWriter(block_size)
+            self._records = _Spill(np.int64, len(L.FIELDS))
+            k = 1 << bits
+            self._palettes = _Spill(np.uint8, k * channels)
+            self._masks = tempfile.TemporaryFile()
+            self._mask_bytes = L.MASK_HEADER.size
+            self.count = 0
+            self._closed = False
+            if palettes is not None:
+                for pal in np.asarray(palettes).reshape(-1, k, channels):
+                    self.add_palette(pal)
+        except BaseException:
+            file = self.__dict__.get("_file")
+            if file is not None:
+                file.close()
+            else:
+                os.close(fd)
+            Path(tmp).unlink(missing_ok=True)
+            self._closed = True
+            raise
 
     # -- input -----------------------------------------------------------------------------
     def add_palette(self, palette: np.ndarray) -> int:

@@ -5,9 +5,10 @@ modules import torch; the core ``dcqformat`` package never imports them.
 """
 
 from .augment import CenterCrop, RandomCrop, RandomResizedCrop, Resize
-from .dataset import DCQDataset, PackedView, normalized_table
+from .dataset import DCQDataset, PackedView
 from .gpu import DeviceDecoder, random_crop_flip
 from .loader import DCQLoader
+from .tables import normalized_table
 
 __all__ = [
     "CenterCrop",

@@ -16,22 +16,8 @@ from dcqformat.decode import set_parallel
 from dcqformat.reader import Layout
 
 from .augment import output_size
-from .reconstruct import Mode, Reconstructor, channel_tables, refill_and_crop
-
-
-def normalized_table(palettes: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
-    """Palettes as float32 ``(value / 255 - mean) / std``: decoding through it normalises for free."""
-    table = palettes.astype(np.float32) / 255.0
-    if mean is not None:
-        table -= np.asarray(mean, np.float32)
-    if std is not None:
-        table /= np.asarray(std, np.float32)
-    return table
-
-
-def normalized_fill(channels: int, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
-    """What a black (zero) pixel becomes through :func:`normalized_table`: the padding value."""
-    return normalized_table(np.zeros((1, 1, channels), np.uint8), mean, std)[0, 0]
+from .reconstruct import Mode, Reconstructor, refill_and_crop
+from .tables import channel_tables, normalized_fill, normalized_table
 
 
 class DCQDataset(Dataset):

@@ -14,6 +14,7 @@ import torch
 from dcqformat import bitpack
 
 from .reconstruct import Reconstructor, pixel_mask
+from .tables import channel_tables, normalized_table
 
 
 class DeviceDecoder(torch.nn.Module):
@@ -37,8 +38,7 @@ class DeviceDecoder(torch.nn.Module):
     table: torch.Tensor
     byte: torch.Tensor
     shift: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
+    levels: torch.Tensor
     rank: torch.Tensor
 
     def __init__(self, palettes: np.ndarray, bits: int, height: int, width: int, *,
@@ -50,22 +50,15 @@ class DeviceDecoder(torch.nn.Module):
         self.dtype, self.patch, self.reconstructor = dtype, patch, reconstructor
         pal = torch.as_tensor(np.asarray(palettes))
         self.register_buffer("palettes", pal, persistent=False)
-        if dtype == torch.uint8:
-            table = pal
-        else:
-            table = pal.to(torch.float32) / 255.0
-            if mean is not None:
-                table = table - torch.tensor(mean, dtype=torch.float32)
-            if std is not None:
-                table = table / torch.tensor(std, dtype=torch.float32)
+        float_out = dtype != torch.uint8
+        table = torch.from_numpy(normalized_table(np.asarray(palettes), mean, std)) if float_out else pal
         self.register_buffer("table", table.contiguous(), persistent=False)
+        levels = channel_tables(pal.shape[2], mean, std, float_out)[..., 0]  # (C, 256): refilled pixels
+        self.register_buffer("levels", torch.from_numpy(levels), persistent=False)
         n = height * width
         pos = torch.arange(n, dtype=torch.int64) * bits
         self.register_buffer("byte", pos >> 3, persistent=False)
         self.register_buffer("shift", (pos & 7).to(torch.int32), persistent=False)
-        for name, value, default in (("mean", mean, 0.0), ("std", std, 1.0)):
-            v = torch.tensor(value if value is not None else [default], dtype=torch.float32)
-            self.register_buffer(name, v[:, None, None], persistent=False)
         if patch is not None:  # each pixel's rank in the payload order of an unmasked sample
             order = bitpack.kept_pixel_order(height, width, *patch, np.zeros(bitpack.grid_shape(height, width, *patch),
                                                                               bool))
@@ -96,7 +89,8 @@ class DeviceDecoder(torch.nn.Module):
             pix = self.reconstructor.fill(pix, dropped.bool(), self.palettes[pids] if self.reconstructor.snap else None)
         if self.dtype == torch.uint8:
             return pix
-        return (pix.float() / 255 - self.mean) / self.std
+        channel = torch.arange(pix.shape[1], device=pix.device)[None, :, None, None]
+        return self.levels[channel, pix.long()]
 
 
 def random_crop_flip(images: torch.Tensor, padding: int = 4, flip: float = 0.5, fill: float = 0.0,

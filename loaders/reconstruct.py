@@ -9,7 +9,6 @@ crop/flip/resize (and normalise) the pixels with the same kernel, each colour ch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -17,6 +16,8 @@ import torch
 
 from dcqformat import DcqError, DcqReader
 from dcqformat.decode import PaletteSet, Streams, decode_images, resample_planes
+
+from .tables import channel_tables
 
 if TYPE_CHECKING:
     from dcqformat.mae import MAE
@@ -93,20 +94,6 @@ class Reconstructor:
             snapped = pal.gather(1, nearest[..., None].expand(-1, -1, c)).transpose(1, 2).reshape(n, c, h, w)
             filled = torch.where(hidden, snapped.round().to(torch.uint8), filled)
         return filled
-
-
-def channel_tables(channels: int, mean: Sequence[float] | None, std: Sequence[float] | None,
-                   float_out: bool) -> np.ndarray:
-    """(C, 256, 1) per-channel lookup of an 8-bit value: itself (uint8), or normalised float32."""
-    v = np.arange(256, dtype=np.float32)
-    if not float_out:
-        return np.ascontiguousarray(np.broadcast_to(v.astype(np.uint8)[None, :, None], (channels, 256, 1)))
-    t = np.repeat((v / 255.0)[None], channels, 0)
-    if mean is not None:
-        t -= np.asarray(mean, np.float32).reshape(-1, 1)
-    if std is not None:
-        t /= np.asarray(std, np.float32).reshape(-1, 1)
-    return np.ascontiguousarray(t[..., None].astype(np.float32))
 
 
 def crop_pixels(images: np.ndarray, tables: np.ndarray, boxes: np.ndarray, flips: np.ndarray,

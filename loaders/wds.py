@@ -27,8 +27,8 @@ from dcqformat.decode import PaletteSet, crop_arguments, decode_crops, decode_im
 from dcqformat.errors import CorruptFile
 
 from .augment import output_size
-from .dataset import normalized_fill, normalized_table
-from .reconstruct import Mode, Reconstructor, channel_tables, refill_and_crop
+from .reconstruct import Mode, Reconstructor, refill_and_crop
+from .tables import channel_tables, normalized_fill, normalized_table
 
 
 def sidecar_path(pattern: str) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import dcqformat
-from dcqformat.quantize import ConvertConfig, convert
+from dcqformat.conversion import ConvertConfig, convert
 
 PINNED = {
     "packed": "d7d838b81eafa86db072373d68bb6b2791beb69b205de2dee277f0ad159551c1",
@@ -52,6 +52,16 @@ def test_mediancut_conversion_is_pinned(source, tmp_path, codec):
     out = tmp_path / f"{codec}.dcq"
     convert(str(source), out, ConvertConfig(method="mediancut", bits=2, codec=codec, seed=0), progress=False)
     assert _digest(out) == PINNED[codec]
+
+
+def test_python_api_takes_keyword_options(source, tmp_path):
+    out = tmp_path / "kw.dcq"
+    summary = dcqformat.convert(str(source), out, method="mediancut", bits=2, codec="packed", progress=False)
+    assert summary.written == 24 and _digest(out) == PINNED["packed"]
+    with pytest.raises(ValueError, match="clusters"):
+        dcqformat.convert(str(source), tmp_path / "bad.dcq", clusters=0, progress=False)
+    with pytest.raises(ValueError, match="unknown setting"):
+        dcqformat.convert(str(source), tmp_path / "bad.dcq", colours=4, progress=False)
 
 
 def test_dcq_conversion_is_deterministic(source, tmp_path):

@@ -13,12 +13,13 @@ from PIL import Image
 
 import dcqformat
 from dcqformat import DcqError, sample_data
-from dcqformat.quantize import ConvertConfig, convert
+from dcqformat.conversion import ConvertConfig, convert
+from dcqformat.imaging import sobel
 from dcqformat.quantize.color import lab_to_srgb, srgb_to_lab
 from dcqformat.quantize.gradcam import gradcam_pp
 from dcqformat.quantize.kmeans import kmeans
 from dcqformat.quantize.model import AttentionNet
-from dcqformat.quantize.palette import assign, refine_palette, sobel
+from dcqformat.quantize.palette import assign, refine_palette
 from dcqformat.quantize.reassign import best_palettes, lloyd, palette_errors
 from dcqformat.sources import expand_braces, iter_images, open_source
 

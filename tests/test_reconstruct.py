@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader
 
 import dcqformat
 from dcqformat import DcqError, bitpack, sample_data
+from dcqformat.conversion import ConvertConfig, convert
 from dcqformat.loaders import DCQDataset, RandomCrop
 from dcqformat.mae import load_mae
-from dcqformat.quantize import ConvertConfig, convert
 
 FAST = {"model_epochs": 1, "model_images": 200, "refine_steps": 2, "refine_images": 4, "clusters": 4,
         "mae_epochs": 4, "mae_images": 200}

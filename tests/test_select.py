@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import dcqformat
 from dcqformat import sample_data
-from dcqformat.quantize import ConvertConfig, convert
+from dcqformat.conversion import ConvertConfig, convert
 from dcqformat.select import (
     adq_rates,
     allocate,

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.numpy import save
 
 from ..errors import DcqError
+from ..reader import open as open_dcq
 from ..weights import load_weights, validate_safetensors
 from .model import MAE, MAEConfig
 
@@ -18,8 +20,6 @@ FORMAT = "dcq-mae/1"
 
 
 def mae_to_bytes(model: MAE) -> bytes:
-    from safetensors.numpy import save
-
     tensors = {k: v.detach().cpu().to(torch.float16).numpy() for k, v in model.state_dict().items()}
     # One metadata key: safetensors writes several in a random order, and the bytes must not vary.
     info = json.dumps({"format": FORMAT, "config": model.config.to_dict()}, sort_keys=True)
@@ -54,8 +54,6 @@ def mae_from_bytes(buf: bytes | memoryview, device: torch.device | str = "cpu") 
 
 def load_mae(path: str | Path, device: torch.device | str = "cpu") -> MAE:
     """The MAE of a .dcq file (its WGHT section) or of a .safetensors checkpoint."""
-    from ..reader import open as open_dcq
-
     path = Path(path)
     if path.suffix == ".dcq":
         with open_dcq(path) as r:

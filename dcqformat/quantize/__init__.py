@@ -1,8 +1,11 @@
 """The quantizers (PyTorch; CUDA when present, else the CPU): DCQ and per-image baselines.
 
+The stages of a conversion; :mod:`dcqformat.conversion` runs them.
+
 Imported only by ``dcq convert`` and by users who quantize: ``import dcqformat`` needs no torch.
 """
 
-from .convert import ConvertConfig, ConvertSummary, convert
+from ..options import ConvertConfig
+from .config import ConvertSummary
 
-__all__ = ["ConvertConfig", "ConvertSummary", "convert"]
+__all__ = ["ConvertConfig", "ConvertSummary"]

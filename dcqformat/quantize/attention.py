@@ -11,8 +11,9 @@ import torch
 from tqdm import tqdm
 
 from ..errors import DcqError
-from .cache import ImageCache
-from .config import ConvertConfig, ConvertSummary, Stage, as_rgb, model_input
+from ..imaging import ImageCache, as_rgb, model_input
+from ..mae import MAEConfig, load_mae, mae_to_bytes, train_mae
+from .config import ConvertConfig, ConvertSummary, Stage
 from .drop import drop_mask, native_patch
 from .gradcam import gradcam_pp
 from .model import load_model, train_attention
@@ -83,8 +84,6 @@ def mae_stage(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]]
     (``quantize(chunk, images)``) of the most common size, a bounded random sample of them."""
     if patch is None:
         return None
-    from ..mae import MAEConfig, load_mae, mae_to_bytes, train_mae
-
     cache, cfg, device, summary, meta, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.meta, ctx.progress
 
     with Stage(summary, "MAE"):

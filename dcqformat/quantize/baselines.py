@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..simple_quant import pillow_quantize
-from .color import srgb_to_lab, weighted
+from .color import lab_to_srgb, srgb_to_lab, weighted
 from .kmeans import kmeans
 from .palette import assign
 
@@ -22,7 +22,6 @@ def kmeans_image(image: np.ndarray, bits: int, seed: int) -> tuple[np.ndarray, n
     if rgb.shape[1] == 1:
         rgb = rgb.repeat(1, 3)
     centres, _ = kmeans(weighted(srgb_to_lab(rgb)), 1 << bits, seed=seed, iters=15)
-    from .color import lab_to_srgb
 
     lab = centres / torch.tensor([2.0, 1.0, 1.0]).sqrt()
     pal = (lab_to_srgb(lab) * 255).round().clamp(0, 255).to(torch.uint8)

@@ -14,7 +14,6 @@ import torch
 from ..bitpack import dropped_pixels, mask_nbytes
 from ..options import QUANTIZERS, ConvertConfig, OptionError
 from ..writer import DcqWriter
-from .model import to_input
 
 __all__ = ["QUANTIZERS", "ConvertConfig", "ConvertSummary", "OptionError", "Row", "Stage", "pick_device",
            "write_rows"]
@@ -120,19 +119,3 @@ def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palett
         if weights is not None:
             w.set_weights(weights)
             summary.mae_bytes = len(weights)
-
-
-def model_input(images: list[np.ndarray], size: int) -> torch.Tensor:
-    rgb = [im if im.shape[2] == 3 else im.repeat(3, 2) for im in images]
-    if len({im.shape for im in rgb}) == 1:
-        return to_input(torch.from_numpy(np.stack(rgb)), size)
-    return torch.cat([to_input(torch.from_numpy(im)[None], size) for im in rgb])
-
-
-def as_rgb(img: np.ndarray, size: int | None) -> np.ndarray:
-    rgb = img if img.shape[2] == 3 else img.repeat(3, 2)
-    if size is None or rgb.shape[:2] == (size, size):
-        return rgb
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))

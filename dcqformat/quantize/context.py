@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..imaging import ImageCache
 from .attention import attention_model
-from .cache import ImageCache
 from .config import ConvertConfig, ConvertSummary
 
 
 @dataclass
 class Conversion:
-    """Built by :func:`~dcqformat.quantize.convert`, handed to every stage.
+    """Built by :func:`dcqformat.convert`, handed to every stage.
 
     ``cache`` holds the decoded images (a selection stage replaces it by the kept ones),
     ``summary`` collects counts and timings for the user, ``meta`` what goes into the file.

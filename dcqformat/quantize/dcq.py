@@ -9,9 +9,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..imaging import as_rgb, model_input
 from .attention import Dropper, grad_cams, mae_stage
 from .color import srgb_to_lab, unweighted, weighted
-from .config import Row, Stage, as_rgb, model_input, write_rows
+from .config import Row, Stage, write_rows
 from .context import Conversion
 from .kmeans import kmeans
 from .palette import assign, refine_palette, to_uint8, top_pixels

@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import DcqError
+from ..imaging import to_input
 
 
 def _block(i: int, o: int, stride: int) -> nn.Sequential:
@@ -38,14 +40,6 @@ class AttentionNet(nn.Module):
         d = self.deep(self.mid(s))
         logits = self.head(d.mean((2, 3)))
         return (logits, s, d) if keep else logits
-
-
-def to_input(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float (N, C, size, size) in [-1, 1]."""
-    x = images.permute(0, 3, 1, 2).float() / 127.5 - 1
-    if x.shape[2] != size or x.shape[3] != size:
-        x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return x
 
 
 @dataclass
@@ -97,8 +91,6 @@ def train_attention(images: np.ndarray, labels: np.ndarray, classes: int, *, epo
 
 def save_model(model: AttentionNet, path: str) -> None:
     """A state dict with the architecture's arguments, as safetensors (no pickle)."""
-    from safetensors.torch import save_file
-
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path,
               metadata={"arch": "AttentionNet", "classes": str(model.classes), "channels": str(model.channels),
                         "width": str(model.width)})

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..imaging import sobel
 from .color import lab_to_srgb, srgb_to_lab, weighted
-
-SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
 def top_pixels(images: torch.Tensor, cams: torch.Tensor, fraction: float) -> list[torch.Tensor]:
@@ -20,13 +19,6 @@ def top_pixels(images: torch.Tensor, cams: torch.Tensor, fraction: float) -> lis
     for i in range(len(images)):
         out.append(flat_img[i, top[i]])
     return out
-
-
-def sobel(x: torch.Tensor) -> torch.Tensor:
-    """Per-channel Sobel responses of (N, C, H, W): (N, 2C, H, W)."""
-    c = x.shape[1]
-    k = torch.stack([SOBEL, SOBEL.T]).to(x)[:, None].repeat(c, 1, 1, 1)  # (2C, 1, 3, 3)
-    return nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=c)
 
 
 def quantize_ste(images_rgb: torch.Tensor, palette_lab: torch.Tensor, tau: float) -> torch.Tensor:

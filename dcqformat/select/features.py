@@ -7,8 +7,7 @@ import math
 import numpy as np
 import torch
 
-from ..quantize.config import as_rgb, model_input
-from ..quantize.palette import sobel
+from ..imaging import as_rgb, model_input, sobel
 
 
 @torch.no_grad()

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..imaging import ImageCache
 from ..options import SELECTIONS
-from ..quantize.cache import ImageCache
+from ..simple_quant import mediancut
 from .features import embeddings, texture, view_features
 from .methods import adq_rates, dq_bins, dq_select, graphcut_select, random_select, sample_bins
 
@@ -48,8 +49,6 @@ def select(cache: ImageCache, model: torch.nn.Module | None, *, method: str, kee
     if method == "random":
         chosen = random_select(labels, keep, seed)
     elif method == "graphcut":
-        from ..simple_quant import mediancut
-
         def quantized(im: np.ndarray) -> np.ndarray:
             idx, pal = mediancut(im, bits)
             return pal[idx]

@@ -1,4 +1,5 @@
-"""A disk-backed store of decoded images, so conversion passes stream and memory stays flat."""
+"""Images during conversion, below every stage: the disk-backed image cache and the image helpers
+that the quantizers (dcqformat.quantize), the selection (dcqformat.select) and the MAE share."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import tempfile
 from collections.abc import Iterator
 
 import numpy as np
+import torch
+from torch import nn
+
+SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
 class ImageCache:
@@ -65,3 +70,36 @@ class ImageCache:
     def close(self) -> None:
         self._map = None
         self._file.close()
+
+
+def to_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float (N, C, size, size) in [-1, 1]."""
+    x = images.permute(0, 3, 1, 2).float() / 127.5 - 1
+    if x.shape[2] != size or x.shape[3] != size:
+        x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+def model_input(images: list[np.ndarray], size: int) -> torch.Tensor:
+    """Images of any sizes as one (N, 3, size, size) float batch in [-1, 1] for the attention model."""
+    rgb = [im if im.shape[2] == 3 else im.repeat(3, 2) for im in images]
+    if len({im.shape for im in rgb}) == 1:
+        return to_input(torch.from_numpy(np.stack(rgb)), size)
+    return torch.cat([to_input(torch.from_numpy(im)[None], size) for im in rgb])
+
+
+def as_rgb(img: np.ndarray, size: int | None) -> np.ndarray:
+    """An (H, W, 1|3) image as RGB, resized (bilinear) to ``size`` x ``size`` when given."""
+    rgb = img if img.shape[2] == 3 else img.repeat(3, 2)
+    if size is None or rgb.shape[:2] == (size, size):
+        return rgb
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def sobel(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel Sobel responses of (N, C, H, W): (N, 2C, H, W)."""
+    c = x.shape[1]
+    k = torch.stack([SOBEL, SOBEL.T]).to(x)[:, None].repeat(c, 1, 1, 1)  # (2C, 1, 3, 3)
+    return nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=c)

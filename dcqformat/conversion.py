@@ -1,4 +1,8 @@
-"""``dcq convert``: a dataset in, a .dcq file out, through DCQ or a per-image baseline."""
+"""``dcq convert`` and :func:`dcqformat.convert`: a dataset in, a .dcq file out.
+
+The orchestration, above the stages: it loads the source into the image cache, builds the
+conversion context, then runs sample selection (dcqformat.select), a quantizer (dcqformat.quantize)
+and, with patch dropping, the MAE (dcqformat.mae, through the quantizer's stages)."""
 
 from __future__ import annotations
 
@@ -6,28 +10,28 @@ import glob
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import __version__
-from ..errors import DcqError
-from ..sources import iter_images, open_source
-from ..writer import remove_stale_temporaries
-from . import baselines
-from .attention import Dropper, mae_stage
-from .cache import ImageCache
-from .config import ConvertConfig, ConvertSummary, Row, Stage, pick_device, write_rows
-from .context import Conversion
-from .dcq import convert_dcq
-from .model import AttentionNet
+from . import __version__
+from .errors import DcqError
+from .imaging import ImageCache
+from .options import ConvertConfig
+from .quantize import baselines
+from .quantize.attention import Dropper, mae_stage
+from .quantize.config import ConvertSummary, Row, Stage, pick_device, write_rows
+from .quantize.context import Conversion
+from .quantize.dcq import convert_dcq
+from .select import select
+from .sources import expand_braces, iter_images, open_source
+from .writer import remove_stale_temporaries
 
 
 def source_bytes(src: str) -> int | None:
     """Bytes of the files a source is made of (for the compression ratio), when known."""
-    from ..sources import expand_braces
-
     p = Path(src)
     if p.is_dir():
         return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
@@ -63,10 +67,14 @@ def _load(src: str, cfg: ConvertConfig, summary: ConvertSummary, progress: bool)
     return cache, classes, {"source": str(src), "kind": source.kind}
 
 
-def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progress: bool = True) -> ConvertSummary:
-    """Convert the dataset at ``src`` into the .dcq file ``dst``."""
-    cfg = cfg or ConvertConfig()
-    cfg.check()
+def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progress: bool = True,
+            **options: Any) -> ConvertSummary:
+    """Convert the dataset at ``src`` into the .dcq file ``dst``.
+
+    Settings come from ``cfg`` and/or keyword ``options`` (ConvertConfig's fields, e.g.
+    ``bits=2, clusters=64``; options override ``cfg``); all are checked first.
+    """
+    cfg = ConvertConfig.from_dict({**(asdict(cfg) if cfg else {}), **options})
     if Path(dst).is_dir():
         raise DcqError(f"{dst}: the destination is a directory")
     remove_stale_temporaries(dst)  # what a killed run of the same conversion left
@@ -102,8 +110,6 @@ def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progres
 def _select(ctx: Conversion) -> None:
     """Keep ``cfg.keep`` of each class (dcqformat.select): the context's cache becomes the kept
     images (the full cache is closed)."""
-    from ..select import select
-
     cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
     model = ctx.attention_model() if cfg.select != "random" else None
     with Stage(summary, f"selection ({cfg.select})"):
@@ -140,4 +146,4 @@ def _convert_baseline(ctx: Conversion, dst: str | Path) -> None:
         write_rows(dst, cfg, meta, None, summary, rows(), dropper.patch, weights)
 
 
-__all__ = ["AttentionNet", "ConvertConfig", "ConvertSummary", "convert"]
+__all__ = ["ConvertConfig", "ConvertSummary", "convert"]
