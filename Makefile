@@ -32,9 +32,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_decode.py
-	$(BIN)/python benchmarks/bench_size.py
-	$(BIN)/python benchmarks/bench_loader.py
+	$(BIN)/python -m benchmarks.bench_decode
+	$(BIN)/python -m benchmarks.bench_size
+	$(BIN)/python -m benchmarks.bench_loader
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -1,6 +1,6 @@
 """Conversion time and peak memory of `dcq convert` (DCQ, 2 bits) on 5k, 20k and 50k CIFAR-10 images.
 
-Usage: python benchmarks/bench_convert.py [--sizes 5000 20000 50000] [--device auto]
+Usage: python -m benchmarks.bench_convert [--sizes 5000 20000 50000] [--device auto]
 
 Each size runs end to end in its own process, from the JPEG shards (decoding included) to the
 written file, attention model training included; peak memory is that process's maximum
@@ -16,12 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, table  # noqa: E402
-
-from dcqformat import sample_data  # noqa: E402
+from benchmarks.common import save, table
+from dcqformat import sample_data
 
 CHILD = """
 import json, resource, sys, threading, time

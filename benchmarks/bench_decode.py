@@ -1,6 +1,6 @@
 """Decode speed: dcq decode_batch vs Pillow (JPEG, palette PNG) vs a numpy copy, on one core.
 
-Usage: python benchmarks/bench_decode.py [--threads 1] [--n 10000] [--no-verify]
+Usage: python -m benchmarks.bench_decode [--threads 1] [--n 10000] [--no-verify]
 
 The same quantized images are stored as .dcq (20 shared palettes, as DCQ writes them, and
 per-image palettes), as JPEG (quality 90) and as a palette PNG of the same bit depth; each is
@@ -25,11 +25,9 @@ if __name__ == "__main__":  # pin the thread count before numba is imported
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_time, save, table  # noqa: E402
-
-import dcqformat  # noqa: E402
-from dcqformat import sample_data, simple_quant  # noqa: E402
+import dcqformat
+from benchmarks.common import best_time, save, table
+from dcqformat import sample_data, simple_quant
 
 
 def images_32(n: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Patch dropping: file size, refill quality (MAE vs mean colour), loader speed, MAE training time.
 
-Usage: python benchmarks/bench_drop.py [--train 10000] [--epochs 2] [--workers 2]
+Usage: python -m benchmarks.bench_drop [--train 10000] [--epochs 2] [--workers 2]
 
 Uses the 10,000-image CIFAR-10 DCQ files of bench_accuracy.py (out/accuracy/; run it with
 ``--dcq drop_patches=0.25`` first): ``dcq-2bit-10000.dcq`` (no dropping) and
@@ -27,15 +27,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_loader import MEAN, STD, rate  # noqa: E402
-from common import save, table  # noqa: E402
-
-import dcqformat  # noqa: E402
-from dcqformat import bitpack  # noqa: E402
-from dcqformat.loaders import DCQDataset, RandomCrop  # noqa: E402
-from dcqformat.loaders.reconstruct import Reconstructor, refilled_images  # noqa: E402
-from dcqformat.mae import MAEConfig, train_mae  # noqa: E402
+import dcqformat
+from benchmarks.common import rate, save, table
+from benchmarks.training import MEAN_RGB as MEAN
+from benchmarks.training import STD_RGB as STD
+from dcqformat import bitpack
+from dcqformat.loaders import DCQDataset, RandomCrop
+from dcqformat.loaders.reconstruct import Reconstructor, refilled_images
+from dcqformat.mae import MAEConfig, train_mae
 
 WORK = Path("out/accuracy")
 FULL = Path("out/bench/cifar10-train-50000-2bit.dcq")

@@ -1,6 +1,6 @@
 """DataLoader throughput, end to end: DCQDataset vs ImageFolder (Pillow JPEG) vs in-memory tensors.
 
-Usage: python benchmarks/bench_loader.py [--n 50000] [--epochs 3] [--workers 2] [--batch 256]
+Usage: python -m benchmarks.bench_loader [--n 50000] [--epochs 3] [--workers 2] [--batch 256]
 
 Every loader yields float32 NCHW batches normalised with CIFAR's mean/std after a random crop
 (padding 4) and a horizontal flip, through torch's DataLoader. The .dcq file is CIFAR-10 train
@@ -23,15 +23,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, table  # noqa: E402
+import dcqformat
+from benchmarks.common import rate, save, table
+from benchmarks.training import MEAN_RGB as MEAN
+from benchmarks.training import STD_RGB as STD
+from dcqformat import sample_data, simple_quant
+from dcqformat.loaders import DCQDataset, DCQLoader, RandomCrop, random_crop_flip
+from dcqformat.sources import tar_samples
 
-import dcqformat  # noqa: E402
-from dcqformat import sample_data, simple_quant  # noqa: E402
-from dcqformat.loaders import DCQDataset, DCQLoader, RandomCrop, random_crop_flip  # noqa: E402
-from dcqformat.sources import tar_samples  # noqa: E402
-
-MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 CACHE = Path("out/bench")
 warnings.filterwarnings("ignore", category=ResourceWarning)
 
@@ -123,18 +122,6 @@ def prepare(n: int) -> tuple[Path, Path, sample_data.ImageSet]:
             cls_dir.mkdir(parents=True, exist_ok=True)
             (cls_dir / f"{sample['__key__'].decode()}.jpg").write_bytes(sample["jpg"])
     return dcq, folder, data
-
-
-def rate(make_loader, epochs: int) -> float:  # type: ignore[no-untyped-def]
-    loader = make_loader()
-    for i, _ in enumerate(loader):  # warm-up: start the workers, compile, fill caches
-        if i >= 5:
-            break
-    seen, t = 0, time.perf_counter()
-    for _ in range(epochs):
-        for x, _ in loader:
-            seen += len(x)
-    return seen / (time.perf_counter() - t)
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Sample selection: accuracy at keep 10% / 30% (random, dq, adq, graphcut; original colours and
 DCQ 2-bit), and selection time and memory on CIFAR-10 and on a synthetic class of 100,000.
 
-Usage: python benchmarks/bench_select.py [--n 50000] [--keeps 0.1 0.3] [--seeds 0]
+Usage: python -m benchmarks.bench_select [--n 50000] [--keeps 0.1 0.3] [--seeds 0]
            [--methods random dq adq graphcut] [--colours original dcq] [--epochs 10]
            [--product adq] [--product-drops 0 0.25]
 
@@ -34,16 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_accuracy import decode_all, train_eval  # noqa: E402
-from common import save, table  # noqa: E402
-
-import dcqformat  # noqa: E402
-from dcqformat import sample_data  # noqa: E402
-from dcqformat.conversion import ConvertConfig, convert  # noqa: E402
-from dcqformat.imaging import ImageCache  # noqa: E402
-from dcqformat.quantize.model import train_attention  # noqa: E402
-from dcqformat.select import graphcut, select  # noqa: E402
+import dcqformat
+from benchmarks.common import save, table
+from benchmarks.training import decode_all, train_eval
+from dcqformat import sample_data
+from dcqformat.conversion import ConvertConfig, convert
+from dcqformat.imaging import ImageCache
+from dcqformat.quantize.model import train_attention
+from dcqformat.select import graphcut, select
 
 WORK = Path("out/select")
 

@@ -1,6 +1,6 @@
 """Size of CIFAR-10 train (50,000 images) as .dcq, against raw uint8, the JPEG source and PNG.
 
-Usage: python benchmarks/bench_size.py [--n 50000] [--bits 2]
+Usage: python -m benchmarks.bench_size [--n 50000] [--bits 2]
 
 Quantizers: 20 shared palettes (mean-colour k-means + MedianCut per cluster, as DCQ stores its
 cluster palettes) and per-image MedianCut (a palette per image). Each is written with the
@@ -21,11 +21,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, table  # noqa: E402
-
-import dcqformat  # noqa: E402
-from dcqformat import sample_data, simple_quant  # noqa: E402
+import dcqformat
+from benchmarks.common import save, table
+from dcqformat import sample_data, simple_quant
 
 
 def write(path: Path, bits: int, codec: str, idx, pal_of, palettes, labels) -> tuple[int, float]:  # type: ignore[no-untyped-def]

@@ -57,3 +57,16 @@ def save(name: str, payload: dict[str, Any]) -> Path:
     payload = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def rate(make_loader: Callable[[], Any], epochs: int) -> float:
+    """Images per second a loader yields over ``epochs`` epochs, after a short warm-up."""
+    loader = make_loader()
+    for i, _ in enumerate(loader):  # warm-up: start the workers, compile, fill caches
+        if i >= 5:
+            break
+    seen, t = 0, time.perf_counter()
+    for _ in range(epochs):
+        for x, _ in loader:
+            seen += len(x)
+    return seen / (time.perf_counter() - t)
