@@ -10,11 +10,15 @@ pixel ``j`` occupying bits ``j*bits .. j*bits+bits-1``; stream bit ``t`` is bit 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 
+N = TypeVar("N", int, np.ndarray)
 
-def packed_size(n_pixels: int, bits: int) -> int:
-    """Bytes taken by ``n_pixels`` indices of ``bits`` bits, padded to a whole byte."""
+
+def packed_size(n_pixels: N, bits: int) -> N:
+    """Bytes taken by ``n_pixels`` indices of ``bits`` bits, padded to a whole byte (ints or arrays)."""
     return (n_pixels * bits + 7) // 8
 
 
@@ -39,13 +43,13 @@ def gather(indices: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return palette[indices]
 
 
-def grid_shape(height: int, width: int, patch_h: int, patch_w: int) -> tuple[int, int]:
-    """Patch grid of an image: edge patches are clipped to the image."""
+def grid_shape(height: N, width: N, patch_h: int, patch_w: int) -> tuple[N, N]:
+    """Patch grid of an image: edge patches are clipped to the image (ints or arrays)."""
     return -(-height // patch_h), -(-width // patch_w)
 
 
-def mask_nbytes(height: int, width: int, patch_h: int, patch_w: int) -> int:
-    """Bytes of one drop mask: one bit per patch, padded to a whole byte."""
+def mask_nbytes(height: N, width: N, patch_h: int, patch_w: int) -> N:
+    """Bytes of one drop mask: one bit per patch, padded to a whole byte (ints or arrays)."""
     gh, gw = grid_shape(height, width, patch_h, patch_w)
     return (gh * gw + 7) // 8
 

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
-import tempfile
 from collections.abc import Callable
-from dataclasses import fields
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from . import SPEC_VERSION, __version__
+from . import SPEC_VERSION, __version__, commands
 from .errors import DcqError
-from .options import CLUSTER_FEATURES, QUANTIZERS, SELECT_FEATURES, SELECTIONS, ConvertConfig, OptionError
-from .reader import DcqReader
-from .reader import open as open_dcq
+from .options import CLUSTER_FEATURES, QUANTIZERS, SELECT_FEATURES, SELECTIONS, OptionError
 from .sample_data import DATASETS
 
 EPILOG = """examples:
@@ -35,185 +26,6 @@ EPILOG = """examples:
                                   originals next to decoded images, with the palettes as swatches
   dcq demo                        quantize a small image set and show what the format does
 """
-
-
-def _cmd_info(args: argparse.Namespace) -> int:
-    with open_dcq(args.file) as r:
-        info = r.info()
-        info["meta"] = r.meta
-        meta = r.metadata
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(f"{info['path']}: dcq {info['version']}, {info['samples']:,} samples, {info['bits']}-bit, "
-          f"{info['channels']} channel(s), {info['palettes']:,} palette(s), codec {info['codec']}")
-    if info["patch_size"]:
-        print(f"patches {info['patch_size'][0]}x{info['patch_size'][1]}, "
-              f"{info['masked_samples']:,} samples with dropped patches")
-    print(f"size {info['file_bytes']:,} bytes, {info['bits_per_pixel']:.3f} bits/pixel, "
-          f"{info['compression_ratio']:.1f}x smaller than raw uint8 ({info['raw_uint8_bytes']:,} bytes)")
-    print(f"{'section':8}{'offset':>14}{'length':>14}  crc32")
-    for s in info["sections"]:
-        print(f"{s['tag']:8}{s['offset']:>14,}{s['length']:>14,}  {s['crc32']}")
-    if meta.name is not None:
-        print(f"name: {meta.name}")
-    if "color_space" in meta.raw:
-        print(f"color_space: {meta.color_space}")
-    if meta.classes is not None:
-        more = " ..." if len(meta.classes) > 20 else ""
-        print(f"classes ({len(meta.classes)}): {', '.join(meta.classes[:20])}{more}")
-    if meta.drop is not None:
-        d = meta.drop
-        print(f"dropped patches: {d.fraction} of each image's {d.patch} px patches ({d.importance})")
-    if meta.mae is not None:
-        wght = next((s["length"] for s in info["sections"] if s["tag"] == "WGHT"), 0)
-        print(f"MAE (refills dropped patches in the loaders): {json.dumps(meta.mae.get('config'))}, "
-              f"{wght:,} bytes of weights")
-    if meta.selection is not None:
-        sel = meta.selection
-        counts = "" if sel.kept is None or sel.samples_in is None else f" ({sel.kept:,} of {sel.samples_in:,})"
-        print(f"selection: {sel.method}, keep {sel.keep}{counts}; per class: {json.dumps(sel.per_class)}")
-    if meta.quantizer is not None:
-        print(f"quantizer: {json.dumps(_brief(meta.quantizer))}  (all of it: --json)")
-    return 0
-
-
-def _brief(obj: Any, longest: int = 12) -> Any:
-    """``obj`` with every list of more than ``longest`` numbers replaced by a one-line summary."""
-    if isinstance(obj, dict):
-        return {k: _brief(v, longest) for k, v in obj.items()}
-    if isinstance(obj, list) and len(obj) > longest and all(isinstance(v, (int, float)) for v in obj):
-        return f"{len(obj)} values, {min(obj):g} .. {max(obj):g}, median {float(np.median(obj)):g}"
-    if isinstance(obj, list):
-        return [_brief(v, longest) for v in obj]
-    return obj
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    bad = 0
-    for path in args.files:
-        try:
-            with open_dcq(path) as r:
-                r.verify()
-                print(f"{path}: ok ({len(r):,} samples, all checksums match)")
-        except DcqError as exc:
-            print(f"{path}: FAILED: {exc}")
-            bad += 1
-    return 1 if bad else 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from PIL import Image
-
-    with open_dcq(args.file) as r:
-        n = len(r) if args.limit is None else min(args.limit, len(r))
-        classes = r.classes
-        out = Path(args.out)
-        decode = _export_decoder(r, args.reconstruct)
-        if out.suffix == ".npz":
-            shapes = r.shapes[:n]
-            if n and (shapes != shapes[0]).any():
-                raise DcqError("samples differ in size: export to a folder of PNGs instead of .npz")
-            x = np.concatenate([decode(np.arange(s, min(s + 1024, n))) for s in range(0, n, 1024)]) if n else \
-                r.decode_batch(np.arange(0))
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".npz", delete=False) as tmp:
-                np.savez(tmp, x=x, y=r.labels[:n], source_index=r.source_indices[:n])
-            Path(tmp.name).replace(out)
-            print(f"wrote {n:,} samples to {out}")
-            return 0
-        for i in range(n):
-            label = int(r.labels[i])
-            name = classes[label] if classes and 0 <= label < len(classes) else (
-                str(label) if label >= 0 else "unlabelled")
-            folder = out / name
-            folder.mkdir(parents=True, exist_ok=True)
-            img = decode(np.array([i]))[0]
-            Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(
-                folder / f"{int(r.source_indices[i]):08d}.png")
-        print(f"wrote {n:,} PNGs under {out}/")
-    return 0
-
-
-def _export_decoder(r: DcqReader, mode: str) -> Callable[[np.ndarray], np.ndarray]:
-    """Samples -> (N, H, W, C) uint8, dropped patches refilled as ``mode`` says (auto: by the
-    file's MAE when it has one, else left black); samples of several sizes one by one."""
-    if mode == "auto":
-        mode = "mae" if r.weights_blob() is not None else "none"
-    decode: Callable[[np.ndarray], np.ndarray]
-    if not r.has_masks or mode == "none":
-        decode = r.decode_batch
-    else:
-        try:
-            from .loaders.reconstruct import Reconstructor, refilled_images
-        except ImportError as exc:
-            raise DcqError(f"refilling dropped patches needs torch ({exc}); use --reconstruct none") from None
-        assert r.patch_size is not None
-        rec = Reconstructor(mode, weights=r.weights_blob(), patch=r.patch_size)
-
-        def refill(idx: np.ndarray) -> np.ndarray:
-            return refilled_images(r, idx, rec)
-        decode = refill
-
-    def run(idx: np.ndarray) -> np.ndarray:
-        if len({tuple(s) for s in r.shapes[idx]}) <= 1:
-            return decode(idx)
-        return np.stack([decode(np.array([i]))[0] for i in idx.tolist()])
-    return run
-
-
-def _cmd_to_wds(args: argparse.Namespace) -> int:
-    try:
-        from .loaders.wds import write_shards
-    except ImportError as exc:
-        raise DcqError(f"to-wds needs the loaders' dependencies (torch, webdataset): {exc}") from None
-    side, shards = write_shards(args.file, args.pattern, maxcount=args.maxcount, sidecar=args.sidecar)
-    print(f"wrote {len(shards)} shard(s) ({shards[0] if shards else '-'} ...) and the sidecar {side}")
-    return 0
-
-
-# dcq convert's options that are named otherwise in ConvertConfig
-_CONFIG_NAMES = {"epochs": "model_epochs"}
-
-
-def _convert_config(args: argparse.Namespace) -> ConvertConfig:
-    """The ConvertConfig of ``dcq convert``'s options, checked (before torch is imported)."""
-    names = {f.name for f in fields(ConvertConfig)}
-    values = {_CONFIG_NAMES.get(k, k): v for k, v in vars(args).items() if _CONFIG_NAMES.get(k, k) in names}
-    cfg = ConvertConfig(**values)
-    cfg.check()
-    return cfg
-
-
-def _cmd_convert(args: argparse.Namespace) -> int:
-    cfg = _convert_config(args)
-    if Path(args.dst).is_dir():
-        raise DcqError(f"{args.dst}: the destination is a directory")
-    from .conversion import convert
-
-    summary = convert(args.src, args.dst, cfg, progress=not args.quiet)
-    print(f"wrote {args.dst}")
-    print(summary.table(cfg))
-    if summary.problems:
-        print(f"{len(summary.problems)} unreadable sample(s) skipped, e.g.:")
-        for index, why in summary.problems[:5]:
-            print(f"  sample {index}: {why}")
-    return 0
-
-
-def _cmd_preview(args: argparse.Namespace) -> int:
-    from .preview import preview
-
-    path = preview(args.file, args.out, source=args.source, count=args.count)
-    print(f"wrote {path}")
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run
-
-    run(Path(args.out), limit=args.limit, bits=args.bits, dataset=args.dataset, epochs=args.epochs)
-    return 0
 
 
 def _count(least: int) -> Callable[[str], int]:
@@ -249,10 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("info", help="show header, sections, sizes and metadata")
     s.add_argument("file")
     s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(fn=_cmd_info)
+    s.set_defaults(fn=commands.cmd_info)
     s = sub.add_parser("verify", help="check every checksum and sample; exit 1 on any problem")
     s.add_argument("files", nargs="+", metavar="FILE")
-    s.set_defaults(fn=_cmd_verify)
+    s.set_defaults(fn=commands.cmd_verify)
     s = sub.add_parser("export", help="decode to PNGs (ImageFolder tree) or to one .npz",
                        description="Decode to OUT/<class>/<source index>.png, or to OUT.npz when OUT "
                                    "ends in .npz. Dropped patches are refilled by the file's MAE when it has "
@@ -263,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refill dropped patches: auto (default: the file's MAE if any, else none), mae, mean "
                         "(the image's mean colour) or none (black)")
     s.add_argument("--limit", type=_count(0), default=None, help="export only the first N samples")
-    s.set_defaults(fn=_cmd_export)
+    s.set_defaults(fn=commands.cmd_export)
     s = sub.add_parser("to-wds", help="write WebDataset shards (.dcqi + .cls members) and their sidecar",
                        description="Write every sample as a .dcqi member (spec/WEBDATASET.md) with its .cls "
                                    "label into shards named by PATTERN (printf-style, e.g. 'out/train-%06d.tar'), "
@@ -272,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pattern", metavar="PATTERN", type=_wds_pattern)
     s.add_argument("--maxcount", type=_count(1), default=10000, help="samples per shard (default 10000)")
     s.add_argument("--sidecar", default=None, help="sidecar path (default: PATTERN's prefix + .dcq)")
-    s.set_defaults(fn=_cmd_to_wds)
+    s.set_defaults(fn=commands.cmd_to_wds)
     s = sub.add_parser("convert", help="quantize a dataset into a .dcq file",
                        description="Quantize SRC (an ImageFolder tree, WebDataset tar shards given as a file, a "
                                    "glob or a brace pattern, a CIFAR-10/100 python folder, or an .npz with x and y) "
@@ -321,13 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "penultimate features")
     s.add_argument("--adq-alpha", type=float, default=0.65, help="ADQ importance weight a (default 0.65)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.set_defaults(fn=_cmd_convert)
+    s.set_defaults(fn=commands.cmd_convert)
     s = sub.add_parser("preview", help="a PNG grid of decoded images (and originals) with palette swatches")
     s.add_argument("file", metavar="FILE.dcq")
     s.add_argument("--source", default=None, help="the dataset FILE was converted from, to show originals")
     s.add_argument("--out", default="preview.png")
     s.add_argument("--count", type=_count(1), default=16, help="images to show (default 16)")
-    s.set_defaults(fn=_cmd_preview)
+    s.set_defaults(fn=commands.cmd_preview)
     s = sub.add_parser("demo", help="convert a small image set with DCQ and MedianCut; sizes, PSNR, speed, preview")
     s.add_argument("--out", default="out/demo", help="folder for the files (default: out/demo)")
     s.add_argument("--limit", type=_count(1), default=2000, help="number of images (default: 2000)")
@@ -335,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="auto", choices=DATASETS,
                    help="auto: CIFAR-10 from ../shared/data/cifar10 when present, else the embedded photo crops")
     s.add_argument("--epochs", type=_count(0), default=8, help="attention model epochs (default 8)")
-    s.set_defaults(fn=_cmd_demo)
+    s.set_defaults(fn=commands.cmd_demo)
     return p
 
 
@@ -366,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _flag(parser: argparse.ArgumentParser, command: str, option: str) -> str:
     """The command-line flag of a ConvertConfig setting (``model_epochs`` -> ``--epochs``)."""
-    dest = {v: k for k, v in _CONFIG_NAMES.items()}.get(option, option)
+    dest = {v: k for k, v in commands.CONFIG_NAMES.items()}.get(option, option)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     return next((a.option_strings[0] for a in sub._actions if a.dest == dest and a.option_strings), option)
 

@@ -65,7 +65,7 @@ def parse_dcqi(data: bytes) -> DcqiSample:
     if flags:
         patch = (ph, pw)
         gh, gw = bitpack.grid_shape(h, w, ph, pw)
-        nbytes = (gh * gw + 7) // 8
+        nbytes = bitpack.mask_nbytes(h, w, ph, pw)
         dropped = bitpack.unpack_mask(np.frombuffer(data, np.uint8, nbytes, pos), gh, gw)
         pos += nbytes
         pixels = bitpack.kept_pixel_order(h, w, ph, pw, dropped).size

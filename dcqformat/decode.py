@@ -83,9 +83,10 @@ class Streams:
         if self.mask_offsets is None or self.mask_offsets[k] < 0:
             return None
         assert self.patch is not None and self.mask_data is not None
-        gh, gw = bitpack.grid_shape(int(self.heights[k]), int(self.widths[k]), *self.patch)
+        h, w = int(self.heights[k]), int(self.widths[k])
+        gh, gw = bitpack.grid_shape(h, w, *self.patch)
         off = int(self.mask_offsets[k])
-        return bitpack.unpack_mask(self.mask_data[off : off + (gh * gw + 7) // 8], gh, gw)
+        return bitpack.unpack_mask(self.mask_data[off : off + bitpack.mask_nbytes(h, w, *self.patch)], gh, gw)
 
     def grids(self, patch: tuple[int, int]) -> np.ndarray:
         """(n, gh, gw) drop masks of samples of one size (all False for unmasked samples)."""
@@ -112,7 +113,7 @@ class Streams:
             assert dropped is not None and self.patch is not None
             pixels[k] -= int(bitpack.dropped_pixels(dropped, *self.patch, int(self.heights[k]),
                                                     int(self.widths[k])).sum())
-        return (pixels * self.bits + 7) // 8
+        return bitpack.packed_size(pixels, self.bits)
 
 
 def concat(parts: list[tuple[np.ndarray, int, int, int, np.ndarray | None]], bits: int,

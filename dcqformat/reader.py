@@ -196,7 +196,7 @@ class DcqReader:
         h, w = self._records.value("height", i), self._records.value("width", i)
         gh, gw = bitpack.grid_shape(h, w, *self.patch_size)
         off = self._records.value("mask_offset", i)
-        return bitpack.unpack_mask(self._masks[off : off + (gh * gw + 7) // 8], gh, gw)
+        return bitpack.unpack_mask(self._masks[off : off + bitpack.mask_nbytes(h, w, *self.patch_size)], gh, gw)
 
     # -- payload bytes ---------------------------------------------------------------------
     def payload(self, i: int) -> np.ndarray:
@@ -290,7 +290,7 @@ class DcqReader:
                 sel = mask_offsets >= 0
                 pixels[sel] = kernels.kept_pixel_counts(self._masks, mask_offsets[sel], hs[sel], ws[sel],
                                                         *self.patch_size)
-            sizes = np.ascontiguousarray((pixels * self.bits + 7) // 8, dtype=np.int64)
+            sizes = np.ascontiguousarray(bitpack.packed_size(pixels, self.bits), dtype=np.int64)
         data, offsets = self._decoder.decode(self._data, idx, offsets, lengths, sizes,
                                              self.header.sections[L.TAG_DATA].offset)
         return Streams(data, offsets, hs, ws, rec.get("palette_id", idx), self.bits, self.patch_size,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _layout as L
-from . import kernels
+from . import bitpack, kernels
 from .errors import CorruptFile, UnsupportedVersion
 from .header import Section
 
@@ -231,7 +231,7 @@ def validate_records(rec: RecordTable, sections: dict[bytes, Section], palette_c
             ph, pw = patch
             mo = rec.get("mask_offset", sl)[masked]
             mh, mw = h[masked], w[masked]
-            nbytes = ((-(-mh // ph)) * (-(-mw // pw)) + 7) // 8
+            nbytes = bitpack.mask_nbytes(mh, mw, ph, pw)
             ok = (mo >= L.MASK_HEADER.size) & (mo + nbytes <= masks.size)
             if not ok.all():
                 i = int(np.argmin(ok))
@@ -247,4 +247,4 @@ def validate_records(rec: RecordTable, sections: dict[bytes, Section], palette_c
                                   expected="padding bits of the last mask byte 0", found="bits set")
             pixels = pixels.copy()
             pixels[masked] = kept
-        check_lengths(sl.start, length, (pixels * bits + 7) // 8, sec.offset)
+        check_lengths(sl.start, length, bitpack.packed_size(pixels, bits), sec.offset)

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 import dcqformat
+from dcqformat.bitpack import packed_size
 from dcqformat.decode import set_parallel
 from dcqformat.reader import Layout
 
@@ -231,7 +232,7 @@ class DCQDataset(Dataset):
         r = self.reader
         h, w = (int(v) for v in r.shapes[0])
         streams = r.streams(idx)
-        rows = torch.from_numpy(streams.rows((h * w * r.bits + 7) // 8))
+        rows = torch.from_numpy(streams.rows(packed_size(h * w, r.bits)))
         if not self.masked:
             return rows, r.palette_ids[idx], None
         assert r.patch_size is not None

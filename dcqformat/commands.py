@@ -1,0 +1,197 @@
+"""What each ``dcq`` command does, given its parsed arguments (the parser is in :mod:`dcqformat.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DcqError
+from .options import ConvertConfig
+from .reader import DcqReader
+from .reader import open as open_dcq
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with open_dcq(args.file) as r:
+        info = r.info()
+        info["meta"] = r.meta
+        meta = r.metadata
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['path']}: dcq {info['version']}, {info['samples']:,} samples, {info['bits']}-bit, "
+          f"{info['channels']} channel(s), {info['palettes']:,} palette(s), codec {info['codec']}")
+    if info["patch_size"]:
+        print(f"patches {info['patch_size'][0]}x{info['patch_size'][1]}, "
+              f"{info['masked_samples']:,} samples with dropped patches")
+    print(f"size {info['file_bytes']:,} bytes, {info['bits_per_pixel']:.3f} bits/pixel, "
+          f"{info['compression_ratio']:.1f}x smaller than raw uint8 ({info['raw_uint8_bytes']:,} bytes)")
+    print(f"{'section':8}{'offset':>14}{'length':>14}  crc32")
+    for s in info["sections"]:
+        print(f"{s['tag']:8}{s['offset']:>14,}{s['length']:>14,}  {s['crc32']}")
+    if meta.name is not None:
+        print(f"name: {meta.name}")
+    if "color_space" in meta.raw:
+        print(f"color_space: {meta.color_space}")
+    if meta.classes is not None:
+        more = " ..." if len(meta.classes) > 20 else ""
+        print(f"classes ({len(meta.classes)}): {', '.join(meta.classes[:20])}{more}")
+    if meta.drop is not None:
+        d = meta.drop
+        print(f"dropped patches: {d.fraction} of each image's {d.patch} px patches ({d.importance})")
+    if meta.mae is not None:
+        wght = next((s["length"] for s in info["sections"] if s["tag"] == "WGHT"), 0)
+        print(f"MAE (refills dropped patches in the loaders): {json.dumps(meta.mae.get('config'))}, "
+              f"{wght:,} bytes of weights")
+    if meta.selection is not None:
+        sel = meta.selection
+        counts = "" if sel.kept is None or sel.samples_in is None else f" ({sel.kept:,} of {sel.samples_in:,})"
+        print(f"selection: {sel.method}, keep {sel.keep}{counts}; per class: {json.dumps(sel.per_class)}")
+    if meta.quantizer is not None:
+        print(f"quantizer: {json.dumps(_brief(meta.quantizer))}  (all of it: --json)")
+    return 0
+
+
+def _brief(obj: Any, longest: int = 12) -> Any:
+    """``obj`` with every list of more than ``longest`` numbers replaced by a one-line summary."""
+    if isinstance(obj, dict):
+        return {k: _brief(v, longest) for k, v in obj.items()}
+    if isinstance(obj, list) and len(obj) > longest and all(isinstance(v, (int, float)) for v in obj):
+        return f"{len(obj)} values, {min(obj):g} .. {max(obj):g}, median {float(np.median(obj)):g}"
+    if isinstance(obj, list):
+        return [_brief(v, longest) for v in obj]
+    return obj
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    bad = 0
+    for path in args.files:
+        try:
+            with open_dcq(path) as r:
+                r.verify()
+                print(f"{path}: ok ({len(r):,} samples, all checksums match)")
+        except DcqError as exc:
+            print(f"{path}: FAILED: {exc}")
+            bad += 1
+    return 1 if bad else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    with open_dcq(args.file) as r:
+        n = len(r) if args.limit is None else min(args.limit, len(r))
+        classes = r.classes
+        out = Path(args.out)
+        decode = _export_decoder(r, args.reconstruct)
+        if out.suffix == ".npz":
+            shapes = r.shapes[:n]
+            if n and (shapes != shapes[0]).any():
+                raise DcqError("samples differ in size: export to a folder of PNGs instead of .npz")
+            x = np.concatenate([decode(np.arange(s, min(s + 1024, n))) for s in range(0, n, 1024)]) if n else \
+                r.decode_batch(np.arange(0))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".npz", delete=False) as tmp:
+                np.savez(tmp, x=x, y=r.labels[:n], source_index=r.source_indices[:n])
+            Path(tmp.name).replace(out)
+            print(f"wrote {n:,} samples to {out}")
+            return 0
+        for i in range(n):
+            label = int(r.labels[i])
+            name = classes[label] if classes and 0 <= label < len(classes) else (
+                str(label) if label >= 0 else "unlabelled")
+            folder = out / name
+            folder.mkdir(parents=True, exist_ok=True)
+            img = decode(np.array([i]))[0]
+            Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(
+                folder / f"{int(r.source_indices[i]):08d}.png")
+        print(f"wrote {n:,} PNGs under {out}/")
+    return 0
+
+
+def _export_decoder(r: DcqReader, mode: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Samples -> (N, H, W, C) uint8, dropped patches refilled as ``mode`` says (auto: by the
+    file's MAE when it has one, else left black); samples of several sizes one by one."""
+    if mode == "auto":
+        mode = "mae" if r.weights_blob() is not None else "none"
+    decode: Callable[[np.ndarray], np.ndarray]
+    if not r.has_masks or mode == "none":
+        decode = r.decode_batch
+    else:
+        try:
+            from .loaders.reconstruct import Reconstructor, refilled_images
+        except ImportError as exc:
+            raise DcqError(f"refilling dropped patches needs torch ({exc}); use --reconstruct none") from None
+        assert r.patch_size is not None
+        rec = Reconstructor(mode, weights=r.weights_blob(), patch=r.patch_size)
+
+        def refill(idx: np.ndarray) -> np.ndarray:
+            return refilled_images(r, idx, rec)
+        decode = refill
+
+    def run(idx: np.ndarray) -> np.ndarray:
+        if len({tuple(s) for s in r.shapes[idx]}) <= 1:
+            return decode(idx)
+        return np.stack([decode(np.array([i]))[0] for i in idx.tolist()])
+    return run
+
+
+def cmd_to_wds(args: argparse.Namespace) -> int:
+    try:
+        from .loaders.wds import write_shards
+    except ImportError as exc:
+        raise DcqError(f"to-wds needs the loaders' dependencies (torch, webdataset): {exc}") from None
+    side, shards = write_shards(args.file, args.pattern, maxcount=args.maxcount, sidecar=args.sidecar)
+    print(f"wrote {len(shards)} shard(s) ({shards[0] if shards else '-'} ...) and the sidecar {side}")
+    return 0
+
+
+# dcq convert's options that are named otherwise in ConvertConfig
+CONFIG_NAMES = {"epochs": "model_epochs"}
+
+
+def _convert_config(args: argparse.Namespace) -> ConvertConfig:
+    """The ConvertConfig of ``dcq convert``'s options, checked (before torch is imported)."""
+    names = {f.name for f in fields(ConvertConfig)}
+    values = {CONFIG_NAMES.get(k, k): v for k, v in vars(args).items() if CONFIG_NAMES.get(k, k) in names}
+    cfg = ConvertConfig(**values)
+    cfg.check()
+    return cfg
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    cfg = _convert_config(args)
+    if Path(args.dst).is_dir():
+        raise DcqError(f"{args.dst}: the destination is a directory")
+    from .conversion import convert
+
+    summary = convert(args.src, args.dst, cfg, progress=not args.quiet)
+    print(f"wrote {args.dst}")
+    print(summary.table(cfg))
+    if summary.problems:
+        print(f"{len(summary.problems)} unreadable sample(s) skipped, e.g.:")
+        for index, why in summary.problems[:5]:
+            print(f"  sample {index}: {why}")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .preview import preview
+
+    path = preview(args.file, args.out, source=args.source, count=args.count)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    run(Path(args.out), limit=args.limit, bits=args.bits, dataset=args.dataset, epochs=args.epochs)
+    return 0
