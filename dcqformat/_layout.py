@@ -75,7 +75,9 @@ CODECS = {"packed": CODEC_PACKED, "zstd": CODEC_ZSTD}
 CODEC_NAMES = {v: k for k, v in CODECS.items()}
 
 # Format limits.
+MIN_BITS = 1
 MAX_BITS = 8
+BITS = range(MIN_BITS, MAX_BITS + 1)  # the one definition of a valid bit depth: ``bits in BITS``
 MAX_SIDE = 65535
 CHANNELS = (1, 3)
 MIN_BLOCK = 4096

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from . import SPEC_VERSION, __version__, commands
+from . import _layout as L
 from .errors import DcqError
 from .options import CLUSTER_FEATURES, QUANTIZERS, SELECT_FEATURES, SELECTIONS, OptionError
 from .sample_data import DATASETS
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dst", metavar="DST")
     s.add_argument("--method", default="dcq", choices=QUANTIZERS,
                    help="dcq (default): shared cluster palettes; the others: one palette per image")
-    s.add_argument("--bits", type=int, default=2, choices=range(1, 9), help="bits per pixel (default 2)")
+    s.add_argument("--bits", type=int, default=2, choices=L.BITS, help="bits per pixel (default 2)")
     s.add_argument("--clusters", type=int, default=256, help="shared palettes (dcq; default 256)")
     s.add_argument("--reassign", type=int, default=4, help="rounds in which images choose their best palette and "
                    "palettes are refitted to them (dcq; default 4; 0: palettes of the feature clusters)")
@@ -143,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="convert a small image set with DCQ and MedianCut; sizes, PSNR, speed, preview")
     s.add_argument("--out", default="out/demo", help="folder for the files (default: out/demo)")
     s.add_argument("--limit", type=_count(1), default=2000, help="number of images (default: 2000)")
-    s.add_argument("--bits", type=int, default=2, choices=range(1, 9), help="bits per pixel (default: 2)")
+    s.add_argument("--bits", type=int, default=2, choices=L.BITS, help="bits per pixel (default: 2)")
     s.add_argument("--dataset", default="auto", choices=DATASETS,
                    help="auto: CIFAR-10 from ../shared/data/cifar10 when present, else the embedded photo crops")
     s.add_argument("--epochs", type=_count(0), default=8, help="attention model epochs (default 8)")

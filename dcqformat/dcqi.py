@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _layout as L
 from . import bitpack
 from .decode import Streams, concat
 from .errors import ChecksumMismatch, CorruptFile, UnsupportedVersion
@@ -57,7 +58,8 @@ def parse_dcqi(data: bytes) -> DcqiSample:
     computed = zlib.crc32(data[: DCQI.size - 4] + data[DCQI.size :])
     if computed != crc:
         raise ChecksumMismatch("dcqi", DCQI.size - 4, crc, computed)
-    if not 1 <= bits <= 8 or channels not in (1, 3) or h < 1 or w < 1 or flags & ~1 or (flags and (ph < 1 or pw < 1)):
+    bad_patch = flags and (ph < 1 or pw < 1)
+    if bits not in L.BITS or channels not in L.CHANNELS or h < 1 or w < 1 or flags & ~1 or bad_patch:
         raise CorruptFile("bad .dcqi header", section="dcqi", offset=4,
                           found=f"bits {bits}, channels {channels}, {h}x{w}, flags {flags}, patch {ph}x{pw}")
     pos, dropped, patch = DCQI.size, None, None

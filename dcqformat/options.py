@@ -91,7 +91,7 @@ class ConvertConfig:
             if getattr(self, name) not in choices:
                 raise OptionError(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         ints: dict[str, tuple[int, int | None]] = {
-                "bits": (1, L.MAX_BITS), "clusters": (1, L.MAX_PALETTES), "model_epochs": (0, 10_000),
+                "bits": (L.MIN_BITS, L.MAX_BITS), "clusters": (1, L.MAX_PALETTES), "model_epochs": (0, 10_000),
                 "model_size": (8, 1024), "model_images": (1, None), "pool_images": (1, None),
                 "sample_pixels": (1, None), "pool_pixels": (1, None), "reassign": (0, 1000),
                 "refine_steps": (0, 100_000), "refine_images": (1, None), "patch_size": (1, L.MAX_SIDE),

@@ -18,7 +18,7 @@ def parse_palettes(buf: np.ndarray, file_offset: int) -> tuple[int, int, np.ndar
         raise CorruptFile("too short for its header", section="PALT", offset=file_offset,
                           expected=f">= {L.PALT_HEADER.size} bytes", found=buf.size)
     count, bits, channels, _ = L.PALT_HEADER.unpack_from(buf, 0)
-    if not 1 <= bits <= L.MAX_BITS or channels not in L.CHANNELS or not 1 <= count <= L.MAX_PALETTES:
+    if bits not in L.BITS or channels not in L.CHANNELS or not 1 <= count <= L.MAX_PALETTES:
         raise CorruptFile("bad palette header", section="PALT", offset=file_offset,
                           expected=f"bits 1..8, channels 1|3, 1..{L.MAX_PALETTES} palettes",
                           found=f"bits {bits}, channels {channels}, {count} palettes")

@@ -115,8 +115,8 @@ class DcqWriter:
         dict_size: int = 16384,
         block_size: int = 1 << 16,
     ) -> None:
-        if not 1 <= bits <= L.MAX_BITS:
-            raise ValueError(f"bits must be 1..{L.MAX_BITS}, got {bits}")
+        if bits not in L.BITS:
+            raise ValueError(f"bits must be {L.MIN_BITS}..{L.MAX_BITS}, got {bits}")
         if channels not in L.CHANNELS:
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         if block_size & (block_size - 1) or not L.MIN_BLOCK <= block_size <= L.MAX_BLOCK:
