@@ -22,9 +22,9 @@ from .imaging import ImageCache
 from .options import ConvertConfig
 from .quantize import baselines
 from .quantize.attention import Dropper, mae_stage
-from .quantize.config import ConvertSummary, Row, Stage, pick_device, write_rows
+from .quantize.config import ConvertSummary, Row, Stage, Written, pick_device, write_rows
 from .quantize.context import Conversion
-from .quantize.dcq import convert_dcq
+from .quantize.dcq import convert_dcq, file_meta
 from .select import select
 from .sources import expand_braces, iter_images, open_source
 from .writer import remove_stale_temporaries
@@ -97,10 +97,7 @@ def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progres
     try:
         if cfg.keep < 1:
             _select(ctx)
-        if cfg.method == "dcq":
-            convert_dcq(ctx, dst)
-        else:
-            _convert_baseline(ctx, dst)
+        summary.add(convert_dcq(ctx, dst) if cfg.method == "dcq" else _convert_baseline(ctx, dst))
     finally:
         ctx.cache.close()
     summary.file_bytes = Path(dst).stat().st_size
@@ -109,7 +106,7 @@ def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progres
 
 def _select(ctx: Conversion) -> None:
     """Keep ``cfg.keep`` of each class (dcqformat.select): the context's cache becomes the kept
-    images (the full cache is closed)."""
+    images (the full cache is closed) and its metadata records the selection."""
     cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
     model = ctx.attention_model() if cfg.select != "random" else None
     with Stage(summary, f"selection ({cfg.select})"):
@@ -123,8 +120,9 @@ def _select(ctx: Conversion) -> None:
     ctx.meta["selection"] = report
 
 
-def _convert_baseline(ctx: Conversion, dst: str | Path) -> None:
-    cache, cfg, summary, meta, progress = ctx.cache, ctx.cfg, ctx.summary, ctx.meta, ctx.progress
+def _convert_baseline(ctx: Conversion, dst: str | Path) -> Written:
+    """A per-image quantizer (MedianCut, octree, k-means) over the cached images, written to ``dst``."""
+    cache, cfg, summary, progress = ctx.cache, ctx.cfg, ctx.summary, ctx.progress
 
     def quantize(i: int, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if cfg.method == "kmeans":
@@ -132,8 +130,8 @@ def _convert_baseline(ctx: Conversion, dst: str | Path) -> None:
         return baselines.pillow(img, cfg.bits, cfg.method)
 
     dropper = Dropper(ctx)
-    weights = mae_stage(ctx, lambda chunk, images: [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)],
-                        dropper.patch)
+    mae = mae_stage(ctx, lambda chunk, images: [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)],
+                    dropper.patch)
 
     def rows() -> Iterator[Row]:
         for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-len(cache) // cfg.batch), desc=cfg.method,
@@ -143,7 +141,10 @@ def _convert_baseline(ctx: Conversion, dst: str | Path) -> None:
                 yield idx, pal, cache.labels[i], cache.sources[i], dropped
 
     with Stage(summary, "quantize + write"):
-        write_rows(dst, cfg, meta, None, summary, rows(), dropper.patch, weights)
+        written = write_rows(dst, cfg, file_meta(ctx, dropper, mae), None, rows(), dropper.patch,
+                             mae.weights if mae else None)
+    written.mae = mae.report if mae else {}
+    return written
 
 
 __all__ = ["ConvertConfig", "ConvertSummary", "convert"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ..errors import DcqError
 from ..imaging import ImageCache, as_rgb, model_input
 from ..mae import MAEConfig, load_mae, mae_to_bytes, train_mae
-from .config import ConvertConfig, ConvertSummary, Stage
+from .config import ConvertConfig, Stage
 from .drop import drop_mask, native_patch
 from .gradcam import gradcam_pp
 from .model import load_model, train_attention
@@ -23,25 +23,20 @@ if TYPE_CHECKING:
 
 
 def attention_model(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
-                    summary: ConvertSummary, meta: dict[str, Any], rng: np.random.Generator) -> torch.nn.Module:
-    """The user's checkpoint, or a small CNN trained on (a bounded sample of) the source."""
+                    rng: np.random.Generator) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The user's checkpoint, or a small CNN trained on (a bounded sample of) the source; and
+    how it was made."""
     labels = np.array(cache.labels)
     n_classes = max(len(classes), int(labels.max()) + 1 if len(labels) else 1, 1)
-    with Stage(summary, "attention model"):
-        if cfg.model:
-            model = load_model(cfg.model, device)
-            summary.model = {"checkpoint": cfg.model}
-        else:
-            n = len(cache)
-            pick = np.sort(rng.choice(n, min(n, cfg.model_images), replace=False))
-            train_x = np.stack([as_rgb(cache.image(int(i)), cfg.model_size) for i in pick])
-            train_y = np.where(labels[pick] >= 0, labels[pick], 0)
-            model, report = train_attention(train_x, train_y, n_classes, epochs=cfg.model_epochs,
-                                            size=cfg.model_size, device=device, seed=cfg.seed)
-            summary.model = asdict(report)
-    # Timings stay in the summary: a file's bytes depend on the data, the config and the seed only.
-    meta["quantizer"]["attention_model"] = {k: v for k, v in summary.model.items() if k != "seconds"}
-    return model
+    if cfg.model:
+        return load_model(cfg.model, device), {"checkpoint": cfg.model}
+    n = len(cache)
+    pick = np.sort(rng.choice(n, min(n, cfg.model_images), replace=False))
+    train_x = np.stack([as_rgb(cache.image(int(i)), cfg.model_size) for i in pick])
+    train_y = np.where(labels[pick] >= 0, labels[pick], 0)
+    model, report = train_attention(train_x, train_y, n_classes, epochs=cfg.model_epochs,
+                                    size=cfg.model_size, device=device, seed=cfg.seed)
+    return model, asdict(report)
 
 
 def grad_cams(model: torch.nn.Module, images: list[np.ndarray], labels: np.ndarray, cfg: ConvertConfig,
@@ -60,14 +55,15 @@ class Dropper:
         cfg, cache = ctx.cfg, ctx.cache
         self.cfg, self.device, self.patch = cfg, ctx.device, None
         self.model: torch.nn.Module | None = None
+        self.info: dict[str, Any] | None = None  # the file's "drop" metadata
         if cfg.drop_patches <= 0:
             return
         self.labels = np.array(cache.labels)
         shapes = np.array([cache.shape(i)[:2] for i in range(len(cache))])
         self.patch = cfg.patch_size or native_patch(int(np.median(shapes[:, 0])), int(np.median(shapes[:, 1])))
         self.model = ctx.attention_model()
-        ctx.meta["drop"] = {"fraction": cfg.drop_patches, "patch": self.patch,
-                            "importance": "mean Grad-CAM++ attention of the patch, for the true label"}
+        self.info = {"fraction": cfg.drop_patches, "patch": self.patch,
+                     "importance": "mean Grad-CAM++ attention of the patch, for the true label"}
 
     def masks(self, chunk: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray | None]:
         if self.patch is None:
@@ -77,14 +73,23 @@ class Dropper:
         return [drop_mask(cam, self.patch, self.cfg.drop_patches) for cam in cams]
 
 
+@dataclass(frozen=True)
+class MaeOutcome:
+    """The MAE stage's result: the weights for WGHT, the file's "mae" metadata, the training report."""
+
+    weights: bytes
+    meta: dict[str, Any]
+    report: dict[str, Any]
+
+
 def mae_stage(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]],
-              patch: int | None) -> bytes | None:
+              patch: int | None) -> MaeOutcome | None:
     """The MAE that refills dropped patches of side ``patch`` (the drop masks'), as safetensors
     bytes (None without dropping): ``cfg.mae`` reused, or one trained on quantized images
     (``quantize(chunk, images)``) of the most common size, a bounded random sample of them."""
     if patch is None:
         return None
-    cache, cfg, device, summary, meta, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.meta, ctx.progress
+    cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
 
     with Stage(summary, "MAE"):
         if cfg.mae:
@@ -92,8 +97,7 @@ def mae_stage(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]]
             if model.config.patch != patch:
                 raise DcqError(f"{cfg.mae}: its MAE works on {model.config.patch} px patches, "
                                f"the drop masks use {patch}")
-            meta["mae"] = {"config": model.config.to_dict(), "from": str(cfg.mae)}
-            return mae_to_bytes(model)
+            return MaeOutcome(mae_to_bytes(model), {"config": model.config.to_dict(), "from": str(cfg.mae)}, {})
         shapes = [cache.shape(i) for i in range(len(cache))]
         common = max(set(shapes), key=shapes.count)
         rng = np.random.default_rng(cfg.seed + 7)
@@ -104,10 +108,9 @@ def mae_stage(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]]
         config = MAEConfig(patch=patch, channels=common[2])
         model, report = train_mae(quantized, cfg.drop_patches, config, epochs=cfg.mae_epochs, seconds=seconds,
                                   device=device, seed=cfg.seed)
-        summary.mae = asdict(report)
         if progress and report.stopped_by_time:
             tqdm.write(f"MAE training stopped by its time limit ({seconds:.0f} s) after {report.steps} of "
                        f"{report.steps_planned} steps")
-    meta["mae"] = {"config": config.to_dict(), "trained_on": "quantized images, random masking at the drop ratio",
-                   **{k: v for k, v in asdict(report).items() if k not in ("seconds", "device")}}
-    return mae_to_bytes(model)
+    meta = {"config": config.to_dict(), "trained_on": "quantized images, random masking at the drop ratio",
+            **{k: v for k, v in asdict(report).items() if k not in ("seconds", "device")}}
+    return MaeOutcome(mae_to_bytes(model), meta, asdict(report))

@@ -15,7 +15,7 @@ from ..bitpack import dropped_pixels, mask_nbytes
 from ..options import QUANTIZERS, ConvertConfig, OptionError
 from ..writer import DcqWriter
 
-__all__ = ["QUANTIZERS", "ConvertConfig", "ConvertSummary", "OptionError", "Row", "Stage", "pick_device",
+__all__ = ["QUANTIZERS", "ConvertConfig", "ConvertSummary", "OptionError", "Row", "Stage", "Written", "pick_device",
            "write_rows"]
 
 
@@ -36,6 +36,15 @@ class ConvertSummary:
     dropped_pixels: int = 0  # pixels left out of the payload by patch dropping
     mask_bytes: int = 0  # what the drop masks cost
     mae_bytes: int = 0  # what the embedded MAE costs
+
+    def add(self, written: Written) -> None:
+        """Take in what writing the file produced."""
+        self.written += written.written
+        self.raw_bytes += written.raw_bytes
+        self.dropped_pixels += written.dropped_pixels
+        self.mask_bytes += written.mask_bytes
+        self.mae_bytes = written.mae_bytes
+        self.mae = written.mae
 
     def drop_balance(self, bits: int) -> str | None:
         """What dropping saved against what it costs (masks, MAE), and where it starts to pay."""
@@ -102,20 +111,33 @@ class Stage:
 Row = tuple[np.ndarray, "int | np.ndarray", int, int, "np.ndarray | None"]
 
 
+@dataclass
+class Written:
+    """What writing the file produced, for the summary (:meth:`ConvertSummary.add`)."""
+
+    written: int = 0
+    raw_bytes: int = 0
+    dropped_pixels: int = 0
+    mask_bytes: int = 0
+    mae_bytes: int = 0
+    mae: dict[str, Any] = field(default_factory=dict)
+
+
 def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palettes: np.ndarray | None,
-               summary: ConvertSummary, rows: Iterable[Row], patch: int | None = None,
-               weights: bytes | None = None) -> None:
+               rows: Iterable[Row], patch: int | None = None, weights: bytes | None = None) -> Written:
+    """Write the file: ``meta``, the ``palettes`` (or one per row), the rows, the MAE weights."""
+    out = Written(mae_bytes=len(weights) if weights is not None else 0)
     with DcqWriter(dst, bits=cfg.bits, channels=cfg.channels, palettes=palettes, codec=cfg.codec, meta=meta,
                    patch_size=patch) as w:
         for idx, pal, label, src_index, dropped in rows:
             pid = pal if isinstance(pal, int) else w.add_palette(pal)
             w.add(idx, palette=pid, label=label, source_index=src_index, dropped=dropped)
-            summary.written += 1
-            summary.raw_bytes += idx.size * cfg.channels
+            out.written += 1
+            out.raw_bytes += idx.size * cfg.channels
             if dropped is not None and patch is not None:
                 h, wd = idx.shape[:2]
-                summary.dropped_pixels += int(dropped_pixels(dropped, patch, patch, h, wd).sum())
-                summary.mask_bytes += mask_nbytes(h, wd, patch, patch)
+                out.dropped_pixels += int(dropped_pixels(dropped, patch, patch, h, wd).sum())
+                out.mask_bytes += mask_nbytes(h, wd, patch, patch)
         if weights is not None:
             w.set_weights(weights)
-            summary.mae_bytes = len(weights)
+    return out

@@ -10,7 +10,7 @@ import torch
 
 from ..imaging import ImageCache
 from .attention import attention_model
-from .config import ConvertConfig, ConvertSummary
+from .config import ConvertConfig, ConvertSummary, Stage
 
 
 @dataclass
@@ -36,6 +36,9 @@ class Conversion:
         from ``rng`` (default: a generator seeded with the config's seed)."""
         if self._model is None:
             rng = rng if rng is not None else np.random.default_rng(self.cfg.seed)
-            self._model = attention_model(self.cache, self.classes, self.cfg, self.device, self.summary, self.meta,
-                                          rng)
+            with Stage(self.summary, "attention model"):
+                self._model, report = attention_model(self.cache, self.classes, self.cfg, self.device, rng)
+            self.summary.model = report
+            # Timings stay in the summary: a file's bytes depend on the data, the config and the seed only.
+            self.meta["quantizer"]["attention_model"] = {k: v for k, v in report.items() if k != "seconds"}
         return self._model

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..imaging import as_rgb, model_input
-from .attention import Dropper, grad_cams, mae_stage
+from .attention import Dropper, MaeOutcome, grad_cams, mae_stage
 from .color import srgb_to_lab, unweighted, weighted
-from .config import Row, Stage, write_rows
+from .config import Row, Stage, Written, write_rows
 from .context import Conversion
 from .kmeans import kmeans
 from .palette import assign, refine_palette, to_uint8, top_pixels
 from .reassign import best_palettes, lloyd
 
 
-def convert_dcq(ctx: Conversion, dst: str | Path) -> None:
-    """The DCQ pipeline on the cached images, written to ``dst`` (stages 1-7 below)."""
-    cache, cfg, device, summary, meta, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.meta, ctx.progress
+def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
+    """The DCQ pipeline on the cached images, written to ``dst`` (stages 1-7 below); returns what
+    was written. What the pipeline learns goes into the file's metadata (``quantizer``)."""
+    cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
+    learned: dict[str, Any] = {}  # the file's quantizer metadata that this stage adds
     n = len(cache)
     rng = np.random.default_rng(cfg.seed)
     labels = np.array(cache.labels)
@@ -50,7 +53,7 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> None:
         centres, _ = kmeans(f[fit].to(device), cfg.clusters, seed=cfg.seed)
         cluster = torch.cdist(f.to(device), centres).argmin(1).cpu().numpy()
         del feats, f
-    meta["quantizer"]["cluster_sizes"] = np.bincount(cluster, minlength=len(centres)).tolist()
+    learned["cluster_sizes"] = np.bincount(cluster, minlength=len(centres)).tolist()
     # 4. Attention-guided pixels: Grad-CAM++ for the true label on a bounded random sample of
     #    images; of each, ``sample_pixels`` drawn from its top ``attention_fraction`` pixels.
     colours = 1 << cfg.bits
@@ -82,7 +85,7 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> None:
         palettes_lab = unweighted(palettes_w).cpu()
         chosen_ids = chosen.cpu().numpy()
         del pixels
-    meta["quantizer"]["reassignment"] = {"mean_error_per_round": [round(e, 3) for e in history]}
+    learned["reassignment"] = {"mean_error_per_round": [round(e, 3) for e in history]}
     # 6. Texture-preserving refinement of each palette on a few of the sampled images that chose it.
     refine_log = []
     with Stage(summary, "texture refinement"):
@@ -97,7 +100,7 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> None:
                                                   steps=cfg.refine_steps, fidelity=cfg.fidelity)
             palettes_lab[c] = palettes_lab[c].cpu()
             refine_log.append(log)
-    meta["quantizer"]["refinement"] = {
+    learned["refinement"] = {
         "mean_loss_before": float(np.mean([r["loss_before"] for r in refine_log])) if refine_log else None,
         "mean_loss_after": float(np.mean([r["loss_after"] for r in refine_log])) if refine_log else None}
     palettes = to_uint8(palettes_lab)  # (k, K, 3)
@@ -116,8 +119,7 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> None:
         return out
 
     dropper = Dropper(ctx)
-    weights = mae_stage(ctx, lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)],
-                        dropper.patch)
+    mae = mae_stage(ctx, lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)], dropper.patch)
 
     def rows() -> Iterator[Row]:
         for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="assign + write",
@@ -125,8 +127,11 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> None:
             for i, (idx, pid), dropped in zip(chunk.tolist(), quantize(images), dropper.masks(chunk, images)):
                 yield idx, int(pid), cache.labels[i], cache.sources[i], dropped
 
+    meta = file_meta(ctx, dropper, mae, learned)
     with Stage(summary, "assign + write"):
-        write_rows(dst, cfg, meta, stored, summary, rows(), dropper.patch, weights)
+        written = write_rows(dst, cfg, meta, stored, rows(), dropper.patch, mae.weights if mae else None)
+    written.mae = mae.report if mae else {}
+    return written
 
 
 def choice_pixels(rgb: torch.Tensor, most: int = 64) -> torch.Tensor:
@@ -151,3 +156,15 @@ def _pad(palette: torch.Tensor, colours: int) -> torch.Tensor:
     if len(palette) < colours:
         palette = torch.cat([palette, palette[-1:].repeat(colours - len(palette), 1)])
     return palette
+
+
+def file_meta(ctx: Conversion, dropper: Dropper, mae: MaeOutcome | None,
+              learned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The file's metadata: the context's, plus what the stages learned (``quantizer`` additions,
+    ``drop``, ``mae``); the context's own dict is left as it is."""
+    meta = {**ctx.meta, "quantizer": {**ctx.meta["quantizer"], **(learned or {})}}
+    if dropper.info is not None:
+        meta["drop"] = dropper.info
+    if mae is not None:
+        meta["mae"] = mae.meta
+    return meta
