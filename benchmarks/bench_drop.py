@@ -88,7 +88,7 @@ def quality(drop_file: Path, plain_file: Path) -> list[dict]:
 def loaders(drop_file: Path, plain_file: Path, args) -> list[dict]:  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
     kw = {"batch_size": 256, "shuffle": True, "num_workers": args.workers, "persistent_workers": args.workers > 0}
-    crop = RandomCrop(32, padding=4)
+    crop = RandomCrop(32, padding=4, flip=0.5)
     cases = {"no dropping (plain fused decode)": (plain_file, "mae"), "drop 0.25, refill mae": (drop_file, "mae"),
              "drop 0.25, refill mean": (drop_file, "mean"), "drop 0.25, none (zeros + mask)": (drop_file, "none")}
     rows = []

@@ -135,7 +135,7 @@ def main() -> None:
     t0 = time.time()
     dcq, folder, data = prepare(args.n)
     kw = {"batch_size": args.batch, "shuffle": True, "num_workers": args.workers, "persistent_workers": True}
-    crop = RandomCrop(32, padding=4)
+    crop = RandomCrop(32, padding=4, flip=0.5)
     loaders = {
         "DCQDataset (2-bit .dcq)": lambda: DataLoader(DCQDataset(dcq, augment=crop, mean=MEAN, std=STD), **kw),
         "DCQDataset, uint8 out (normalise on the GPU)": lambda: DataLoader(DCQDataset(dcq, augment=crop), **kw),
@@ -195,7 +195,7 @@ def bench_wds(dcq: Path, args) -> list[dict]:  # type: ignore[no-untyped-def]
 
     def dcq_pipe() -> wds.DataPipeline:
         return dcq_pipeline(dcq_urls, shard_dir / "train.dcq", batch_size=args.batch, shuffle=1000,
-                            augment=RandomCrop(32, padding=4), mean=MEAN, std=STD)
+                            augment=RandomCrop(32, padding=4, flip=0.5), mean=MEAN, std=STD)
 
     rows = []
     for name, make, urls in [(".dcq shards (2-bit)", dcq_pipe, dcq_urls), ("JPEG shards (source)", jpeg_pipe,

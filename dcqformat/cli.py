@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "penultimate features")
     s.add_argument("--adq-alpha", type=float, default=0.65, help="ADQ importance weight a (default 0.65)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--overwrite", action="store_true", help="replace DST when it exists (refused otherwise)")
     s.set_defaults(fn=commands.cmd_convert)
     s = sub.add_parser("preview", help="a PNG grid of decoded images (and originals) with palette swatches")
     s.add_argument("file", metavar="FILE.dcq")

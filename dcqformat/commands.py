@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
+import textwrap
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -16,6 +18,7 @@ from .errors import DcqError
 from .options import ConvertConfig
 from .reader import DcqReader
 from .reader import open as open_dcq
+from .writer import publish
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -26,37 +29,43 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{info['path']}: dcq {info['version']}, {info['samples']:,} samples, {info['bits']}-bit, "
-          f"{info['channels']} channel(s), {info['palettes']:,} palette(s), codec {info['codec']}")
+    _say(f"{info['path']}: dcq {info['version']}, {info['samples']:,} samples, {info['bits']}-bit, "
+         f"{info['channels']} channel(s), {info['palettes']:,} palette(s), codec {info['codec']}")
     if info["patch_size"]:
         print(f"patches {info['patch_size'][0]}x{info['patch_size'][1]}, "
               f"{info['masked_samples']:,} samples with dropped patches")
-    print(f"size {info['file_bytes']:,} bytes, {info['bits_per_pixel']:.3f} bits/pixel, "
-          f"{info['compression_ratio']:.1f}x smaller than raw uint8 ({info['raw_uint8_bytes']:,} bytes)")
+    _say(f"size {info['file_bytes']:,} bytes, {info['bits_per_pixel']:.3f} bits/pixel, "
+         f"{info['compression_ratio']:.1f}x smaller than raw uint8 ({info['raw_uint8_bytes']:,} bytes)")
     print(f"{'section':8}{'offset':>14}{'length':>14}  crc32")
     for s in info["sections"]:
         print(f"{s['tag']:8}{s['offset']:>14,}{s['length']:>14,}  {s['crc32']}")
     if meta.name is not None:
-        print(f"name: {meta.name}")
+        _say(f"name: {meta.name}")
     if "color_space" in meta.raw:
         print(f"color_space: {meta.color_space}")
     if meta.classes is not None:
         more = " ..." if len(meta.classes) > 20 else ""
-        print(f"classes ({len(meta.classes)}): {', '.join(meta.classes[:20])}{more}")
+        _say(f"classes ({len(meta.classes)}): {', '.join(meta.classes[:20])}{more}")
     if meta.drop is not None:
         d = meta.drop
         print(f"dropped patches: {d.fraction} of each image's {d.patch} px patches ({d.importance})")
     if meta.mae is not None:
         wght = next((s["length"] for s in info["sections"] if s["tag"] == "WGHT"), 0)
-        print(f"MAE (refills dropped patches in the loaders): {json.dumps(meta.mae.get('config'))}, "
+        _say(f"MAE (refills dropped patches in the loaders): {json.dumps(meta.mae.get('config'))}, "
               f"{wght:,} bytes of weights")
     if meta.selection is not None:
         sel = meta.selection
         counts = "" if sel.kept is None or sel.samples_in is None else f" ({sel.kept:,} of {sel.samples_in:,})"
-        print(f"selection: {sel.method}, keep {sel.keep}{counts}; per class: {json.dumps(sel.per_class)}")
+        _say(f"selection: {sel.method}, keep {sel.keep}{counts}; per class: {json.dumps(sel.per_class)}")
     if meta.quantizer is not None:
-        print(f"quantizer: {json.dumps(_brief(meta.quantizer))}  (all of it: --json)")
+        _say(f"quantizer: {json.dumps(_brief(meta.quantizer))}  (all of it: --json)")
     return 0
+
+
+def _say(line: str) -> None:
+    """Print a long line wrapped to the terminal's width, continuation lines indented."""
+    print(textwrap.fill(line, width=max(60, shutil.get_terminal_size().columns), subsequent_indent="    ",
+                        break_on_hyphens=False))
 
 
 def _brief(obj: Any, longest: int = 12) -> Any:
@@ -98,9 +107,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             x = np.concatenate([decode(np.arange(s, min(s + 1024, n))) for s in range(0, n, 1024)]) if n else \
                 r.decode_batch(np.arange(0))
             out.parent.mkdir(parents=True, exist_ok=True)
+            arrays: dict[str, Any] = {"x": x, "y": r.labels[:n], "source_index": r.source_indices[:n]}
+            if classes:
+                arrays["classes"] = np.array(classes)
             with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".npz", delete=False) as tmp:
-                np.savez(tmp, x=x, y=r.labels[:n], source_index=r.source_indices[:n])
-            Path(tmp.name).replace(out)
+                np.savez(tmp, **arrays)
+            publish(tmp.name, out)
             print(f"wrote {n:,} samples to {out}")
             return 0
         for i in range(n):
@@ -170,6 +182,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     cfg = _convert_config(args)
     if Path(args.dst).is_dir():
         raise DcqError(f"{args.dst}: the destination is a directory")
+    if Path(args.dst).exists() and not args.overwrite:
+        raise DcqError(f"{args.dst} exists; --overwrite replaces it")
     from .conversion import convert
 
     summary = convert(args.src, args.dst, cfg, progress=not args.quiet)

@@ -51,6 +51,15 @@ class _Spill:
         self.file.close()
 
 
+def publish(tmp: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Rename a finished temporary file into place, with the permissions a new file gets from the
+    umask (mkstemp creates temporaries 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, dst)
+
+
 def _tmp_prefix(path: Path) -> str:
     return f".{path.name}."
 
@@ -321,7 +330,7 @@ class DcqWriter:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise

@@ -26,11 +26,12 @@ def _flips(n: int, p: float, generator: torch.Generator | None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RandomCrop:
-    """torchvision's ``RandomCrop(size, padding)`` (zero fill) plus an optional random flip."""
+    """torchvision's ``RandomCrop(size, padding)`` (zero fill); ``flip=0.5`` adds torchvision's
+    ``RandomHorizontalFlip()`` (off by default, as in torchvision)."""
 
     size: int | tuple[int, int]
     padding: int = 0
-    flip: float = 0.5
+    flip: float = 0.0
     interpolation: str = "nearest"
 
     def windows(self, heights: np.ndarray, widths: np.ndarray,
@@ -50,12 +51,13 @@ class RandomCrop:
 
 @dataclass(frozen=True)
 class RandomResizedCrop:
-    """torchvision's ``RandomResizedCrop`` (bilinear, no antialias) plus an optional random flip."""
+    """torchvision's ``RandomResizedCrop`` (bilinear, no antialias); ``flip=0.5`` adds a random
+    horizontal flip (off by default, as in torchvision)."""
 
     size: int | tuple[int, int]
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip: float = 0.5
+    flip: float = 0.0
     interpolation: str = "bilinear"
 
     def windows(self, heights: np.ndarray, widths: np.ndarray,

@@ -135,3 +135,39 @@ def test_a_killed_conversion_leaves_nothing_after_the_next_run(tmp_path, sig):
     r = dcq("convert", tmp_path / "small.npz", dst, "--method", "mediancut", "--quiet")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npz", "o.dcq", "small.npz"]
+
+
+def test_convert_refuses_an_existing_file_and_writes_usual_permissions(npz, tmp_path):
+    dst = tmp_path / "o.dcq"
+    r = dcq("convert", npz / "ok.npz", dst, "--method", "mediancut", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert dst.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    before = dst.read_bytes()
+    r = dcq("convert", npz / "ok.npz", dst, "--method", "mediancut", "--bits", "3", "--quiet")
+    assert r.returncode == 1 and "exists; --overwrite replaces it" in r.stderr and dst.read_bytes() == before
+    r = dcq("convert", npz / "ok.npz", dst, "--method", "mediancut", "--bits", "3", "--quiet", "--overwrite")
+    assert r.returncode == 0 and dst.read_bytes() != before
+
+
+def test_export_npz_keeps_classes_and_info_wraps(tmp_path):
+    import dcqformat
+
+    dst = tmp_path / "c.dcq"
+    classes = [f"class-number-{i}" for i in range(30)]
+    with dcqformat.DcqWriter(dst, bits=1, palettes=np.zeros((1, 2, 3), np.uint8),
+                             meta={"classes": classes, "quantizer": {"name": "x", "notes": "word " * 60}}) as w:
+        w.add(np.zeros((2, 2), np.uint8), palette=0, label=3)
+    r = dcq("export", dst, tmp_path / "e.npz")
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "e.npz") as z:
+        assert z["classes"].tolist() == classes and z["y"].tolist() == [3]
+    assert (tmp_path / "e.npz").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    info = dcq("info", dst).stdout.splitlines()
+    assert max(len(line) for line in info) <= 80, info
+    assert any(line.startswith("    ") for line in info)  # continuation lines are indented
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -207,3 +207,15 @@ def test_dcqloader_passes_errors_on(tmp_path):
     ds = DCQDataset(write_spec(spec, tmp_path / "v.dcq"))
     with pytest.raises(ValueError, match="differ in size"):
         list(DCQLoader(ds, batch_size=4))
+
+
+def test_crops_do_not_flip_unless_asked():
+    """As torchvision: RandomCrop and RandomResizedCrop never flip by default; flip=p flips that often."""
+    from dcqformat.loaders import RandomResizedCrop
+
+    hs, ws = np.full(2000, 32), np.full(2000, 32)
+    g = torch.Generator().manual_seed(0)
+    for aug in (RandomCrop(32, padding=4), RandomResizedCrop(24)):
+        assert not aug.windows(hs, ws, g)[1].any()
+    flips = RandomCrop(32, padding=4, flip=0.5).windows(hs, ws, g)[1]
+    assert 0.4 < flips.mean() < 0.6

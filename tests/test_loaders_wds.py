@@ -61,7 +61,7 @@ def test_pipeline_batches_and_augments(shards):
     want = torch.stack([torch.from_numpy(spec.expected(i).transpose(2, 0, 1).copy()) for i in range(40)])
     assert torch.equal(x, want)
     x, y = next(iter(dcq_pipeline(f"pipe:cat {d}/train-000001.tar", side, batch_size=5, shuffle=5,
-                                  augment=RandomCrop(6, padding=1), mean=[0.5] * 3, std=[0.5] * 3,
+                                  augment=RandomCrop(6, padding=1, flip=0.5), mean=[0.5] * 3, std=[0.5] * 3,
                                   reconstruct="mean")))
     assert x.shape == (5, 3, 6, 6) and x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
 

@@ -95,14 +95,14 @@ def test_mae_mode_is_the_files_mae_and_snap_uses_the_palette(dropped_file):
 
 def test_augment_float_and_workers(dropped_file):
     d, _, _, _ = dropped_file
-    ds = DCQDataset(d / "d.dcq", augment=RandomCrop(32, padding=4), mean=[0.5] * 3, std=[0.25] * 3)
+    ds = DCQDataset(d / "d.dcq", augment=RandomCrop(32, padding=4, flip=0.5), mean=[0.5] * 3, std=[0.25] * 3)
     loader = DataLoader(ds, batch_size=16, num_workers=2, shuffle=True)
     seen = 0
     for images, labels in loader:
         assert images.dtype == torch.float32 and images.shape[1:] == (3, 32, 32)
         seen += len(labels)
     assert seen == len(ds)
-    nolearn = DCQDataset(d / "d.dcq", reconstruct="none", augment=RandomCrop(32, padding=4))
+    nolearn = DCQDataset(d / "d.dcq", reconstruct="none", augment=RandomCrop(32, padding=4, flip=0.5))
     img, _, mask = nolearn.get_batch(np.arange(4), torch.Generator().manual_seed(0), masks=True)
     assert all(len(item) == 2 for item in nolearn.__getitems__([0, 1]))  # items stay (image, label)
     assert mask.shape == (4, 32, 32) and not img.permute(0, 2, 3, 1)[mask].any()
@@ -171,6 +171,6 @@ def test_webdataset_pipeline_refills_like_the_dataset(dropped_file, tmp_path):
         want = DCQDataset(d / "d.dcq", reconstruct=mode).get_batch(np.arange(12))
         assert all(torch.equal(a, b) for a, b in zip(got, want)), mode
     pipe = dcq_pipeline(str(tmp_path / "s-{000000..000002}.tar"), side, batch_size=16, shuffle=0,
-                        augment=RandomCrop(32, padding=4), mean=[0.5] * 3, std=[0.25] * 3)
+                        augment=RandomCrop(32, padding=4, flip=0.5), mean=[0.5] * 3, std=[0.25] * 3)
     n = sum(len(y) for _, y in DataLoader(pipe, batch_size=None, num_workers=2))
     assert n == len(r) and len(shards) == 3

@@ -29,7 +29,7 @@ def check(acc: float, losses: list[float]) -> None:
 
 def test_learns_through_dcqdataset_with_workers(split):
     path, test_x, test_y = split
-    ds = DCQDataset(path, augment=RandomCrop(32, padding=4), mean=MEAN, std=STD)
+    ds = DCQDataset(path, augment=RandomCrop(32, padding=4, flip=0.5), mean=MEAN, std=STD)
     check(*train(lambda: DataLoader(ds, batch_size=32, shuffle=True, num_workers=2, persistent_workers=False),
                  test_x, test_y))
 
@@ -38,7 +38,7 @@ def test_learns_through_the_webdataset_pipeline(split, tmp_path):
     path, test_x, test_y = split
     side, shards = write_shards(path, str(tmp_path / "p-%06d.tar"), maxcount=128)
     pipe = dcq_pipeline(str(tmp_path / "p-{000000..000003}.tar"), side, batch_size=32, shuffle=256,
-                        augment=RandomCrop(32, padding=4), mean=MEAN, std=STD)
+                        augment=RandomCrop(32, padding=4, flip=0.5), mean=MEAN, std=STD)
     import webdataset as wds
 
     check(*train(lambda: wds.WebLoader(pipe, batch_size=None, num_workers=2), test_x, test_y))
