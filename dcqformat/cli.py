@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.add_argument("pattern", metavar="PATTERN", type=_wds_pattern)
     s.add_argument("--maxcount", type=_count(1), default=10000, help="samples per shard (default 10000)")
+    s.add_argument("--shards", type=_count(1), default=None, metavar="N",
+                   help="write N shards of equal size instead (at least ranks x DataLoader workers)")
+    s.add_argument("--seed", type=_count(0), default=0, help="seed of the samples' shuffled order (default 0)")
+    s.add_argument("--no-shuffle", action="store_true", help="keep the file's order (class-sorted sources give "
+                   "class-sorted shards)")
     s.add_argument("--sidecar", default=None, help="sidecar path (default: PATTERN's prefix + .dcq)")
     s.set_defaults(fn=commands.cmd_to_wds)
     s = sub.add_parser("convert", help="quantize a dataset into a .dcq file",

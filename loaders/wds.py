@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import webdataset as wds
+from torch.utils.data import IterableDataset, get_worker_info
 
 import dcqformat
 from dcqformat import DcqError
@@ -38,25 +40,39 @@ def sidecar_path(pattern: str) -> Path:
 
 
 def write_shards(src: str | os.PathLike[str], pattern: str, *, maxcount: int = 10000,
-                 sidecar: str | os.PathLike[str] | None = None, maxsize: float = 3e9) -> tuple[Path, list[str]]:
-    """Write every sample of a .dcq file to WebDataset shards, and the sidecar; return both."""
+                 sidecar: str | os.PathLike[str] | None = None, maxsize: float = 3e9, shards: int | None = None,
+                 shuffle: bool = True, seed: int = 0) -> tuple[Path, list[str]]:
+    """Write every sample of a .dcq file to WebDataset shards, and the sidecar; return both.
+
+    Samples go out in a seeded random order (``shuffle``; a class-sorted source would otherwise
+    give class-sorted shards, and a shuffle buffer cannot undo that). ``shards`` asks for that many
+    shards of equal size (give at least ranks x workers, see :func:`dcq_pipeline`) instead of
+    ``maxcount`` samples per shard.
+    """
     reader = dcqformat.open(src)
+    n = len(reader)
+    if shards is not None:
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
+        maxcount = max(1, -(-n // shards))
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     side = Path(sidecar) if sidecar else sidecar_path(pattern)
     Path(pattern).parent.mkdir(parents=True, exist_ok=True)
-    shards: list[str] = []
+    written: list[str] = []
     with wds.ShardWriter(pattern, maxcount=maxcount, maxsize=maxsize, verbose=0, mtime=0,
-                         post=shards.append) as sink:
-        for i in range(len(reader)):
+                         post=written.append) as sink:
+        for i in order.tolist():
             sink.write({"__key__": f"{int(reader.source_indices[i]):09d}", "dcqi": encode_dcqi(reader, i),
                         "cls": int(reader.labels[i])})
     meta = dict(reader.meta)
-    meta["webdataset"] = {"samples": len(reader), "shards": [Path(s).name for s in shards], "member": "dcqi"}
+    meta["webdataset"] = {"samples": n, "shards": [Path(s).name for s in written], "member": "dcqi",
+                          "order": f"shuffled, seed {seed}" if shuffle else "file order"}
     with dcqformat.DcqWriter(side, bits=reader.bits, channels=reader.channels, palettes=np.array(reader.palettes),
                              meta=meta, patch_size=reader.patch_size) as w:
         blob = reader.weights_blob()
         if blob is not None:
             w.set_weights(blob)
-    return side, shards
+    return side, written
 
 
 class BatchDecoder:
@@ -145,6 +161,49 @@ def dcqi_handler(sidecar: str | os.PathLike[str]) -> Callable[[str, bytes], Any]
     return handler
 
 
+class EpochShards(IterableDataset):
+    """The shard list, shuffled anew each epoch with a seed that every rank shares.
+
+    The order of epoch ``e`` depends on ``(seed, e)`` only: call :meth:`set_epoch` (as with
+    ``DistributedSampler``) or let each pass over the pipeline count as the next epoch. It
+    refuses to start when there are fewer shards than ranks x DataLoader workers: some would
+    get no shard and an epoch would silently miss samples.
+    """
+
+    def __init__(self, urls: str | Sequence[str], seed: int = 0) -> None:
+        self.urls = wds.shardlists.expand_urls(urls) if isinstance(urls, str) else list(urls)
+        self.seed, self.epoch, self._passes = seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._passes = epoch, 0
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        ranks, workers = _world_size(), _num_workers()
+        if len(self.urls) < ranks * workers:
+            raise DcqError(f"{len(self.urls)} shard(s) cannot feed {ranks} rank(s) x {workers} worker(s): an epoch "
+                           f"would miss samples. Write at least {ranks * workers} shards (dcq to-wds --shards "
+                           f"{ranks * workers}), use fewer workers, or resampled=True")
+        urls = list(self.urls)
+        random.Random(f"{self.seed}/{self.epoch + self._passes}").shuffle(urls)
+        self._passes += 1
+        for url in urls:
+            yield {"url": url}
+
+
+def _world_size() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return int(torch.distributed.get_world_size())
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _num_workers() -> int:
+    info = get_worker_info()
+    return 1 if info is None else int(info.num_workers)
+
+
 def _to_pair(sample: dict[str, Any]) -> tuple[DcqiSample, int]:
     return parse_dcqi(sample["dcqi"]), int(sample["cls"])
 
@@ -159,18 +218,21 @@ def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str], *, 
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  resampled: bool = False, epoch_batches: int | None = None, partial: bool = True,
                  handler: Callable[[Exception], bool] = wds.reraise_exception, reconstruct: Mode = "mae",
-                 snap: bool = False) -> wds.DataPipeline:
+                 snap: bool = False, seed: int = 0) -> wds.DataPipeline:
     """A WebDataset pipeline of decoded ``(images, labels)`` batches from .dcq shards.
 
-    Shards are split by node (``RANK``/``WORLD_SIZE`` or torch.distributed) and by DataLoader
-    worker; samples are shuffled in a buffer of ``shuffle``; each batch is decoded (and
+    The shard list is shuffled anew each epoch, the same way on every rank (``seed``; see
+    :class:`EpochShards`, whose ``set_epoch`` the pipeline's first stage offers), then split by
+    node (``RANK``/``WORLD_SIZE`` or torch.distributed) and by DataLoader worker; with fewer
+    shards than ranks x workers it refuses to start rather than miss samples. Samples are
+    shuffled in a buffer of ``shuffle``; each batch is decoded (and
     augmented) in one call. ``urls`` takes what WebDataset takes: brace patterns, lists,
     ``pipe:`` commands. ``epoch_batches`` caps each worker's epoch (see :func:`epoch_batches`);
     ``handler`` is WebDataset's error policy (``wds.warn_and_continue`` skips bad samples).
     Dropped patches are refilled as ``reconstruct`` says (see :class:`DCQDataset`; the MAE
     comes from the sidecar); with ``"none"`` batches are ``(images, labels, masks)``.
     """
-    stages: list[Any] = [wds.ResampledShards(urls) if resampled else wds.SimpleShardList(urls)]
+    stages: list[Any] = [wds.ResampledShards(urls) if resampled else EpochShards(urls, seed)]
     if not resampled:
         stages.append(wds.split_by_node)
     stages += [wds.split_by_worker, wds.tarfile_to_samples(handler=handler)]

@@ -24,7 +24,7 @@ def shards(tmp_path_factory):
     spec.meta = {"classes": list("abcdefghij")}
     spec.codec = "zstd"
     path = write_spec(spec, d / "src.dcq")
-    side, names = write_shards(path, str(d / "train-%06d.tar"), maxcount=10)
+    side, names = write_shards(path, str(d / "train-%06d.tar"), maxcount=10, shuffle=False)  # file order
     return spec, d, side, names
 
 
@@ -58,8 +58,8 @@ def test_pipeline_batches_and_augments(shards):
     batches = list(dcq_pipeline(urls(d), side, batch_size=16, shuffle=0, reconstruct="none"))
     assert [len(x) for x, _, _ in batches] == [16, 16, 8]
     x = torch.cat([b[0] for b in batches])
-    want = torch.stack([torch.from_numpy(spec.expected(i).transpose(2, 0, 1).copy()) for i in range(40)])
-    assert torch.equal(x, want)
+    want = [tuple(spec.expected(i).transpose(2, 0, 1).flatten().tolist()) for i in range(40)]
+    assert sorted(tuple(v.flatten().tolist()) for v in x) == sorted(want)  # the shard order is shuffled
     x, y = next(iter(dcq_pipeline(f"pipe:cat {d}/train-000001.tar", side, batch_size=5, shuffle=5,
                                   augment=RandomCrop(6, padding=1, flip=0.5), mean=[0.5] * 3, std=[0.5] * 3,
                                   reconstruct="mean")))
@@ -138,3 +138,57 @@ def test_cli_to_wds(tmp_path):
                         "--maxcount", "10"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "3 shard(s)" in r.stdout and (tmp_path / "o" / "x.dcq").exists()
+
+
+@pytest.fixture(scope="module")
+def sorted_shards(tmp_path_factory):
+    """A class-sorted source (as an ImageFolder conversion is): 10 classes of 60 samples, in order."""
+    d = tmp_path_factory.mktemp("sorted")
+    pals = np.zeros((1, 4, 3), np.uint8)
+    with dcqformat.DcqWriter(d / "src.dcq", bits=2, palettes=pals, meta={"classes": list("abcdefghij")}) as w:
+        for label in range(10):
+            for _ in range(60):
+                w.add(np.zeros((4, 4), np.uint8), palette=0, label=label)
+    side, names = write_shards(d / "src.dcq", str(d / "s-%06d.tar"), shards=4)
+    return d, side, names
+
+
+def test_to_wds_shuffles_a_class_sorted_source(sorted_shards):
+    d, side, names = sorted_shards
+    assert len(names) == 4
+    first = next(iter(dcq_pipeline(names, side, batch_size=64, shuffle=100)))[1]
+    histogram = np.bincount(first.numpy(), minlength=10)
+    assert (histogram > 0).sum() >= 8, histogram  # before: [64, 0, 0, ...]
+    with tarfile.open(names[0]) as tar:
+        keys = [m.name.split(".")[0] for m in tar.getmembers()][::2]
+    assert keys != sorted(keys)  # members in a shuffled order
+
+
+def test_shard_order_changes_per_epoch_and_agrees_across_ranks(sorted_shards):
+    d, side, names = sorted_shards
+    from dcqformat.loaders.wds import EpochShards
+
+    a, b = EpochShards(names, seed=3), EpochShards(names, seed=3)
+    orders = []
+    for epoch in range(4):
+        a.set_epoch(epoch)
+        b.set_epoch(epoch)
+        order_a, order_b = [s["url"] for s in a], [s["url"] for s in b]
+        assert order_a == order_b and sorted(order_a) == sorted(names)  # every rank the same
+        orders.append(order_a)
+    assert len({tuple(o) for o in orders}) > 1  # but not the same every epoch
+
+
+def test_every_sample_once_per_epoch_with_workers(sorted_shards):
+    d, side, names = sorted_shards
+    pipe = dcq_pipeline(names, side, batch_size=32, shuffle=50, epoch_batches=epoch_batches(600, 32, 1, 2))
+    labels = torch.cat([y for _, y in wds.WebLoader(pipe, batch_size=None, num_workers=2)])
+    assert len(labels) == 600 and np.bincount(labels.numpy()).tolist() == [60] * 10
+
+
+def test_too_few_shards_for_the_workers_is_an_error(sorted_shards, tmp_path):
+    d, side, _ = sorted_shards
+    _, one = write_shards(d / "src.dcq", str(tmp_path / "one-%06d.tar"))  # 600 samples: one shard
+    pipe = dcq_pipeline(one, side, batch_size=32, epoch_batches=epoch_batches(600, 32, 1, 2))
+    with pytest.raises(DcqError, match=r"1 shard\(s\) cannot feed 1 rank\(s\) x 2 worker\(s\)"):
+        list(wds.WebLoader(pipe, batch_size=None, num_workers=2))

@@ -62,7 +62,7 @@ def test_learns_through_device_decoding_on_cpu_tensors(split):
 
 def test_wds_and_dataset_give_the_same_pixels(split, tmp_path):
     path, _, _ = split
-    side, _ = write_shards(path, str(tmp_path / "q-%06d.tar"), maxcount=1000)
+    side, _ = write_shards(path, str(tmp_path / "q-%06d.tar"), maxcount=1000, shuffle=False)
     x_wds, y_wds = next(iter(dcq_pipeline(str(tmp_path / "q-000000.tar"), side, batch_size=512, shuffle=0)))
     x_ds = torch.stack([x for x, _ in DCQDataset(path).__getitems__(list(range(512)))])
     assert torch.equal(x_wds, x_ds)
