@@ -219,3 +219,32 @@ def test_crops_do_not_flip_unless_asked():
         assert not aug.windows(hs, ws, g)[1].any()
     flips = RandomCrop(32, padding=4, flip=0.5).windows(hs, ws, g)[1]
     assert 0.4 < flips.mean() < 0.6
+
+
+def test_dcqloader_resumes_mid_epoch_exactly(tmp_path):
+    spec = make_spec(np.random.default_rng(4), bits=2, channels=3, n=90, sizes=[(12, 12)])
+    path = write_spec(spec, tmp_path / "r.dcq")
+
+    def loader() -> DCQLoader:
+        ds = DCQDataset(path, augment=RandomCrop(10, padding=2, flip=0.5), mean=MEAN, std=STD)
+        return DCQLoader(ds, batch_size=8, shuffle=True, seed=11)
+
+    full = loader()
+    reference = [list(full) for _ in range(2)]  # two whole epochs
+    interrupted = loader()
+    it = iter(interrupted)
+    for _ in range(5):
+        next(it)
+    state = interrupted.state_dict()
+    assert state["epoch"] == 0 and state["batches_done"] == 5
+    resumed = loader()
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    assert len(rest) == len(reference[0]) - 5
+    for (x, y), (rx, ry) in zip(rest, reference[0][5:]):
+        assert torch.equal(x, rx) and torch.equal(y, ry)
+    assert resumed.state_dict()["epoch"] == 1  # the epoch completed: the next one follows
+    for (x, y), (rx, ry) in zip(resumed, reference[1]):
+        assert torch.equal(x, rx) and torch.equal(y, ry)
+    with pytest.raises(ValueError, match="batch_size"):
+        DCQLoader(DCQDataset(path), batch_size=4, seed=11).load_state_dict(state)
