@@ -39,27 +39,44 @@ def source_bytes(src: str) -> int | None:
     return sum(f.stat().st_size for f in files if f.is_file()) or None
 
 
+def _source_bytes_read(src: str, length: int | None, read: int, encoded: list[int | None],
+                       limited: bool) -> int | None:
+    """Bytes of the source that the conversion read: the whole source's files, or with ``--limit``
+    the encoded images read (image files and shards), or the read share of an array file."""
+    whole = source_bytes(src)
+    if not limited:
+        return whole
+    if encoded and all(n is not None for n in encoded):
+        return sum(n for n in encoded if n is not None)
+    if whole is not None and length:
+        return whole * read // length
+    return None
+
+
 def _load(src: str, cfg: ConvertConfig, summary: ConvertSummary, progress: bool) -> tuple[ImageCache, list[str], dict]:
     source = open_source(src)
-    summary.source_bytes = source_bytes(src)
     cache = ImageCache()
+    limited, encoded = False, []  # whether --limit stopped the source early; encoded sizes read
     try:
         with tqdm(desc="load", unit="img", total=source.length, disable=not progress) as bar:
             for item in iter_images(source, cfg.channels, cfg.alpha):
                 if cfg.limit is not None and summary.samples_in >= cfg.limit:
+                    limited = True
                     break
                 summary.samples_in += 1
+                encoded.append(item.nbytes)
                 bar.update()
                 if item.image is None:
                     if cfg.on_error == "fail":
-                        raise DcqError(f"sample {item.index}: {item.problem}")
-                    summary.problems.append((item.index, item.problem or "unreadable"))
+                        raise DcqError(f"sample {item.index} ({item.name}): {item.problem}")
+                    summary.problems.append((item.index, f"{item.name}: {item.problem or 'unreadable'}"))
                     continue
                 cache.add(item.image, item.label, item.index)
     except BaseException:
         cache.close()
         raise
     summary.reported = len(summary.problems)
+    summary.source_bytes = _source_bytes_read(src, source.length, summary.samples_in, encoded, limited)
     classes = source.classes
     labels = [y for y in cache.labels if y >= 0]
     if not classes and labels:

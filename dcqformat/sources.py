@@ -36,6 +36,8 @@ class Item:
     image: np.ndarray | None
     label: int
     problem: str | None = None
+    name: str = ""  # where the sample comes from: a file path, shard:key, array[index]
+    nbytes: int | None = None  # the encoded image's size, for sources of image files
 
 
 @dataclass
@@ -44,11 +46,11 @@ class Source:
 
     kind: str
     classes: list[str]
-    items: Callable[[], Iterator[tuple[int, Any, int]]]  # raw (index, image bytes/array/loader, label)
+    items: Callable[[], Iterator[tuple[int, Any, int, str]]]  # raw (index, image bytes/array/loader, label)
     notes: dict = field(default_factory=dict)
     length: int | None = None
 
-    def __iter__(self) -> Iterator[tuple[int, Any, int]]:
+    def __iter__(self) -> Iterator[tuple[int, Any, int, str]]:
         return self.items()
 
 
@@ -92,9 +94,9 @@ def _image_folder(root: Path) -> Source:
     if not files:
         raise DcqError(f"{root}: no images in class sub-folders")
 
-    def items() -> Iterator[tuple[int, object, int]]:
+    def items() -> Iterator[tuple[int, object, int, str]]:
         for i, (f, c) in enumerate(files):
-            yield i, f.read_bytes, c
+            yield i, f.read_bytes, c, str(f)
 
     return Source("imagefolder", classes, items, length=len(files))
 
@@ -124,15 +126,16 @@ def _shards(pattern: str) -> Source:
         if cand.is_file():
             classes = cand.read_text().split()
 
-    def items() -> Iterator[tuple[int, object, int]]:
+    def items() -> Iterator[tuple[int, object, int, str]]:
         for index, fields in enumerate(tar_samples(paths)):
-            yield index, *_shard_sample(fields)
+            image, label = _shard_sample(fields)
+            yield index, image, label, f"{fields['__url__'].decode()}:{fields['__key__'].decode()}"
 
     return Source("webdataset", classes, items)
 
 
 def tar_samples(paths: list[str] | list[Path]) -> Iterator[dict[str, bytes]]:
-    """The samples of WebDataset tar shards, in order: ``{"__key__": key, ext: bytes, ...}``,
+    """The samples of WebDataset tar shards, in order: ``{"__key__": key, "__url__": shard, ext: bytes}``,
     members grouped by key (the path up to the first dot of the file name), as webdataset does."""
     for path in paths:
         with tarfile.open(path) as tar:
@@ -147,6 +150,7 @@ def tar_samples(paths: list[str] | list[Path]) -> Iterator[dict[str, bytes]]:
                     yield sample
                     sample = {}
                 sample["__key__"] = key.encode()
+                sample["__url__"] = str(path).encode()
                 f = tar.extractfile(member)
                 if f is None:
                     raise DcqError(f"{path}: member {member.name} cannot be read")
@@ -196,7 +200,7 @@ def _cifar(root: Path) -> Source:
         names = meta.get(b"label_names") or meta.get(b"fine_label_names") or []
         classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
-    def items() -> Iterator[tuple[int, object, int]]:
+    def items() -> Iterator[tuple[int, object, int, str]]:
         index = 0
         for path in batches:
             batch = _load_batch(path)
@@ -205,7 +209,7 @@ def _cifar(root: Path) -> Source:
             if labels is None:
                 raise DcqError(f"{path}: a CIFAR batch without labels")
             for k in range(len(data)):
-                yield index, data[k], int(labels[k])
+                yield index, data[k], int(labels[k]), f"{path.name}[{k}]"
                 index += 1
 
     return Source("cifar", classes, items)
@@ -245,12 +249,12 @@ def _npz(path: Path) -> Source:
             raise
         raise bad(f"not a readable .npz of arrays ({exc})") from None
 
-    def items() -> Iterator[tuple[int, object, int]]:
+    def items() -> Iterator[tuple[int, object, int, str]]:
         with np.load(path, allow_pickle=False, mmap_mode="r") as z:
             x = z["x"]
             y = z["y"] if "y" in z else np.full(n, -1)
             for i in range(n):
-                yield i, np.asarray(x[i]), int(y[i])
+                yield i, np.asarray(x[i]), int(y[i]), f"{path.name}: x[{i}]"
 
     return Source("npz", classes, items, length=n)
 
@@ -273,11 +277,12 @@ def open_source(src: str | os.PathLike[str]) -> Source:
 
 def iter_images(source: Source, channels: int = 3, alpha: str = "drop") -> Iterator[Item]:
     """Every item of a source with its image decoded, or the problem that stopped it."""
-    for index, raw, label in source:
+    for index, raw, label, name in source:
         try:
             data = raw() if callable(raw) else raw
-            yield Item(index, to_array(data, channels, alpha), label)
+            nbytes = len(data) if isinstance(data, bytes) else None
+            yield Item(index, to_array(data, channels, alpha), label, None, name, nbytes)
         except DcqError as exc:
-            yield Item(index, None, label, str(exc))
+            yield Item(index, None, label, str(exc), name)
         except OSError as exc:
-            yield Item(index, None, label, f"unreadable ({exc})")
+            yield Item(index, None, label, f"unreadable ({exc})", name)

@@ -161,8 +161,24 @@ def test_convert_every_source_kind(sources, tmp_path, kind):
     assert r.meta["quantizer"]["config"]["bits"] == 2 and len(r.palettes) <= 4
     if kind == "folder":
         assert s.reported == 1 and r.meta["provenance"]["reported"] == 1
+        (_, why), = s.problems  # named by its file, not only by its index
+        assert why.startswith(str(src)) and "corrupt.png: " in why
         with pytest.raises(DcqError, match="unreadable"):
             convert(str(src), tmp_path / "f.dcq", ConvertConfig(on_error="fail", **FAST), progress=False)
+
+
+def test_source_bytes_with_limit_are_the_bytes_read(sources, tmp_path):
+    """--limit: 'x smaller than the source files' compares with the images read, not the whole shards."""
+    src = str(sources / "s-{000000..000001}.tar")
+    whole = convert(src, tmp_path / "all.dcq", ConvertConfig(method="mediancut"), progress=False)
+    some = convert(src, tmp_path / "some.dcq", ConvertConfig(method="mediancut", limit=10), progress=False)
+    with tarfile.open(sources / "s-000000.tar") as tar:
+        pngs = [m.size for m in tar.getmembers() if m.name.endswith(".png")][:10]
+    assert some.source_bytes == sum(pngs) and whole.source_bytes > 5 * some.source_bytes
+    npz = convert(str(sources / "x.npz"), tmp_path / "n.dcq", ConvertConfig(method="mediancut", limit=4),
+                  progress=False)
+    size = (sources / "x.npz").stat().st_size
+    assert npz.source_bytes is not None and npz.source_bytes < size
 
 
 @pytest.mark.parametrize("method", ["mediancut", "octree", "kmeans"])
