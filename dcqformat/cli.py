@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--adq-alpha", type=float, default=0.65, help="ADQ importance weight a (default 0.65)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--overwrite", action="store_true", help="replace DST when it exists (refused otherwise)")
+    s.add_argument("--samples-per-file", type=_count(1), default=None, metavar="N",
+                   help="write DST as a dataset directory: part files of N samples and a manifest, which "
+                        "DCQDataset(DST) reads as one")
     s.set_defaults(fn=commands.cmd_convert)
     s = sub.add_parser("preview", help="a PNG grid of decoded images (and originals) with palette swatches")
     s.add_argument("file", metavar="FILE.dcq")

@@ -181,13 +181,14 @@ def _convert_config(args: argparse.Namespace) -> ConvertConfig:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     cfg = _convert_config(args)
-    if Path(args.dst).is_dir():
+    if Path(args.dst).is_dir() and not args.samples_per_file:
         raise DcqError(f"{args.dst}: the destination is a directory")
-    if Path(args.dst).exists() and not args.overwrite:
-        raise DcqError(f"{args.dst} exists; --overwrite replaces it")
+    if Path(args.dst).exists() and (args.samples_per_file or not args.overwrite):
+        raise DcqError(f"{args.dst} exists; " + ("remove it first" if args.samples_per_file
+                                                  else "--overwrite replaces it"))
     from .conversion import convert
 
-    summary = convert(args.src, args.dst, cfg, progress=not args.quiet)
+    summary = convert(args.src, args.dst, cfg, progress=not args.quiet, samples_per_file=args.samples_per_file)
     print(f"wrote {args.dst}")
     print(summary.table(cfg))
     if summary.problems:

@@ -85,15 +85,21 @@ def _load(src: str, cfg: ConvertConfig, summary: ConvertSummary, progress: bool)
 
 
 def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progress: bool = True,
-            **options: Any) -> ConvertSummary:
-    """Convert the dataset at ``src`` into the .dcq file ``dst``.
+            samples_per_file: int | None = None, **options: Any) -> ConvertSummary:
+    """Convert the dataset at ``src`` into the .dcq file ``dst`` or, with ``samples_per_file``,
+    into the dataset directory ``dst`` (part files of that many samples and a manifest, read as
+    one by ``DCQDataset(dst)``).
 
     Settings come from ``cfg`` and/or keyword ``options`` (ConvertConfig's fields, e.g.
     ``bits=2, clusters=64``; options override ``cfg``); all are checked first.
     """
     cfg = ConvertConfig.from_dict({**(asdict(cfg) if cfg else {}), **options})
-    if Path(dst).is_dir():
+    if samples_per_file is not None and samples_per_file < 1:
+        raise ValueError(f"samples_per_file must be >= 1, got {samples_per_file}")
+    if samples_per_file is None and Path(dst).is_dir():
         raise DcqError(f"{dst}: the destination is a directory")
+    if samples_per_file is not None and Path(dst).exists():
+        raise DcqError(f"{dst} exists; a dataset directory is written only where nothing is")
     remove_stale_temporaries(dst)  # what a killed run of the same conversion left
     summary = ConvertSummary()
     device = pick_device(cfg.device)
@@ -110,14 +116,15 @@ def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progres
             "provenance": {**provenance, "samples_in": summary.samples_in, "reported": summary.reported,
                            "problems": summary.problems[:100], "dcqformat": __version__,
                            "torch": torch.__version__, "device": str(device)}}
-    ctx = Conversion(cache, classes, cfg, device, summary, meta, progress)
+    ctx = Conversion(cache, classes, cfg, device, summary, meta, progress, samples_per_file)
     try:
         if cfg.keep < 1:
             _select(ctx)
         summary.add(convert_dcq(ctx, dst) if cfg.method == "dcq" else _convert_baseline(ctx, dst))
     finally:
         ctx.cache.close()
-    summary.file_bytes = Path(dst).stat().st_size
+    out = Path(dst)
+    summary.file_bytes = sum(f.stat().st_size for f in out.iterdir()) if out.is_dir() else out.stat().st_size
     return summary
 
 
@@ -159,7 +166,7 @@ def _convert_baseline(ctx: Conversion, dst: str | Path) -> Written:
 
     with Stage(summary, "quantize + write"):
         written = write_rows(dst, cfg, file_meta(ctx, dropper, mae), None, rows(), dropper.patch,
-                             mae.weights if mae else None)
+                             mae.weights if mae else None, ctx.samples_per_file)
     written.mae = mae.report if mae else {}
     return written
 

@@ -20,7 +20,7 @@ from .header import Header, check_crc, parse_header
 from .masks import parse_masks
 from .meta import FileMeta, parse_meta
 from .palettes import parse_palettes
-from .records import RecordTable, validate_records
+from .records import RecordTable, RecordViews, validate_records
 from .weights import load_weights, validate_safetensors
 
 Layout = Literal["NHWC", "NCHW"]
@@ -31,7 +31,7 @@ def open(path: str | os.PathLike[str], *, verify: bool = False) -> "DcqReader": 
     return DcqReader(path, verify=verify)
 
 
-class DcqReader:
+class DcqReader(RecordViews):
     """Random access to the samples of a .dcq file.
 
     Opening validates the header, the section table, the checksums of every section but
@@ -121,25 +121,6 @@ class DcqReader:
             values.flags.writeable = False
             self._cache[name] = values
         return self._cache[name]
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Class label of every sample (int64; -1 where unlabelled)."""
-        return self.field("label")
-
-    @property
-    def palette_ids(self) -> np.ndarray:
-        return self.field("palette_id")
-
-    @property
-    def source_indices(self) -> np.ndarray:
-        """Position of every sample in the dataset it was converted from."""
-        return self.field("source_index")
-
-    @property
-    def shapes(self) -> np.ndarray:
-        """(N, 2) heights and widths."""
-        return np.stack([self.field("height"), self.field("width")], axis=1)
 
     @property
     def has_masks(self) -> bool:

@@ -98,6 +98,32 @@ def encode_rows(chunk: np.ndarray, fields: list[Field]) -> bytes:
     return rows.tobytes()
 
 
+class RecordViews:
+    """Per-sample arrays derived from :meth:`field` (a reader, or a set of files read as one)."""
+
+    def field(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Class label of every sample (int64; -1 where unlabelled)."""
+        return self.field("label")
+
+    @property
+    def palette_ids(self) -> np.ndarray:
+        return self.field("palette_id")
+
+    @property
+    def source_indices(self) -> np.ndarray:
+        """Position of every sample in the dataset it was converted from (uint64)."""
+        return self.field("source_index")
+
+    @property
+    def shapes(self) -> np.ndarray:
+        """(N, 2) heights and widths."""
+        return np.stack([self.field("height"), self.field("width")], axis=1)
+
+
 def _result_dtype(name: str) -> type:
     return np.uint64 if name in L.UNSIGNED64_FIELDS else np.int64
 

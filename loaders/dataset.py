@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-import dcqformat
 from dcqformat.bitpack import packed_size
 from dcqformat.decode import set_parallel
-from dcqformat.reader import Layout
+from dcqformat.multifile import DcqSet, open_set, resolve
+from dcqformat.reader import DcqReader, Layout
 
 from .augment import output_size
 from .reconstruct import Mode, Reconstructor, refill_and_crop
@@ -48,7 +48,7 @@ class DCQDataset(Dataset):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         transform: Callable[[Any], Any] | None = None,
         target_transform: Callable[[int], Any] | None = None,
         *,
@@ -69,14 +69,16 @@ class DCQDataset(Dataset):
             dtype = torch.float32
         if dtype not in (torch.uint8, torch.float32):
             raise ValueError(f"dtype must be torch.uint8 or torch.float32, got {dtype}")
-        self.path = Path(path)
+        self.files = resolve(path)  # a file, a dataset directory, a glob or a list of them
+        self.path = self.files[0] if len(self.files) == 1 else Path(str(path)) if isinstance(path, (str, Path)) \
+            else self.files[0].parent
         self.transform, self.target_transform = transform, target_transform
         self.augment, self.layout, self.dtype = augment, layout, dtype
         self.mean, self.std = mean, std
         self.output = output
-        self._reader: dcqformat.DcqReader | None = None
+        self._reader: DcqReader | DcqSet | None = None
         self._pid = -1
-        self._identity: tuple[int, int] | None = None
+        self._identity: Any = None  # (size, header CRC) of the file, or one such pair per file
         reader = self.reader  # fail early on a bad file, in the constructor's process
         self.masked = reader.has_masks
         self.reconstructor = Reconstructor(reconstruct, weights=reader.weights_blob(), patch=reader.patch_size,
@@ -86,14 +88,14 @@ class DCQDataset(Dataset):
 
     # -- the file, opened once per process -------------------------------------------------
     @property
-    def reader(self) -> dcqformat.DcqReader:
+    def reader(self) -> DcqReader | DcqSet:
         """The open reader of this process (reopened after a fork)."""
         if self._reader is None or self._pid != os.getpid():
             if self._reader is not None:
                 self._reader.close()  # the parent's map, inherited through fork
             if get_worker_info() is not None:
                 set_parallel(False)  # the DataLoader workers are the parallelism
-            self._reader = dcqformat.open(self.path)
+            self._reader = open_set(self.files)
             if self._identity is None:
                 self._identity = self._reader.identity
             else:  # a worker, or a process after fork: the file must be the one first opened

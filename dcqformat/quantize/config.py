@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..bitpack import dropped_pixels, mask_nbytes
+from ..multifile import DcqSetWriter
 from ..options import QUANTIZERS, ConvertConfig, OptionError
 from ..writer import DcqWriter
 
@@ -124,11 +125,17 @@ class Written:
 
 
 def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palettes: np.ndarray | None,
-               rows: Iterable[Row], patch: int | None = None, weights: bytes | None = None) -> Written:
-    """Write the file: ``meta``, the ``palettes`` (or one per row), the rows, the MAE weights."""
+               rows: Iterable[Row], patch: int | None = None, weights: bytes | None = None,
+               samples_per_file: int | None = None) -> Written:
+    """Write the file (or, with ``samples_per_file``, a dataset directory of part files): ``meta``,
+    the ``palettes`` (or one per row), the rows, the MAE weights."""
     out = Written(mae_bytes=len(weights) if weights is not None else 0)
-    with DcqWriter(dst, bits=cfg.bits, channels=cfg.channels, palettes=palettes, codec=cfg.codec, meta=meta,
-                   patch_size=patch) as w:
+    args: dict[str, Any] = {"bits": cfg.bits, "channels": cfg.channels, "palettes": palettes, "codec": cfg.codec,
+                            "meta": meta, "patch_size": patch}
+    writer = DcqSetWriter(dst, samples_per_file, **args) if samples_per_file else DcqWriter(dst, **args)
+    with writer as w:
+        if weights is not None:
+            w.set_weights(weights)
         for idx, pal, label, src_index, dropped in rows:
             pid = pal if isinstance(pal, int) else w.add_palette(pal)
             w.add(idx, palette=pid, label=label, source_index=src_index, dropped=dropped)
@@ -138,6 +145,4 @@ def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palett
                 h, wd = idx.shape[:2]
                 out.dropped_pixels += int(dropped_pixels(dropped, patch, patch, h, wd).sum())
                 out.mask_bytes += mask_nbytes(h, wd, patch, patch)
-        if weights is not None:
-            w.set_weights(weights)
     return out

@@ -29,6 +29,7 @@ class Conversion:
     summary: ConvertSummary
     meta: dict[str, Any]
     progress: bool
+    samples_per_file: int | None = None  # write a dataset directory of part files
     _model: torch.nn.Module | None = field(default=None, repr=False)
 
     def attention_model(self, rng: np.random.Generator | None = None) -> torch.nn.Module:

@@ -129,7 +129,8 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
 
     meta = file_meta(ctx, dropper, mae, learned)
     with Stage(summary, "assign + write"):
-        written = write_rows(dst, cfg, meta, stored, rows(), dropper.patch, mae.weights if mae else None)
+        written = write_rows(dst, cfg, meta, stored, rows(), dropper.patch, mae.weights if mae else None,
+                             ctx.samples_per_file)
     written.mae = mae.report if mae else {}
     return written
 

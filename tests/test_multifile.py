@@ -1,0 +1,98 @@
+"""Datasets of many .dcq files (issue 13, item 4): written by dcq convert --samples-per-file, read
+as one by DCQDataset, DCQLoader and DistributedSampler, with the same pixels as one file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+import dcqformat
+from dcqformat import DcqError
+from dcqformat.loaders import DCQDataset, DCQLoader, RandomCrop
+from dcqformat.multifile import MANIFEST, DcqSet, resolve
+
+MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("multi")
+    rng = np.random.default_rng(2)
+    y, x = np.mgrid[0:16, 0:16]
+    base = np.stack([x * 12, y * 12, (x + y) * 6], -1)
+    images = np.clip(base[None] + rng.integers(-40, 40, (50, 16, 16, 3)), 0, 255).astype(np.uint8)
+    np.savez(d / "src.npz", x=images, y=np.arange(50) % 5, classes=np.array(list("abcde")))
+    one = d / "one.dcq"
+    dcqformat.convert(str(d / "src.npz"), one, method="mediancut", drop_patches=0.25, mae_epochs=1,
+                      model_epochs=1, progress=False)
+    many = d / "many"
+    summary = dcqformat.convert(str(d / "src.npz"), many, method="mediancut", drop_patches=0.25, mae_epochs=1,
+                                model_epochs=1, progress=False, samples_per_file=16)
+    return d, one, many, summary
+
+
+def test_convert_writes_parts_and_a_manifest(converted):
+    d, one, many, summary = converted
+    manifest = json.loads((many / MANIFEST).read_text())
+    assert [f["samples"] for f in manifest["files"]] == [16, 16, 16, 2] and manifest["samples"] == 50
+    assert manifest["classes"] == list("abcde") and summary.written == 50
+    assert sorted(p.name for p in many.iterdir()) == [MANIFEST] + [f"part-{k:05d}.dcq" for k in range(4)]
+    assert summary.file_bytes == sum(p.stat().st_size for p in many.iterdir())
+    for part in resolve(many):
+        dcqformat.open(part, verify=True)
+
+
+@pytest.mark.parametrize("reconstruct", ["mae", "mean", "none"])
+def test_a_directory_reads_as_the_single_file(converted, reconstruct):
+    d, one, many, _ = converted
+    kw = {"augment": RandomCrop(14, padding=2, flip=0.5), "mean": MEAN, "std": STD, "reconstruct": reconstruct}
+    single, multi = DCQDataset(one, **kw), DCQDataset(many, **kw)
+    assert len(multi) == 50 and multi.classes == list("abcde") and multi.targets == single.targets
+    order = np.random.default_rng(0).permutation(50)
+    for batch in (order[:20], order[20:]):
+        a = single.get_batch(batch, torch.Generator().manual_seed(1))
+        b = multi.get_batch(batch, torch.Generator().manual_seed(1))
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    plain_single, plain_multi = DCQDataset(one, layout="HWC"), DCQDataset(many, layout="HWC")
+    assert torch.equal(plain_single.get_batch(order)[0], plain_multi.get_batch(order)[0])
+
+
+def test_lists_globs_workers_loader_and_sampler(converted):
+    d, one, many, _ = converted
+    parts = resolve(many)
+    assert resolve([parts[0], parts[1]]) == parts[:2] and resolve(str(many / "part-*.dcq")) == parts
+    listed = DCQDataset([parts[0], parts[1]])
+    assert len(listed) == 32
+    ds = DCQDataset(many, mean=MEAN, std=STD)
+    seen = torch.cat([y for _, y in DataLoader(ds, batch_size=8, shuffle=True, num_workers=2)])
+    assert sorted(seen.tolist()) == sorted(ds.targets)
+    loaded = torch.cat([y for _, y in DCQLoader(ds, batch_size=8, shuffle=True)])
+    assert sorted(loaded.tolist()) == sorted(ds.targets)
+    ranks = [list(DistributedSampler(ds, num_replicas=2, rank=r, shuffle=True, seed=0)) for r in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == list(range(50))
+
+
+def test_device_view_and_palette_ids_span_files(converted):
+    d, one, many, _ = converted
+    s = DcqSet(resolve(many))
+    assert s.palette_ids.max() == len(s.palettes) - 1  # per-image palettes, numbered across files
+    packed, pids, grids = DCQDataset(many, reconstruct="none").packed(np.array([0, 20, 49]))
+    assert packed.shape[0] == 3 and pids.tolist() == s.palette_ids[[0, 20, 49]].tolist()
+
+
+def test_bad_sets_are_named(converted, tmp_path):
+    d, one, many, _ = converted
+    pal = np.zeros((1, 4, 3), np.uint8)
+    with dcqformat.DcqWriter(tmp_path / "other.dcq", bits=2, palettes=pal, meta={"classes": ["x"]}) as w:
+        w.add(np.zeros((4, 4), np.uint8), palette=0)
+    with pytest.raises(DcqError, match="classes differs|differs"):
+        DcqSet([resolve(many)[0], tmp_path / "other.dcq"])
+    r = subprocess.run([sys.executable, "-m", "dcqformat", "convert", d / "src.npz", many, "--samples-per-file",
+                        "8", "--method", "mediancut", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 1 and "exists" in r.stderr
