@@ -19,8 +19,8 @@ EPILOG = """examples:
   dcq verify train.dcq            check every checksum and sample (exit 1 on any problem)
   dcq export train.dcq out/       decoded PNGs in an ImageFolder tree out/<class>/<index>.png
   dcq export train.dcq out.npz    decoded arrays x, y, source_index in one .npz
-  dcq to-wds train.dcq 'shards/train-%06d.tar' --maxcount 10000
-                                  WebDataset shards (.dcqi + .cls) and the sidecar shards/train.dcq
+  dcq to-wds train.dcq 'shards/train-%06d.tar' --shards 8
+                                  WebDataset shards (blocks of samples) and the sidecar shards/train.dcq
   dcq convert cifar10-train-{000000..000004}.tar train.dcq --bits 2
                                   quantize a dataset (ImageFolder, WebDataset shards, CIFAR folder, .npz)
   dcq preview train.dcq --source SRC --out preview.png
@@ -77,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the image's mean colour) or none (black)")
     s.add_argument("--limit", type=_count(0), default=None, help="export only the first N samples")
     s.set_defaults(fn=commands.cmd_export)
-    s = sub.add_parser("to-wds", help="write WebDataset shards (.dcqi + .cls members) and their sidecar",
-                       description="Write every sample as a .dcqi member (spec/WEBDATASET.md) with its .cls "
-                                   "label into shards named by PATTERN (printf-style, e.g. 'out/train-%06d.tar'), "
-                                   "and the palettes and metadata into a sidecar .dcq file.")
+    s = sub.add_parser("to-wds", help="write WebDataset shards (blocks of .dcqi samples) and their sidecar",
+                       description="Write the samples, in a seeded random order, in blocks of --block to a .dcqb "
+                                   "member (spec/WEBDATASET.md) into shards named by PATTERN (printf-style, e.g. "
+                                   "'out/train-%06d.tar'), and the palettes and metadata into a sidecar .dcq file.")
     s.add_argument("file")
     s.add_argument("pattern", metavar="PATTERN", type=_wds_pattern)
     s.add_argument("--maxcount", type=_count(1), default=10000, help="samples per shard (default 10000)")
@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_count(0), default=0, help="seed of the samples' shuffled order (default 0)")
     s.add_argument("--no-shuffle", action="store_true", help="keep the file's order (class-sorted sources give "
                    "class-sorted shards)")
+    s.add_argument("--block", type=_count(0), default=512, help="samples per tar member (default 512; 0: one "
+                   ".dcqi + .cls member pair per sample, for WebDataset's per-sample decoders)")
     s.add_argument("--sidecar", default=None, help="sidecar path (default: PATTERN's prefix + .dcq)")
     s.set_defaults(fn=commands.cmd_to_wds)
     s = sub.add_parser("convert", help="quantize a dataset into a .dcq file",

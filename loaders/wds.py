@@ -9,6 +9,7 @@ ready pipeline that decodes whole batches in one call.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -24,7 +25,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 import dcqformat
 from dcqformat import DcqError
-from dcqformat.dcqi import DcqiSample, encode_dcqi, parse_dcqi, streams_of
+from dcqformat.dcqi import DcqiSample, encode_block, encode_dcqi, parse_block, parse_dcqi, streams_of
 from dcqformat.decode import PaletteSet, crop_arguments, decode_crops, decode_images
 from dcqformat.errors import CorruptFile
 
@@ -41,13 +42,15 @@ def sidecar_path(pattern: str) -> Path:
 
 def write_shards(src: str | os.PathLike[str], pattern: str, *, maxcount: int = 10000,
                  sidecar: str | os.PathLike[str] | None = None, maxsize: float = 3e9, shards: int | None = None,
-                 shuffle: bool = True, seed: int = 0) -> tuple[Path, list[str]]:
+                 shuffle: bool = True, seed: int = 0, block: int = 512) -> tuple[Path, list[str]]:
     """Write every sample of a .dcq file to WebDataset shards, and the sidecar; return both.
 
     Samples go out in a seeded random order (``shuffle``; a class-sorted source would otherwise
     give class-sorted shards, and a shuffle buffer cannot undo that). ``shards`` asks for that many
     shards of equal size (give at least ranks x workers, see :func:`dcq_pipeline`) instead of
-    ``maxcount`` samples per shard.
+    ``maxcount`` samples per shard. Samples go ``block`` to a ``.dcqb`` tar member (spec/WEBDATASET.md
+    §2.1: tar's 512-byte header and padding per member would otherwise outweigh a small sample);
+    ``block=0`` writes one ``.dcqi`` + ``.cls`` pair per sample.
     """
     reader = dcqformat.open(src)
     n = len(reader)
@@ -58,14 +61,26 @@ def write_shards(src: str | os.PathLike[str], pattern: str, *, maxcount: int = 1
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     side = Path(sidecar) if sidecar else sidecar_path(pattern)
     Path(pattern).parent.mkdir(parents=True, exist_ok=True)
+    if block < 0:
+        raise ValueError(f"block must be >= 0, got {block}")
     written: list[str] = []
-    with wds.ShardWriter(pattern, maxcount=maxcount, maxsize=maxsize, verbose=0, mtime=0,
+    per_member = min(block, maxcount) if block else 1  # a shard holds whole blocks
+    members_per_shard = max(1, maxcount // per_member)
+    with wds.ShardWriter(pattern, maxcount=members_per_shard, maxsize=maxsize, verbose=0, mtime=0,
                          post=written.append) as sink:
-        for i in order.tolist():
-            sink.write({"__key__": f"{int(reader.source_indices[i]):09d}", "dcqi": encode_dcqi(reader, i),
-                        "cls": int(reader.labels[i])})
+        ids = order.tolist()
+        for start in range(0, n, per_member):
+            part = ids[start : start + per_member]
+            if block:
+                sink.write({"__key__": f"block{start // per_member:09d}",
+                            "dcqb": encode_block([(encode_dcqi(reader, i), int(reader.labels[i])) for i in part])})
+            else:
+                i = part[0]
+                sink.write({"__key__": f"{int(reader.source_indices[i]):09d}", "dcqi": encode_dcqi(reader, i),
+                            "cls": int(reader.labels[i])})
     meta = dict(reader.meta)
-    meta["webdataset"] = {"samples": n, "shards": [Path(s).name for s in written], "member": "dcqi",
+    meta["webdataset"] = {"samples": n, "shards": [Path(s).name for s in written],
+                          "member": "dcqb" if block else "dcqi", "block": block,
                           "order": f"shuffled, seed {seed}" if shuffle else "file order"}
     with dcqformat.DcqWriter(side, bits=reader.bits, channels=reader.channels, palettes=np.array(reader.palettes),
                              meta=meta, patch_size=reader.patch_size) as w:
@@ -204,8 +219,20 @@ def _num_workers() -> int:
     return 1 if info is None else int(info.num_workers)
 
 
-def _to_pair(sample: dict[str, Any]) -> tuple[DcqiSample, int]:
-    return parse_dcqi(sample["dcqi"]), int(sample["cls"])
+def samples_of(src: Iterator[dict[str, Any]],
+               handler: Callable[[Exception], bool] = wds.reraise_exception) -> Iterator[tuple[DcqiSample, int]]:
+    """A pipeline stage: tar samples (``.dcqb`` blocks or ``.dcqi`` + ``.cls`` pairs) -> ``(sample,
+    label)``; a bad member goes to ``handler`` (WebDataset's error policy)."""
+    for sample in src:
+        try:
+            if "dcqb" in sample:
+                yield from parse_block(sample["dcqb"])
+            else:
+                yield parse_dcqi(sample["dcqi"]), int(sample["cls"])
+        except Exception as exc:  # noqa: BLE001 - the handler decides, as in webdataset
+            if handler(exc):
+                continue
+            break
 
 
 def epoch_batches(samples: int, batch_size: int, world_size: int = 1, num_workers: int = 1) -> int:
@@ -235,11 +262,11 @@ def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str], *, 
     stages: list[Any] = [wds.ResampledShards(urls) if resampled else EpochShards(urls, seed)]
     if not resampled:
         stages.append(wds.split_by_node)
-    stages += [wds.split_by_worker, wds.tarfile_to_samples(handler=handler)]
+    stages += [wds.split_by_worker, wds.tarfile_to_samples(handler=handler),
+               functools.partial(samples_of, handler=handler)]
     if shuffle:
-        stages.append(wds.shuffle(shuffle))
-    stages += [wds.map(_to_pair, handler=handler),
-               wds.batched(batch_size, partial=partial,
+        stages.append(wds.shuffle(shuffle))  # of samples, blocks unpacked
+    stages += [wds.batched(batch_size, partial=partial,
                            collation_fn=BatchDecoder(sidecar, augment=augment, layout=layout, dtype=dtype,
                                                      mean=mean, std=std, reconstruct=reconstruct, snap=snap))]
     pipeline = wds.DataPipeline(*stages)

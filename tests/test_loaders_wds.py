@@ -4,6 +4,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from common import make_spec, write_spec
 
 import dcqformat
 from dcqformat import DcqError
+from dcqformat.dcqi import parse_block
 from dcqformat.loaders import RandomCrop
 from dcqformat.loaders.wds import dcq_pipeline, dcqi_handler, epoch_batches, parse_dcqi, write_shards
 
@@ -24,7 +26,8 @@ def shards(tmp_path_factory):
     spec.meta = {"classes": list("abcdefghij")}
     spec.codec = "zstd"
     path = write_spec(spec, d / "src.dcq")
-    side, names = write_shards(path, str(d / "train-%06d.tar"), maxcount=10, shuffle=False)  # file order
+    # file order, one member per sample (the layout of spec/WEBDATASET.md version 1)
+    side, names = write_shards(path, str(d / "train-%06d.tar"), maxcount=10, shuffle=False, block=0)
     return spec, d, side, names
 
 
@@ -160,8 +163,9 @@ def test_to_wds_shuffles_a_class_sorted_source(sorted_shards):
     histogram = np.bincount(first.numpy(), minlength=10)
     assert (histogram > 0).sum() >= 8, histogram  # before: [64, 0, 0, ...]
     with tarfile.open(names[0]) as tar:
-        keys = [m.name.split(".")[0] for m in tar.getmembers()][::2]
-    assert keys != sorted(keys)  # members in a shuffled order
+        (block,) = [tar.extractfile(m).read() for m in tar.getmembers()]
+    labels = [label for _, label in parse_block(block)]
+    assert labels != sorted(labels)  # samples in a shuffled order
 
 
 def test_shard_order_changes_per_epoch_and_agrees_across_ranks(sorted_shards):
@@ -192,3 +196,43 @@ def test_too_few_shards_for_the_workers_is_an_error(sorted_shards, tmp_path):
     pipe = dcq_pipeline(one, side, batch_size=32, epoch_batches=epoch_batches(600, 32, 1, 2))
     with pytest.raises(DcqError, match=r"1 shard\(s\) cannot feed 1 rank\(s\) x 2 worker\(s\)"):
         list(wds.WebLoader(pipe, batch_size=None, num_workers=2))
+
+
+
+def test_blocks_keep_shards_small_and_decode_every_sample(tmp_path):
+    """spec/WEBDATASET.md §2.1: samples go 512 to a .dcqb member; shards <= 1.2x the .dcq bytes."""
+    rng = np.random.default_rng(0)
+    pals = rng.integers(0, 256, (20, 4, 3), dtype=np.uint8)
+    images = rng.integers(0, 4, (2000, 32, 32), dtype=np.uint8)
+    with dcqformat.DcqWriter(tmp_path / "c.dcq", bits=2, palettes=pals) as w:
+        for i in range(2000):
+            w.add(images[i], palette=i % 20, label=i % 10)
+    side, names = write_shards(tmp_path / "c.dcq", str(tmp_path / "b-%06d.tar"))  # one shard, 4 blocks
+    shard_bytes = sum(Path(n).stat().st_size for n in names)
+    assert shard_bytes <= 1.2 * (tmp_path / "c.dcq").stat().st_size, shard_bytes
+    assert dcqformat.open(side).meta["webdataset"]["member"] == "dcqb"
+    got = {}
+    for x, y in dcq_pipeline(names, side, batch_size=300, shuffle=500, layout="HWC"):
+        for img, label in zip(x.numpy(), y.tolist()):
+            got.setdefault(label, []).append(img)
+    want = {c: sorted(pals[np.arange(2000)[np.arange(2000) % 10 == c] % 20][k][images[i]].tobytes()
+                      for k, i in enumerate(np.flatnonzero(np.arange(2000) % 10 == c)))
+            for c in range(10)}
+    assert {c: sorted(v.tobytes() for v in imgs) for c, imgs in got.items()} == want
+
+
+def test_a_corrupt_block_is_an_error_or_skipped(tmp_path):
+    pals = np.zeros((1, 4, 3), np.uint8)
+    with dcqformat.DcqWriter(tmp_path / "c.dcq", bits=2, palettes=pals) as w:
+        for i in range(40):
+            w.add(np.full((4, 4), i % 4, np.uint8), palette=0, label=i % 2)
+    side, names = write_shards(tmp_path / "c.dcq", str(tmp_path / "k-%06d.tar"), block=10, maxcount=20)
+    assert len(names) == 2
+    blob = bytearray(Path(names[0]).read_bytes())
+    blob[600] ^= 0xFF  # inside the first block
+    Path(names[0]).write_bytes(bytes(blob))
+    with pytest.raises(DcqError, match="dcqb"):
+        list(dcq_pipeline(names, side, batch_size=8, shuffle=0))
+    with pytest.warns(UserWarning):
+        labels = [y for _, y in dcq_pipeline(names, side, batch_size=8, shuffle=0, handler=wds.warn_and_continue)]
+    assert 20 <= sum(len(y) for y in labels) < 40  # the bad block skipped, the other shard read
