@@ -9,11 +9,13 @@ ready pipeline that decodes whole batches in one call.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import math
 import os
 import random
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,34 @@ def sidecar_path(pattern: str) -> Path:
     """Default sidecar of a shard pattern: ``out/cifar-%06d.tar`` -> ``out/cifar.dcq``."""
     name = re.sub(r"[-_.]*(%0?\d*d|\{[^}]*\}).*$", "", Path(pattern).name) or "shards"
     return Path(pattern).parent / f"{name}.dcq"
+
+
+def sidecar_of(url: str) -> str:
+    """The sidecar beside a shard URL or pattern: ``http://h/d/train-{000000..000009}.tar`` or
+    ``http://h/d/train-000003.tar`` -> ``http://h/d/train.dcq``."""
+    head, _, name = url.rpartition("/")
+    stem = re.sub(r"[-_.]*(%0?\d*d|\{[^}]*\}|\d+)?\.tar.*$", "", name) or "shards"
+    return f"{head}/{stem}.dcq" if head else f"{stem}.dcq"
+
+
+_FETCHED: dict[str, Path] = {}
+
+
+def local_sidecar(sidecar: str | os.PathLike[str]) -> Path:
+    """A local path to the sidecar: itself, or for a URL (``http://``, ``s3://``, ``pipe:``...) a
+    temporary copy fetched once per process through webdataset's own opener (``wds.gopen``)."""
+    s = str(sidecar)
+    if "://" not in s and not s.startswith("pipe:"):
+        return Path(s.removeprefix("file:"))
+    if s not in _FETCHED:
+        with wds.gopen(s, "rb") as stream:
+            data = stream.read()
+        fd, tmp = tempfile.mkstemp(prefix="dcq-sidecar-", suffix=".dcq")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        atexit.register(Path(tmp).unlink, missing_ok=True)
+        _FETCHED[s] = Path(tmp)
+    return _FETCHED[s]
 
 
 def write_shards(src: str | os.PathLike[str], pattern: str, *, maxcount: int = 10000,
@@ -99,7 +129,7 @@ class BatchDecoder:
     def __init__(self, sidecar: str | os.PathLike[str], *, augment: Any = None, layout: str = "CHW",
                  dtype: torch.dtype = torch.uint8, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, reconstruct: Mode = "mae", snap: bool = False) -> None:
-        side = dcqformat.open(sidecar)
+        side = dcqformat.open(local_sidecar(sidecar))
         self.reconstructor = None if side.patch_size is None else Reconstructor(
             reconstruct, weights=side.weights_blob(), patch=side.patch_size, snap=snap)
         self.mean, self.std = mean, std
@@ -155,7 +185,7 @@ def dcqi_handler(sidecar: str | os.PathLike[str]) -> Callable[[str, bytes], Any]
 
     >>> ds = wds.WebDataset(urls).decode(dcqi_handler("cifar.dcq"), handler=wds.warn_and_continue)  # doctest: +SKIP
     """
-    side = dcqformat.open(sidecar)
+    side = dcqformat.open(local_sidecar(sidecar))
     palettes = PaletteSet(np.array(side.palettes), side.bits)
     patch = side.patch_size
 
@@ -240,7 +270,7 @@ def epoch_batches(samples: int, batch_size: int, world_size: int = 1, num_worker
     return max(1, math.ceil(samples / (world_size * max(num_workers, 1) * batch_size)))
 
 
-def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str], *, batch_size: int = 256,
+def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str] | None = None, *, batch_size: int = 256,
                  shuffle: int = 1000, augment: Any = None, layout: str = "CHW", dtype: torch.dtype = torch.uint8,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  resampled: bool = False, epoch_batches: int | None = None, partial: bool = True,
@@ -257,8 +287,12 @@ def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str], *, 
     ``pipe:`` commands. ``epoch_batches`` caps each worker's epoch (see :func:`epoch_batches`);
     ``handler`` is WebDataset's error policy (``wds.warn_and_continue`` skips bad samples).
     Dropped patches are refilled as ``reconstruct`` says (see :class:`DCQDataset`; the MAE
-    comes from the sidecar); with ``"none"`` batches are ``(images, labels, masks)``.
+    comes from the sidecar); with ``"none"`` batches are ``(images, labels, masks)``. The sidecar
+    (default: the one beside the shards, :func:`sidecar_of`) may be a URL like the shards: it is
+    fetched once through webdataset's opener.
     """
+    if sidecar is None:  # beside the shards, fetched from wherever they are
+        sidecar = sidecar_of(urls if isinstance(urls, str) else urls[0])
     stages: list[Any] = [wds.ResampledShards(urls) if resampled else EpochShards(urls, seed)]
     if not resampled:
         stages.append(wds.split_by_node)

@@ -236,3 +236,29 @@ def test_a_corrupt_block_is_an_error_or_skipped(tmp_path):
     with pytest.warns(UserWarning):
         labels = [y for _, y in dcq_pipeline(names, side, batch_size=8, shuffle=0, handler=wds.warn_and_continue)]
     assert 20 <= sum(len(y) for y in labels) < 40  # the bad block skipped, the other shard read
+
+
+
+def test_streaming_from_a_loopback_http_server(sorted_shards):
+    """Shards and their sidecar from http:// URLs (webdataset's opener: curl), as from a bucket."""
+    import functools
+    import http.server
+    import threading
+
+    d, side, names = sorted_shards
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(d))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        urls = f"{base}/s-{{000000..000003}}.tar"
+        from dcqformat.loaders.wds import sidecar_of
+
+        assert sidecar_of(urls) == f"{base}/s.dcq" and sidecar_of(f"{base}/s-000002.tar") == f"{base}/s.dcq"
+        pipe = dcq_pipeline(urls, batch_size=64, shuffle=100)  # no sidecar given: fetched beside the shards
+        labels = torch.cat([y for _, y in wds.WebLoader(pipe, batch_size=None, num_workers=2)])
+        assert np.bincount(labels.numpy()).tolist() == [60] * 10
+    finally:
+        server.shutdown()
+        server.server_close()
