@@ -7,6 +7,7 @@ and, with patch dropping, the MAE (dcqformat.mae, through the quantizer's stages
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -39,11 +40,11 @@ def source_bytes(src: str) -> int | None:
     return sum(f.stat().st_size for f in files if f.is_file()) or None
 
 
-def _source_bytes_read(src: str, length: int | None, read: int, encoded: list[int | None],
+def _source_bytes_read(src: Any, length: int | None, read: int, encoded: list[int | None],
                        limited: bool) -> int | None:
     """Bytes of the source that the conversion read: the whole source's files, or with ``--limit``
     the encoded images read (image files and shards), or the read share of an array file."""
-    whole = source_bytes(src)
+    whole = source_bytes(str(src)) if isinstance(src, (str, os.PathLike)) else None
     if not limited:
         return whole
     if encoded and all(n is not None for n in encoded):
@@ -53,7 +54,7 @@ def _source_bytes_read(src: str, length: int | None, read: int, encoded: list[in
     return None
 
 
-def _load(src: str, cfg: ConvertConfig, summary: ConvertSummary, progress: bool) -> tuple[ImageCache, list[str], dict]:
+def _load(src: Any, cfg: ConvertConfig, summary: ConvertSummary, progress: bool) -> tuple[ImageCache, list[str], dict]:
     source = open_source(src)
     cache = ImageCache()
     limited, encoded = False, []  # whether --limit stopped the source early; encoded sizes read
@@ -81,12 +82,14 @@ def _load(src: str, cfg: ConvertConfig, summary: ConvertSummary, progress: bool)
     labels = [y for y in cache.labels if y >= 0]
     if not classes and labels:
         classes = [str(c) for c in range(max(labels) + 1)]
-    return cache, classes, {"source": str(src), "kind": source.kind}
+    where = str(src) if isinstance(src, (str, os.PathLike)) else f"{type(src).__module__}.{type(src).__name__}"
+    return cache, classes, {"source": where, "kind": source.kind}
 
 
-def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progress: bool = True,
+def convert(src: str | os.PathLike[str] | Any, dst: str | Path, cfg: ConvertConfig | None = None, progress: bool = True,
             samples_per_file: int | None = None, **options: Any) -> ConvertSummary:
-    """Convert the dataset at ``src`` into the .dcq file ``dst`` or, with ``samples_per_file``,
+    """Convert the dataset ``src`` (a path, see :func:`dcqformat.sources.open_source`, or a map-style
+    dataset of ``(image, label)``) into the .dcq file ``dst`` or, with ``samples_per_file``,
     into the dataset directory ``dst`` (part files of that many samples and a manifest, read as
     one by ``DCQDataset(dst)``).
 
@@ -110,7 +113,8 @@ def convert(src: str, dst: str | Path, cfg: ConvertConfig | None = None, progres
     if len(cache) == 0:
         cache.close()
         raise DcqError(f"{src}: no readable image")
-    meta = {"name": Path(str(src).rstrip("/")).stem, "classes": classes, "color_space": "sRGB",
+    name = Path(str(src).rstrip("/")).stem if isinstance(src, (str, os.PathLike)) else type(src).__name__
+    meta = {"name": name, "classes": classes, "color_space": "sRGB",
             "channels_from_source": "converted to " + ("grayscale" if cfg.channels == 1 else "RGB"),
             "alpha": cfg.alpha, "quantizer": {"name": cfg.method, "config": asdict(cfg)},
             "provenance": {**provenance, "samples_in": summary.samples_in, "reported": summary.reported,

@@ -54,13 +54,23 @@ class Source:
         return self.items()
 
 
-def to_array(raw: bytes | np.ndarray, channels: int = 3, alpha: str = "drop") -> np.ndarray:
-    """Decode and normalise one image: (H, W, channels) uint8. Raises DcqError if unreadable."""
-    if isinstance(raw, np.ndarray):
+def to_array(raw: bytes | np.ndarray | Image.Image, channels: int = 3, alpha: str = "drop") -> np.ndarray:
+    """Decode and normalise one image: (H, W, channels) uint8. Raises DcqError if unreadable.
+
+    ``raw`` is encoded image bytes, a PIL image, or an array (H, W[, C]) of uint8, of integers
+    (scaled by their maximum) or of floats in [0, 1].
+    """
+    if isinstance(raw, Image.Image):
+        img = raw
+    elif isinstance(raw, np.ndarray):
         arr = raw
         if arr.ndim == 2:
             arr = arr[..., None]
-        if arr.dtype != np.uint8:
+        if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+            raise DcqError(f"an image array must be (H, W[, C]) with C 1, 3 or 4, got {arr.shape}")
+        if arr.dtype.kind == "f" and float(arr.max(initial=0.0)) <= 1.0:
+            arr = (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        elif arr.dtype != np.uint8:
             arr = (arr.astype(np.float64) * (255.0 / max(float(arr.max()), 1.0))).round().astype(np.uint8)
         img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
     else:
@@ -259,8 +269,43 @@ def _npz(path: Path) -> Source:
     return Source("npz", classes, items, length=n)
 
 
-def open_source(src: str | os.PathLike[str]) -> Source:
-    """Detect and open a source: ImageFolder dir, CIFAR pickle dir, .npz, or tar shards."""
+def from_dataset(dataset: Any) -> Source:
+    """A map-style dataset (``len`` and ``[i] -> (image, label)``, as torchvision's) as a source:
+    images as PIL images, arrays (H, W[, C]) or tensors (C, H, W), uint8 or floats in [0, 1]."""
+    n = len(dataset)
+    classes = [str(c) for c in getattr(dataset, "classes", None) or []]
+
+    def load(i: int) -> tuple[Any, int]:
+        image, label = dataset[i]
+        if hasattr(image, "numpy") and hasattr(image, "dim"):  # a tensor, torchvision's C, H, W
+            image = image.detach().cpu().numpy()
+            if image.ndim == 3 and image.shape[0] in (1, 3, 4):
+                image = image.transpose(1, 2, 0)
+        return image, int(label)
+
+    def items() -> Iterator[tuple[int, object, int, str]]:
+        for i in range(n):
+            try:
+                image, label = load(i)
+            except Exception as exc:  # noqa: BLE001 - the dataset's own failure, reported per sample
+                yield i, _failing(exc), -1, f"dataset[{i}]"
+                continue
+            yield i, image, label, f"dataset[{i}]"
+
+    return Source("dataset", classes, items, length=n)
+
+
+def _failing(exc: Exception) -> Callable[[], Any]:
+    def fail() -> Any:
+        raise DcqError(f"the dataset failed to give it ({type(exc).__name__}: {exc})")
+    return fail
+
+
+def open_source(src: str | os.PathLike[str] | Any) -> Source:
+    """Detect and open a source: ImageFolder dir, CIFAR pickle dir, .npz, tar shards, or a
+    map-style dataset object (see :func:`from_dataset`)."""
+    if not isinstance(src, (str, os.PathLike)):
+        return from_dataset(src)
     s = str(src)
     p = Path(s)
     if p.is_dir():
