@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import signal
 import sys
 from collections.abc import Callable
@@ -59,14 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version",
                    version=f"dcq {__version__} (dcqformat {__version__}, spec {SPEC_VERSION})")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    s = sub.add_parser("info", help="show header, sections, sizes and metadata")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors (no progress)")
+    s = sub.add_parser("info", parents=[quiet], help="show header, sections, sizes and metadata")
     s.add_argument("file")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(fn=commands.cmd_info)
-    s = sub.add_parser("verify", help="check every checksum and sample; exit 1 on any problem")
+    s = sub.add_parser("verify", parents=[quiet], help="check every checksum and sample; exit 1 on any problem")
     s.add_argument("files", nargs="+", metavar="FILE")
     s.set_defaults(fn=commands.cmd_verify)
-    s = sub.add_parser("export", help="decode to PNGs (ImageFolder tree) or to one .npz",
+    s = sub.add_parser("export", parents=[quiet], help="decode to PNGs (ImageFolder tree) or to one .npz",
                        description="Decode to OUT/<class>/<source index>.png, or to OUT.npz when OUT "
                                    "ends in .npz. Dropped patches are refilled by the file's MAE when it has "
                                    "one (--reconstruct).")
@@ -77,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the image's mean colour) or none (black)")
     s.add_argument("--limit", type=_count(0), default=None, help="export only the first N samples")
     s.set_defaults(fn=commands.cmd_export)
-    s = sub.add_parser("to-wds", help="write WebDataset shards (blocks of .dcqi samples) and their sidecar",
+    s = sub.add_parser("to-wds", parents=[quiet],
+                       help="write WebDataset shards (blocks of .dcqi samples) and their sidecar",
                        description="Write the samples, in a seeded random order, in blocks of --block to a .dcqb "
                                    "member (spec/WEBDATASET.md) into shards named by PATTERN (printf-style, e.g. "
                                    "'out/train-%06d.tar'), and the palettes and metadata into a sidecar .dcq file.")
@@ -93,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    ".dcqi + .cls member pair per sample, for WebDataset's per-sample decoders)")
     s.add_argument("--sidecar", default=None, help="sidecar path (default: PATTERN's prefix + .dcq)")
     s.set_defaults(fn=commands.cmd_to_wds)
-    s = sub.add_parser("convert", help="quantize a dataset into a .dcq file",
+    s = sub.add_parser("convert", parents=[quiet], help="quantize a dataset into a .dcq file",
                        description="Quantize SRC (an ImageFolder tree, WebDataset tar shards given as a file, a "
                                    "glob or a brace pattern, a CIFAR-10/100 python folder, or an .npz with x and y) "
                                    "into DST. Unreadable images are skipped and reported (--on-error fail stops).")
@@ -140,19 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="selection features: the last-layer gradient embedding (default, as DQ) or the "
                         "penultimate features")
     s.add_argument("--adq-alpha", type=float, default=0.65, help="ADQ importance weight a (default 0.65)")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--overwrite", action="store_true", help="replace DST when it exists (refused otherwise)")
     s.add_argument("--samples-per-file", type=_count(1), default=None, metavar="N",
                    help="write DST as a dataset directory: part files of N samples and a manifest, which "
                         "DCQDataset(DST) reads as one")
     s.set_defaults(fn=commands.cmd_convert)
-    s = sub.add_parser("preview", help="a PNG grid of decoded images (and originals) with palette swatches")
+    s = sub.add_parser("preview", parents=[quiet],
+                       help="a PNG grid of decoded images (and originals) with palette swatches")
     s.add_argument("file", metavar="FILE.dcq")
     s.add_argument("--source", default=None, help="the dataset FILE was converted from, to show originals")
     s.add_argument("--out", default="preview.png")
     s.add_argument("--count", type=_count(1), default=16, help="images to show (default 16)")
     s.set_defaults(fn=commands.cmd_preview)
-    s = sub.add_parser("demo", help="convert a small image set with DCQ and MedianCut; sizes, PSNR, speed, preview")
+    s = sub.add_parser("demo", parents=[quiet],
+                       help="convert a small image set with DCQ and MedianCut; sizes, PSNR, speed, preview")
     s.add_argument("--out", default="out/demo", help="folder for the files (default: out/demo)")
     s.add_argument("--limit", type=_count(1), default=2000, help="number of images (default: 2000)")
     s.add_argument("--bits", type=int, default=2, choices=L.BITS, help="bits per pixel (default: 2)")
@@ -172,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C: writers drop their temporary files.
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        if args.quiet:  # errors still go to stderr; the exit status tells the rest
+            with contextlib.redirect_stdout(io.StringIO()):
+                return int(args.fn(args))
         return int(args.fn(args))
     except OptionError as exc:  # a value out of its range: a usage error, named by its option
         flag = _flag(parser, args.command, exc.option)

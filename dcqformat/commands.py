@@ -7,7 +7,6 @@ import json
 import shutil
 import tempfile
 import textwrap
-from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ import numpy as np
 
 from .errors import DcqError
 from .options import ConvertConfig
-from .reader import DcqReader
 from .reader import open as open_dcq
+from .refill import refilling_decoder
 from .writer import publish
 
 
@@ -99,7 +98,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         n = len(r) if args.limit is None else min(args.limit, len(r))
         classes = r.classes
         out = Path(args.out)
-        decode = _export_decoder(r, args.reconstruct)
+        decode = refilling_decoder(r, args.reconstruct)
         if out.suffix == ".npz":
             shapes = r.shapes[:n]
             if n and (shapes != shapes[0]).any():
@@ -126,33 +125,6 @@ def cmd_export(args: argparse.Namespace) -> int:
                 folder / f"{int(r.source_indices[i]):08d}.png")
         print(f"wrote {n:,} PNGs under {out}/")
     return 0
-
-
-def _export_decoder(r: DcqReader, mode: str) -> Callable[[np.ndarray], np.ndarray]:
-    """Samples -> (N, H, W, C) uint8, dropped patches refilled as ``mode`` says (auto: by the
-    file's MAE when it has one, else left black); samples of several sizes one by one."""
-    if mode == "auto":
-        mode = "mae" if r.weights_blob() is not None else "none"
-    decode: Callable[[np.ndarray], np.ndarray]
-    if not r.has_masks or mode == "none":
-        decode = r.decode_batch
-    else:
-        try:
-            from .loaders.reconstruct import Reconstructor, refilled_images
-        except ImportError as exc:
-            raise DcqError(f"refilling dropped patches needs torch ({exc}); use --reconstruct none") from None
-        assert r.patch_size is not None
-        rec = Reconstructor(mode, weights=r.weights_blob(), patch=r.patch_size)
-
-        def refill(idx: np.ndarray) -> np.ndarray:
-            return refilled_images(r, idx, rec)
-        decode = refill
-
-    def run(idx: np.ndarray) -> np.ndarray:
-        if len({tuple(s) for s in r.shapes[idx]}) <= 1:
-            return decode(idx)
-        return np.stack([decode(np.array([i]))[0] for i in idx.tolist()])
-    return run
 
 
 def cmd_to_wds(args: argparse.Namespace) -> int:
@@ -209,5 +181,6 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
-    run(Path(args.out), limit=args.limit, bits=args.bits, dataset=args.dataset, epochs=args.epochs)
+    run(Path(args.out), limit=args.limit, bits=args.bits, dataset=args.dataset, epochs=args.epochs,
+        progress=not args.quiet)
     return 0

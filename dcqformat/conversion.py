@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import __version__
 from .errors import DcqError
 from .imaging import ImageCache
 from .options import ConvertConfig
+from .progress import progress as progress_of
 from .quantize import baselines
 from .quantize.attention import Dropper, mae_stage
 from .quantize.config import ConvertSummary, Row, Stage, Written, pick_device, write_rows
@@ -59,20 +59,20 @@ def _load(src: Any, cfg: ConvertConfig, summary: ConvertSummary, progress: bool)
     cache = ImageCache()
     limited, encoded = False, []  # whether --limit stopped the source early; encoded sizes read
     try:
-        with tqdm(desc="load", unit="img", total=source.length, disable=not progress) as bar:
-            for item in iter_images(source, cfg.channels, cfg.alpha):
-                if cfg.limit is not None and summary.samples_in >= cfg.limit:
-                    limited = True
-                    break
-                summary.samples_in += 1
-                encoded.append(item.nbytes)
-                bar.update()
-                if item.image is None:
-                    if cfg.on_error == "fail":
-                        raise DcqError(f"sample {item.index} ({item.name}): {item.problem}")
-                    summary.problems.append((item.index, f"{item.name}: {item.problem or 'unreadable'}"))
-                    continue
-                cache.add(item.image, item.label, item.index)
+        total = source.length if cfg.limit is None or source.length is None else min(cfg.limit, source.length)
+        for item in progress_of(iter_images(source, cfg.channels, cfg.alpha), "load", total=total, unit="img",
+                                enabled=progress):
+            if cfg.limit is not None and summary.samples_in >= cfg.limit:
+                limited = True
+                break
+            summary.samples_in += 1
+            encoded.append(item.nbytes)
+            if item.image is None:
+                if cfg.on_error == "fail":
+                    raise DcqError(f"sample {item.index} ({item.name}): {item.problem}")
+                summary.problems.append((item.index, f"{item.name}: {item.problem or 'unreadable'}"))
+                continue
+            cache.add(item.image, item.label, item.index)
     except BaseException:
         cache.close()
         raise
@@ -162,8 +162,8 @@ def _convert_baseline(ctx: Conversion, dst: str | Path) -> Written:
                     dropper.patch)
 
     def rows() -> Iterator[Row]:
-        for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-len(cache) // cfg.batch), desc=cfg.method,
-                                  unit="img", disable=not progress):
+        for chunk, images in progress_of(cache.batches(cfg.batch), cfg.method, total=-(-len(cache) // cfg.batch),
+                                         unit="batches", enabled=progress):
             for i, img, dropped in zip(chunk.tolist(), images, dropper.masks(chunk, images)):
                 idx, pal = quantize(i, img)
                 yield idx, pal, cache.labels[i], cache.sources[i], dropped

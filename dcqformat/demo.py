@@ -28,7 +28,8 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255**2 / max(float(mse), 1e-12)))
 
 
-def run(out_dir: Path, limit: int = 2000, bits: int = 2, dataset: str = "auto", epochs: int = 8) -> dict:
+def run(out_dir: Path, limit: int = 2000, bits: int = 2, dataset: str = "auto", epochs: int = 8,
+        progress: bool = True) -> dict:
     """Run the demo; return the figures it prints."""
     from .conversion import ConvertConfig, convert
     from .preview import preview
@@ -44,7 +45,7 @@ def run(out_dir: Path, limit: int = 2000, bits: int = 2, dataset: str = "auto", 
     for method in ("dcq", "mediancut"):
         cfg = ConvertConfig(method=method, bits=bits, model_epochs=epochs)
         path = out_dir / f"demo-{method}.dcq"
-        summary = convert(str(src), path, cfg)
+        summary = convert(str(src), path, cfg, progress=progress)
         reader = open_dcq(path, verify=True)
         decoded = reader.decode_batch(np.arange(n))
         figures[method] = {"bytes": path.stat().st_size, "psnr_db": _psnr(decoded, data.images),

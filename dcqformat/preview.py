@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .reader import DcqReader
 from .reader import open as open_dcq
+from .refill import refilling_decoder
 from .sources import iter_images, open_source
 
 
@@ -19,6 +21,8 @@ def _tile(img: np.ndarray, side: int) -> np.ndarray:
 def preview(path: str | Path, out: str | Path, source: str | None = None, count: int = 16, side: int = 64) -> Path:
     """Write a PNG grid: one column per sample; rows original (if ``source``), decoded, palette."""
     r = open_dcq(path)
+    if len(r) == 0:  # a WebDataset sidecar: its palettes only
+        return _palettes_only(r, out, count, side)
     n = min(count, len(r))
     picks = np.linspace(0, len(r) - 1, n).astype(int) if n else np.zeros(0, int)
     rows = []
@@ -31,14 +35,25 @@ def preview(path: str | Path, out: str | Path, source: str | None = None, count:
             if all(o is not None for o in originals):
                 break
         rows.append([_tile(o, side) if o is not None else np.zeros((side, side, 3), np.uint8) for o in originals])
-    rows.append([_tile(r.decode(int(i)), side) for i in picks])
-    swatches = []
-    for i in picks:
-        pal = np.array(r.palettes[int(r.palette_ids[i])])
-        pal = pal if pal.shape[1] == 3 else pal.repeat(3, 1)
-        bar = np.repeat(pal[None], side // 4, 0)  # (side/4, K, 3)
-        swatches.append(np.asarray(Image.fromarray(bar).resize((side, side // 4), Image.Resampling.NEAREST)))
-    rows.append(swatches)
+    decode = refilling_decoder(r)  # dropped patches refilled as the loaders do
+    rows.append([_tile(decode(np.array([i]))[0], side) for i in picks])
+    rows.append([_swatch(r.palettes[int(r.palette_ids[i])], side) for i in picks])
+    return _save(rows, out, side)
+
+
+def _swatch(palette: np.ndarray, side: int) -> np.ndarray:
+    pal = np.array(palette)
+    pal = pal if pal.shape[1] == 3 else pal.repeat(3, 1)
+    bar = np.repeat(pal[None], side // 4, 0)  # (side/4, K, 3)
+    return np.asarray(Image.fromarray(bar).resize((side, side // 4), Image.Resampling.NEAREST))
+
+
+def _palettes_only(r: DcqReader, out: str | Path, count: int, side: int) -> Path:
+    return _save([[_swatch(p, side) for p in r.palettes[:count]]], out, side)
+
+
+def _save(rows: list[list[np.ndarray]], out: str | Path, side: int) -> Path:
+    n = len(rows[0])
     gap = 4
     lines = []
     for row in rows:
@@ -47,7 +62,7 @@ def preview(path: str | Path, out: str | Path, source: str | None = None, count:
         for k, tile in enumerate(row):
             line[gap // 2 : gap // 2 + h, gap + k * (side + gap) : gap + k * (side + gap) + side] = tile
         lines.append(line)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(lines, 0)).save(out)
-    return out
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(lines, 0)).save(path)
+    return path

@@ -171,3 +171,19 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_quiet_on_every_command_and_one_line_per_stage(npz, tmp_path):
+    """Not a terminal: one line per stage, no tqdm redraws; --quiet prints nothing but errors."""
+    dst = tmp_path / "q.dcq"
+    r = dcq("convert", npz / "ok.npz", dst, "--epochs", "1", "--clusters", "2", "--refine-steps", "1")
+    assert r.returncode == 0 and "\r" not in r.stderr
+    stages = [line.split(":")[0] for line in r.stderr.splitlines()]
+    assert stages[:3] == ["load", "attention model", "features"] and "assign + write" in stages
+    for args in (["info", dst], ["verify", dst], ["export", dst, tmp_path / "e.npz"],
+                 ["to-wds", dst, tmp_path / "w-%06d.tar"], ["preview", dst, "--out", tmp_path / "p.png"]):
+        r = dcq(*args, "--quiet")
+        assert r.returncode == 0 and r.stdout == "" and r.stderr == "", (args, r.stdout, r.stderr)
+    r = dcq("convert", npz / "ok.npz", tmp_path / "q2.dcq", "--method", "mediancut", "--quiet")
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+    assert dcq("verify", tmp_path / "missing.dcq", "--quiet").returncode == 1

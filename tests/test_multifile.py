@@ -96,3 +96,24 @@ def test_bad_sets_are_named(converted, tmp_path):
     r = subprocess.run([sys.executable, "-m", "dcqformat", "convert", d / "src.npz", many, "--samples-per-file",
                         "8", "--method", "mediancut", "--quiet"], capture_output=True, text=True)
     assert r.returncode == 1 and "exists" in r.stderr
+
+
+def test_preview_refills_like_the_loaders_and_shows_a_sidecar(converted, tmp_path):
+    from PIL import Image
+
+    from dcqformat.loaders.wds import write_shards
+    from dcqformat.preview import preview
+    from dcqformat.refill import refilling_decoder
+
+    d, one, many, _ = converted
+    with dcqformat.open(one) as r:
+        refilled = refilling_decoder(r)(np.arange(6))
+        plain = r.decode_batch(np.arange(6))
+    want = DCQDataset(one, layout="HWC").get_batch(np.arange(6))[0].numpy()  # reconstruct="mae"
+    assert np.array_equal(refilled, want) and not np.array_equal(refilled, plain)
+    with Image.open(preview(one, tmp_path / "p.png", count=6)) as im:
+        assert im.size[0] > 6 * 64
+    side, _ = write_shards(one, str(tmp_path / "w-%06d.tar"))
+    assert len(dcqformat.open(side)) == 0
+    with Image.open(preview(side, tmp_path / "side.png", count=4)) as im:
+        assert im.size[0] > 4 * 64  # its palettes

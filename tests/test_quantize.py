@@ -198,7 +198,7 @@ def test_same_seed_same_file(sources, tmp_path):
 
 def test_cli_convert_and_preview(sources, tmp_path):
     r = subprocess.run([sys.executable, "-m", "dcqformat", "convert", str(sources / "x.npz"), str(tmp_path / "c.dcq"),
-                        "--epochs", "1", "--refine-steps", "2", "--clusters", "3", "--quiet"],
+                        "--epochs", "1", "--refine-steps", "2", "--clusters", "3"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "written" in r.stdout and "time: total" in r.stdout

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..progress import progress as progress_of
 from .model import MAE, MAEConfig, random_drop
 
 
@@ -25,7 +27,7 @@ class MAEReport:
 
 def train_mae(images: np.ndarray, ratio: float, config: MAEConfig | None = None, *, epochs: int = 20,
               batch: int = 256, lr: float = 2e-3, seconds: float | None = None, device: torch.device | str = "cpu",
-              seed: int = 0) -> tuple[MAE, MAEReport]:
+              seed: int = 0, progress: bool = False) -> tuple[MAE, MAEReport]:
     """Train an MAE on ``images`` (N, H, W, C) uint8 of one size, hiding ``ratio`` of the patches.
 
     AdamW with a cosine schedule over ``epochs``; ``seconds`` caps the wall time (training then
@@ -45,7 +47,11 @@ def train_mae(images: np.ndarray, ratio: float, config: MAEConfig | None = None,
     data = torch.from_numpy(images)
     losses, start, step, stopped = [], time.perf_counter(), 0, False
     model.train()
-    while step < steps and not stopped:
+    def epochs_left() -> Iterator[None]:  # until the planned steps are done or the time is up
+        while step < steps and not stopped:
+            yield None
+
+    for _ in progress_of(epochs_left(), "MAE", total=epochs, unit="epochs", enabled=progress):
         order = torch.randperm(n, generator=g)
         for s in range(per_epoch):
             idx = order[s * batch : (s + 1) * batch]

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..errors import DcqError
 from ..imaging import ImageCache, as_rgb, model_input
 from ..mae import MAEConfig, load_mae, mae_to_bytes, train_mae
+from ..progress import note
 from .config import ConvertConfig, Stage
 from .drop import drop_mask, native_patch
 from .gradcam import gradcam_pp
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def attention_model(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
-                    rng: np.random.Generator) -> tuple[torch.nn.Module, dict[str, Any]]:
+                    rng: np.random.Generator, progress: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The user's checkpoint, or a small CNN trained on (a bounded sample of) the source; and
     how it was made."""
     labels = np.array(cache.labels)
@@ -35,7 +35,7 @@ def attention_model(cache: ImageCache, classes: list[str], cfg: ConvertConfig, d
     train_x = np.stack([as_rgb(cache.image(int(i)), cfg.model_size) for i in pick])
     train_y = np.where(labels[pick] >= 0, labels[pick], 0)
     model, report = train_attention(train_x, train_y, n_classes, epochs=cfg.model_epochs,
-                                    size=cfg.model_size, device=device, seed=cfg.seed)
+                                    size=cfg.model_size, device=device, seed=cfg.seed, progress=progress)
     return model, asdict(report)
 
 
@@ -107,10 +107,10 @@ def mae_stage(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]]
         seconds = cfg.mae_seconds if cfg.mae_seconds is not None else (240.0 if device.type == "cpu" else None)
         config = MAEConfig(patch=patch, channels=common[2])
         model, report = train_mae(quantized, cfg.drop_patches, config, epochs=cfg.mae_epochs, seconds=seconds,
-                                  device=device, seed=cfg.seed)
-        if progress and report.stopped_by_time:
-            tqdm.write(f"MAE training stopped by its time limit ({seconds:.0f} s) after {report.steps} of "
-                       f"{report.steps_planned} steps")
+                                  device=device, seed=cfg.seed, progress=progress)
+        if report.stopped_by_time:
+            note(f"MAE training stopped by its time limit ({seconds:.0f} s) after {report.steps} of "
+                 f"{report.steps_planned} steps", progress)
     meta = {"config": config.to_dict(), "trained_on": "quantized images, random masking at the drop ratio",
             **{k: v for k, v in asdict(report).items() if k not in ("seconds", "device")}}
     return MaeOutcome(mae_to_bytes(model), meta, asdict(report))

@@ -38,7 +38,8 @@ class Conversion:
         if self._model is None:
             rng = rng if rng is not None else np.random.default_rng(self.cfg.seed)
             with Stage(self.summary, "attention model"):
-                self._model, report = attention_model(self.cache, self.classes, self.cfg, self.device, rng)
+                self._model, report = attention_model(self.cache, self.classes, self.cfg, self.device, rng,
+                                                      self.progress)
             self.summary.model = report
             # Timings stay in the summary: a file's bytes depend on the data, the config and the seed only.
             self.meta["quantizer"]["attention_model"] = {k: v for k, v in report.items() if k != "seconds"}

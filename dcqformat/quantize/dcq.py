@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..imaging import as_rgb, model_input
+from ..progress import progress as progress_of
 from .attention import Dropper, MaeOutcome, grad_cams, mae_stage
 from .color import srgb_to_lab, unweighted, weighted
 from .config import Row, Stage, Written, write_rows
@@ -34,8 +34,8 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
     #    (N x 32), LAB colour statistics (N x 12), or both (each standardised).
     parts = []
     with Stage(summary, "features"), torch.no_grad():
-        for _, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="features",
-                                  disable=not progress):
+        for _, images in progress_of(cache.batches(cfg.batch), "features", total=-(-n // cfg.batch),
+                                     unit="batches", enabled=progress):
             cols = []
             if cfg.cluster_features in ("shallow", "both"):
                 _, shallow, _ = model(model_input(images, cfg.model_size).to(device), keep=True)
@@ -62,8 +62,8 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
     pixels = torch.zeros(len(sample), cfg.sample_pixels, 3)
     with Stage(summary, "Grad-CAM++ + pools"):
         pos = 0
-        for chunk, images in tqdm(cache.batches(cfg.batch, sample), total=-(-len(sample) // cfg.batch),
-                                  desc="grad-cam++", disable=not progress):
+        for chunk, images in progress_of(cache.batches(cfg.batch, sample), "grad-cam++",
+                                         total=-(-len(sample) // cfg.batch), unit="batches", enabled=progress):
             for img, cam in zip(images, grad_cams(model, images, labels[chunk], cfg, device)):
                 px = top_pixels(torch.from_numpy(as_rgb(img, None))[None], cam[None], cfg.attention_fraction)[0]
                 pick = torch.from_numpy(rng.choice(len(px), cfg.sample_pixels, replace=len(px) < cfg.sample_pixels))
@@ -89,7 +89,8 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
     # 6. Texture-preserving refinement of each palette on a few of the sampled images that chose it.
     refine_log = []
     with Stage(summary, "texture refinement"):
-        for c in tqdm(range(k), desc="refine", disable=not progress or cfg.refine_steps == 0):
+        for c in progress_of(range(k), "refine", total=k, unit="palettes",
+                             enabled=progress and cfg.refine_steps > 0):
             members = sample[chosen_ids == c]
             if cfg.refine_steps == 0 or len(members) == 0:
                 continue
@@ -122,8 +123,8 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
     mae = mae_stage(ctx, lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)], dropper.patch)
 
     def rows() -> Iterator[Row]:
-        for chunk, images in tqdm(cache.batches(cfg.batch), total=-(-n // cfg.batch), desc="assign + write",
-                                  disable=not progress):
+        for chunk, images in progress_of(cache.batches(cfg.batch), "assign + write", total=-(-n // cfg.batch),
+                                         unit="batches", enabled=progress):
             for i, (idx, pid), dropped in zip(chunk.tolist(), quantize(images), dropper.masks(chunk, images)):
                 yield idx, int(pid), cache.labels[i], cache.sources[i], dropped
 

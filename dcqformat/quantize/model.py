@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import DcqError
 from ..imaging import to_input
+from ..progress import progress as progress_of
 
 
 def _block(i: int, o: int, stride: int) -> nn.Sequential:
@@ -51,7 +52,8 @@ class TrainReport:
 
 
 def train_attention(images: np.ndarray, labels: np.ndarray, classes: int, *, epochs: int, size: int,
-                    device: torch.device, seed: int, batch: int = 128) -> tuple[AttentionNet, TrainReport]:
+                    device: torch.device, seed: int, batch: int = 128,
+                    progress: bool = False) -> tuple[AttentionNet, TrainReport]:
     """Train :class:`AttentionNet` from scratch (crop + flip augmentation, SGD, one-cycle)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -63,7 +65,7 @@ def train_attention(images: np.ndarray, labels: np.ndarray, classes: int, *, epo
     y_all = torch.from_numpy(labels.astype(np.int64))
     t0, step, correct, seen = time.perf_counter(), 0, 0, 0
     model.train()
-    for _ in range(epochs):
+    for _ in progress_of(range(epochs), "attention model", total=epochs, unit="epochs", enabled=progress):
         order = torch.randperm(len(images), generator=g)
         for s in range(0, len(order) - batch + 1, batch):
             if step >= steps:

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..imaging import ImageCache
 from ..options import SELECTIONS
+from ..progress import progress as progress_of
 from ..simple_quant import mediancut
 from .features import embeddings, texture, view_features
 from .methods import adq_rates, dq_bins, dq_select, graphcut_select, random_select, sample_bins
@@ -21,8 +21,8 @@ def _features(cache: ImageCache, model: torch.nn.Module | None, kind: str, size:
               batch: int, progress: bool, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     labels = np.array(cache.labels)
     parts = []
-    for chunk, images in tqdm(cache.batches(batch), total=-(-len(cache) // batch), desc=f"features ({kind})",
-                              disable=not progress):
+    for chunk, images in progress_of(cache.batches(batch), f"features ({kind})", total=-(-len(cache) // batch),
+                                     unit="batches", enabled=progress):
         if transform is not None:
             images = [transform(im) for im in images]
         assert model is not None, "features need the attention model"
@@ -65,8 +65,8 @@ def select(cache: ImageCache, model: torch.nn.Module | None, *, method: str, kee
         else:
             g = torch.Generator().manual_seed(seed)
             tex, views = [], []
-            for _, images in tqdm(cache.batches(batch), total=-(-len(cache) // batch), desc="adq scores",
-                                  disable=not progress):
+            for _, images in progress_of(cache.batches(batch), "adq scores", total=-(-len(cache) // batch),
+                                         unit="batches", enabled=progress):
                 tex.append(texture(images))
                 assert model is not None, "adq needs the attention model"
                 views.append(view_features(model, images, size, device, g))
