@@ -179,7 +179,7 @@ def bench_wds(dcq: Path, args) -> list[dict]:  # type: ignore[no-untyped-def]
     from dcqformat.loaders.wds import dcq_pipeline, write_shards
 
     root = sample_data.find_cifar10()
-    shard_dir = CACHE / f"wds-{args.n}"
+    shard_dir = CACHE / f"wds-{args.n}-blocks"  # .dcqb members of 512 samples (spec/WEBDATASET.md v2)
     if not (shard_dir / "train.dcq").exists():
         write_shards(dcq, str(shard_dir / "train-%06d.tar"), maxcount=10000)
     dcq_urls = sorted(str(p) for p in shard_dir.glob("train-*.tar"))

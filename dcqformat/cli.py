@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refill dropped patches: auto (default: the file's MAE if any, else none), mae, mean "
                         "(the image's mean colour) or none (black)")
     s.add_argument("--limit", type=_count(0), default=None, help="export only the first N samples")
+    s.add_argument("--names-from", default=None, metavar="SRC", help="name PNGs after the source's files "
+                   "(the dataset FILE was converted from) instead of by source index")
     s.set_defaults(fn=commands.cmd_export)
     s = sub.add_parser("to-wds", parents=[quiet],
                        help="write WebDataset shards (blocks of .dcqi samples) and their sidecar",

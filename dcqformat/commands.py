@@ -114,6 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             publish(tmp.name, out)
             print(f"wrote {n:,} samples to {out}")
             return 0
+        names = _source_names(args.names_from, {int(s) for s in r.source_indices[:n]}) if args.names_from else {}
         for i in range(n):
             label = int(r.labels[i])
             name = classes[label] if classes and 0 <= label < len(classes) else (
@@ -121,10 +122,25 @@ def cmd_export(args: argparse.Namespace) -> int:
             folder = out / name
             folder.mkdir(parents=True, exist_ok=True)
             img = decode(np.array([i]))[0]
+            src = int(r.source_indices[i])
             Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(
-                folder / f"{int(r.source_indices[i]):08d}.png")
+                folder / f"{names.get(src, f'{src:08d}')}.png")
         print(f"wrote {n:,} PNGs under {out}/")
     return 0
+
+
+def _source_names(source: str, wanted: set[int]) -> dict[int, str]:
+    """File stems (or shard keys) of the source samples ``wanted``, by source index, read from the
+    source's listing without decoding its images."""
+    from .sources import open_source
+
+    names: dict[int, str] = {}
+    for index, _, _, name in open_source(source):
+        if index in wanted:
+            names[index] = Path(name.rsplit(":", 1)[-1]).stem  # a file's stem, or a shard's key
+            if len(names) == len(wanted):
+                break
+    return names
 
 
 def cmd_to_wds(args: argparse.Namespace) -> int:

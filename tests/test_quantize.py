@@ -219,3 +219,14 @@ def test_cluster_features_options(sources, tmp_path, features):
     assert len(r.meta["quantizer"]["cluster_sizes"]) == 4 and sum(r.meta["quantizer"]["cluster_sizes"]) == 40
     with pytest.raises(ValueError, match="cluster_features"):
         convert(str(sources / "x.npz"), tmp_path / "g.dcq", ConvertConfig(cluster_features="hsv"), progress=False)
+
+
+def test_export_names_pngs_after_the_source_files(sources, tmp_path):
+    src = sources / "folder"
+    convert(str(src), tmp_path / "f.dcq", ConvertConfig(method="mediancut"), progress=False)
+    r = subprocess.run([sys.executable, "-m", "dcqformat", "export", str(tmp_path / "f.dcq"), str(tmp_path / "png"),
+                        "--names-from", str(src)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = sorted(p.relative_to(tmp_path / "png").with_suffix("").as_posix() for p in (tmp_path / "png").rglob("*.png"))
+    want = sorted(f"{p.parent.name}/{p.stem}" for p in src.rglob("*") if p.is_file() and p.name != "corrupt.png")
+    assert got == want
