@@ -422,3 +422,15 @@ def build_luts(palettes: np.ndarray, bits: int, chw: bool) -> np.ndarray:
         pix = pix.transpose(0, 1, 3, 2)  # (P, 256, C, ppb)
     pix = np.ascontiguousarray(pix).reshape(palettes.shape[0], 256, -1)
     return pix.view(WORD_DTYPES[bits])
+
+
+@_kernel()
+def gather_bytes(src, offsets, lengths, dst, dst_offsets):
+    """Copy ``src[offsets[k] : offsets[k] + lengths[k]]`` to ``dst[dst_offsets[k] : ...]`` for every k
+    (the streams of a batch from one file into one buffer; NumPy twin: slicing, in the tests)."""
+    for k in range(offsets.shape[0]):
+        s = offsets[k]
+        d = dst_offsets[k]
+        for j in range(lengths[k]):
+            dst[d + j] = src[s + j]
+    return dst

@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .decode import PaletteSet, Streams, concat
+from . import kernels
+from .decode import PaletteSet, Streams, concat, crop_arguments, decode_crops, decode_images
 from .errors import CorruptFile, DcqError
 from .reader import DcqReader
 from .reader import open as open_dcq
@@ -156,49 +157,52 @@ class DcqSet(RecordViews):
 
     def decode_batch(self, indices: Iterable[int] | np.ndarray,
                      layout: Literal["NHWC", "NCHW"] = "NHWC") -> np.ndarray:
-        parts = list(self.parts(indices))
-        out: np.ndarray | None = None
-        for f, pos, local in parts:
-            got = self.readers[f].decode_batch(local, layout=layout)
-            if out is None:
-                out = np.empty((sum(len(p) for _, p, _ in parts), *got.shape[1:]), got.dtype)
-            out[pos] = got
-        return out if out is not None else self.readers[0].decode_batch([], layout=layout)
+        """:meth:`DcqReader.decode_batch` over the files: one decode of the batch's streams."""
+        s = self.streams(indices)
+        size = s.size()
+        if size is None and len(s):
+            raise ValueError("decode_batch needs samples of one size")
+        h, w = size or (0, 0)
+        shape = (len(s), h, w, self.channels) if layout == "NHWC" else (len(s), self.channels, h, w)
+        return decode_images(s, self.palette_set, np.empty(shape, np.uint8), layout == "NCHW")
 
-    def decode_crops(self, indices: Iterable[int] | np.ndarray, boxes: np.ndarray, size: tuple[int, int],
-                     *, table: np.ndarray | None = None, **kw: Any) -> np.ndarray:
-        """:meth:`DcqReader.decode_crops` over the files; ``table`` has the set's palettes' shape."""
-        table = self.palettes if table is None else table
-        boxes = np.asarray(boxes, np.float64)
-        flips = kw.pop("flips", None)
-        parts = list(self.parts(indices))
-        out: np.ndarray | None = None
-        for f, pos, local in parts:
-            own = table[self.palette_starts[f] : self.palette_starts[f + 1]]
-            flip = None if flips is None else np.asarray(flips)[pos]
-            # A batch grouped by file (see order_by_file) decodes each part straight into its rows.
-            rows = out[pos[0] : pos[-1] + 1] if out is not None and pos[-1] - pos[0] + 1 == pos.size else None
-            got = self.readers[f].decode_crops(local, boxes[pos], size, table=own, flips=flip, out=rows, **kw)
-            if out is None:
-                out = np.empty((sum(len(p) for _, p, _ in parts), *got.shape[1:]), got.dtype)
-                out[pos] = got
-            elif rows is None:
-                out[pos] = got
-        assert out is not None
-        return out
-
-    def order_by_file(self, indices: np.ndarray) -> np.ndarray:
-        """``indices`` reordered so that samples of one file are together (stable): a batch in
-        this order decodes with no copy between files."""
-        files = np.searchsorted(self.starts, indices, side="right") - 1
-        return indices[np.argsort(files, kind="stable")]
+    def decode_crops(self, indices: Iterable[int] | np.ndarray, boxes: np.ndarray, size: tuple[int, int], *,
+                     flips: np.ndarray | None = None, interpolation: Literal["nearest", "bilinear"] = "nearest",
+                     layout: Literal["NHWC", "NCHW"] = "NCHW", table: np.ndarray | None = None,
+                     fill: np.ndarray | float = 0) -> np.ndarray:
+        """:meth:`DcqReader.decode_crops` over the files (``table`` has the set's palettes' shape):
+        the streams of the whole batch are gathered into one buffer and decoded in one call."""
+        table = self.palettes if table is None else np.asarray(table)
+        s = self.streams(indices)
+        boxes, flip, fill_c = crop_arguments(len(s), self.channels, table, fill, boxes, flips)
+        shape = (len(s), self.channels, *size) if layout == "NCHW" else (len(s), *size, self.channels)
+        return decode_crops(s, table, fill_c, boxes, flip, np.empty(shape, table.dtype),
+                            bilinear=interpolation == "bilinear", chw=layout == "NCHW")
 
     def streams(self, indices: Iterable[int] | np.ndarray) -> Streams:
-        """One :class:`Streams` of samples from any files (their bytes copied; palette ids of the set)."""
+        """One :class:`Streams` of samples from any files: their stream bytes gathered into one
+        buffer (a copy of the batch's payload bytes only), palette ids numbered across the set."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        parts = [(f, pos, self.readers[f].streams(local)) for f, pos, local in self.parts(idx)]
+        if any(s.any_masked() for _, _, s in parts):
+            return self._streams_one_by_one(idx, parts)
+        n = idx.size
+        offsets, heights, widths, pids = (np.zeros(n, np.int64) for _ in range(4))
+        lengths = [s.stream_lengths() for _, _, s in parts]
+        data = np.zeros(sum(int(ln.sum()) for ln in lengths) + 1, np.uint8)
+        base = 0
+        for (f, pos, s), ln in zip(parts, lengths):
+            starts = base + np.concatenate([[0], np.cumsum(ln)[:-1]]).astype(np.int64)
+            kernels.gather_bytes(s.data, s.offsets, ln, data, starts)
+            offsets[pos] = starts
+            heights[pos], widths[pos] = s.heights, s.widths
+            pids[pos] = s.palette_ids + self.palette_starts[f]
+            base += int(ln.sum())
+        return Streams(data, offsets, heights, widths, pids, self.bits, self.patch_size)
+
+    def _streams_one_by_one(self, idx: np.ndarray, parts: list[tuple[int, np.ndarray, Streams]]) -> Streams:
         samples: dict[int, tuple[np.ndarray, int, int, int, np.ndarray | None]] = {}
-        for f, pos, local in self.parts(idx):
-            s = self.readers[f].streams(local)
+        for f, pos, s in parts:
             lengths = s.stream_lengths()
             for k, p in enumerate(pos.tolist()):
                 start = int(s.offsets[k])

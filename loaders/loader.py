@@ -100,11 +100,7 @@ class DCQLoader:
                     if stop.is_set():
                         return
                     gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_033 + b)
-                    chunk = chunks[b]
-                    order_by_file = getattr(self.dataset.reader, "order_by_file", None)
-                    if order_by_file is not None:  # many files: the same samples, grouped by file
-                        chunk = order_by_file(chunk)
-                    batch = self.dataset.get_batch(chunk, gen)
+                    batch = self.dataset.get_batch(chunks[b], gen)
                     if self.pin_memory:
                         batch = tuple(t.pin_memory() for t in batch)
                     results.put(batch)

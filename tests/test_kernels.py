@@ -138,3 +138,15 @@ def test_decode_resample_batch(jit, bits, channels, bilinear, chw, floats, seed)
             want = np.floor(want + (0.5 if bilinear else 0.0))
         got = out[b].transpose(1, 2, 0) if chw else out[b]
         np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_gather_bytes_matches_slicing(jit):
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 256, 1000, dtype=np.uint8)
+    offsets = np.array([10, 500, 0, 990], np.int64)
+    lengths = np.array([5, 0, 20, 10], np.int64)
+    dst_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    dst = np.zeros(int(lengths.sum()), np.uint8)
+    kernels.gather_bytes(src, offsets, lengths, dst, dst_offsets)
+    want = np.concatenate([src[o : o + n] for o, n in zip(offsets, lengths)])  # the NumPy twin
+    np.testing.assert_array_equal(dst, want)
