@@ -24,8 +24,7 @@ from . import bitpack, kernels, resample
 from .kernels import set_parallel
 
 __all__ = ["PaletteSet", "Streams", "concat", "crop_arguments", "decode_crops", "decode_images", "decode_indices",
-           "resample_planes",
-           "set_parallel"]
+           "kept_pixels", "resample_planes", "set_parallel"]
 
 _LUT_CACHE_BYTES = 64 << 20
 
@@ -107,13 +106,20 @@ class Streams:
 
     def stream_lengths(self) -> np.ndarray:
         """Bytes of each stream: its pixels (kept pixels of a masked sample) times bits, rounded up."""
-        pixels = self.heights * self.widths
-        for k in np.flatnonzero(self.masked).tolist():
-            dropped = self.dropped(k)
-            assert dropped is not None and self.patch is not None
-            pixels[k] -= int(bitpack.dropped_pixels(dropped, *self.patch, int(self.heights[k]),
-                                                    int(self.widths[k])).sum())
-        return bitpack.packed_size(pixels, self.bits)
+        return bitpack.packed_size(kept_pixels(self.heights, self.widths, self.mask_data, self.mask_offsets,
+                                               self.patch), self.bits)
+
+
+def kept_pixels(heights: np.ndarray, widths: np.ndarray, mask_data: np.ndarray | None,
+                mask_offsets: np.ndarray | None, patch: tuple[int, int] | None) -> np.ndarray:
+    """Pixels each sample's stream holds: all of them, or a masked sample's kept ones (masks
+    checked already: their padding bits are zero)."""
+    pixels = heights * widths
+    if mask_offsets is not None and mask_data is not None and patch is not None:
+        sel = mask_offsets >= 0
+        if sel.any():
+            pixels[sel] = kernels.kept_pixel_counts(mask_data, mask_offsets[sel], heights[sel], widths[sel], *patch)
+    return pixels
 
 
 def concat(parts: list[tuple[np.ndarray, int, int, int, np.ndarray | None]], bits: int,

@@ -12,9 +12,9 @@ from typing import Any, Literal
 import numpy as np
 
 from . import _layout as L
-from . import bitpack, codecs, kernels
+from . import bitpack, codecs
 from .checksums import BlockChecks
-from .decode import PaletteSet, Streams, crop_arguments, decode_crops, decode_images, decode_indices
+from .decode import PaletteSet, Streams, crop_arguments, decode_crops, decode_images, decode_indices, kept_pixels
 from .errors import CorruptFile, DcqError, FileChanged
 from .header import Header, check_crc, parse_header
 from .masks import parse_masks
@@ -266,11 +266,7 @@ class DcqReader(RecordViews):
             mask_offsets = np.where(masked, rec.get("mask_offset", idx), -1)
         sizes = np.zeros(0, np.int64)
         if self._decoder.needs_sizes:
-            pixels = hs * ws
-            if mask_offsets is not None and self._masks is not None and self.patch_size is not None:
-                sel = mask_offsets >= 0
-                pixels[sel] = kernels.kept_pixel_counts(self._masks, mask_offsets[sel], hs[sel], ws[sel],
-                                                        *self.patch_size)
+            pixels = kept_pixels(hs, ws, self._masks, mask_offsets, self.patch_size)
             sizes = np.ascontiguousarray(bitpack.packed_size(pixels, self.bits), dtype=np.int64)
         data, offsets = self._decoder.decode(self._data, idx, offsets, lengths, sizes,
                                              self.header.sections[L.TAG_DATA].offset)
