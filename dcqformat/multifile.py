@@ -279,10 +279,7 @@ class DcqSetWriter:
         try:
             self._current().close()  # an empty dataset still gets one (empty) part
             write_manifest(self._tmp, self.parts)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
-            os.replace(self._tmp, self.directory)
+            publish(self._tmp, self.directory, directory=True)
         except BaseException:
             self.abort()
             raise

@@ -51,12 +51,12 @@ class _Spill:
         self.file.close()
 
 
-def publish(tmp: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-    """Rename a finished temporary file into place, with the permissions a new file gets from the
-    umask (mkstemp creates temporaries 0600)."""
+def publish(tmp: str | os.PathLike[str], dst: str | os.PathLike[str], directory: bool = False) -> None:
+    """Rename a finished temporary file (or ``directory``) into place, with the permissions a new
+    one gets from the umask (mkstemp creates temporaries 0600, mkdtemp 0700)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
     os.replace(tmp, dst)
 
 

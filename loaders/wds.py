@@ -38,15 +38,16 @@ from .tables import channel_tables, normalized_fill, normalized_table
 
 def sidecar_path(pattern: str) -> Path:
     """Default sidecar of a shard pattern: ``out/cifar-%06d.tar`` -> ``out/cifar.dcq``."""
-    name = re.sub(r"[-_.]*(%0?\d*d|\{[^}]*\}).*$", "", Path(pattern).name) or "shards"
-    return Path(pattern).parent / f"{name}.dcq"
+    return Path(sidecar_of(pattern))
 
 
 def sidecar_of(url: str) -> str:
-    """The sidecar beside a shard URL or pattern: ``http://h/d/train-{000000..000009}.tar`` or
-    ``http://h/d/train-000003.tar`` -> ``http://h/d/train.dcq``."""
+    """The sidecar beside shards, given as a printf or brace pattern or as one shard's name, path or
+    URL: ``out/cifar-%06d.tar``, ``http://h/d/train-{000000..000009}.tar`` or
+    ``http://h/d/train-000003.tar`` -> ``out/cifar.dcq``, ``http://h/d/train.dcq``."""
     head, _, name = url.rpartition("/")
-    stem = re.sub(r"[-_.]*(%0?\d*d|\{[^}]*\}|\d+)?\.tar.*$", "", name) or "shards"
+    field = r"[-_.]*(%0?\d*d|\{[^}]*\}).*$"  # a pattern: cut at its number field
+    stem = re.sub(field if re.search(field, name) else r"[-_.]*\d*\.tar.*$", "", name) or "shards"
     return f"{head}/{stem}.dcq" if head else f"{stem}.dcq"
 
 
