@@ -81,3 +81,13 @@ def check_roundtrip(spec: Spec, reader) -> None:  # type: ignore[no-untyped-def]
         out = np.full((len(idx), want.shape[3], want.shape[1], want.shape[2]), 7, np.uint8)
         reader.decode_batch(idx, out=out, layout="NCHW")
         np.testing.assert_array_equal(out, want.transpose(0, 3, 1, 2))
+
+
+def gradient_npz(path: Path, *, n: int, side: int, step: int, noise: int, classes: list[str], seed: int) -> Path:
+    """An .npz source of ``n`` noisy colour ramps (side x side RGB) labelled round-robin by ``classes``."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side]
+    base = np.stack([x * step, y * step, (x + y) * (step // 2)], -1)
+    images = np.clip(base[None] + rng.integers(-noise, noise, (n, side, side, 3)), 0, 255).astype(np.uint8)
+    np.savez(path, x=images, y=np.arange(n) % len(classes), classes=np.array(classes))
+    return path

@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+from common import gradient_npz
 
 import dcqformat
 from dcqformat.conversion import ConvertConfig, convert
@@ -24,13 +25,8 @@ PINNED = {
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pinned")
-    rng = np.random.default_rng(1234)
-    y, x = np.mgrid[0:12, 0:12]
-    base = np.stack([x * 20, y * 20, (x + y) * 10], -1)
-    images = np.clip(base[None] + rng.integers(-30, 30, (24, 12, 12, 3)), 0, 255).astype(np.uint8)
-    np.savez(d / "src.npz", x=images, y=np.arange(24) % 3, classes=np.array(["a", "b", "c"]))
-    return d / "src.npz"
+    return gradient_npz(tmp_path_factory.mktemp("pinned") / "src.npz", n=24, side=12, step=20, noise=30,
+                        classes=["a", "b", "c"], seed=1234)
 
 
 def _sha(path) -> str:

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from common import gradient_npz
 from torch.utils.data import DataLoader, DistributedSampler
 
 import dcqformat
@@ -23,11 +24,7 @@ MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     d = tmp_path_factory.mktemp("multi")
-    rng = np.random.default_rng(2)
-    y, x = np.mgrid[0:16, 0:16]
-    base = np.stack([x * 12, y * 12, (x + y) * 6], -1)
-    images = np.clip(base[None] + rng.integers(-40, 40, (50, 16, 16, 3)), 0, 255).astype(np.uint8)
-    np.savez(d / "src.npz", x=images, y=np.arange(50) % 5, classes=np.array(list("abcde")))
+    gradient_npz(d / "src.npz", n=50, side=16, step=12, noise=40, classes=list("abcde"), seed=2)
     one = d / "one.dcq"
     dcqformat.convert(str(d / "src.npz"), one, method="mediancut", drop_patches=0.25, mae_epochs=1,
                       model_epochs=1, progress=False)
