@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import kernels
-from .decode import PaletteSet, Streams, concat, crop_arguments, decode_crops, decode_images
+from . import bitpack, kernels
+from .decode import PaletteSet, Streams, crop_arguments, decode_crops, decode_images
 from .errors import CorruptFile, DcqError
 from .reader import DcqReader
 from .reader import open as open_dcq
@@ -180,35 +180,31 @@ class DcqSet(RecordViews):
                             bilinear=interpolation == "bilinear", chw=layout == "NCHW")
 
     def streams(self, indices: Iterable[int] | np.ndarray) -> Streams:
-        """One :class:`Streams` of samples from any files: their stream bytes gathered into one
-        buffer (a copy of the batch's payload bytes only), palette ids numbered across the set."""
+        """One :class:`Streams` of samples from any files: their stream bytes (and drop masks)
+        gathered into one buffer, a copy of the batch's payload bytes only; palette ids numbered
+        across the set."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         parts = [(f, pos, self.readers[f].streams(local)) for f, pos, local in self.parts(idx)]
-        if any(s.any_masked() for _, _, s in parts):
-            return self._streams_one_by_one(idx, parts)
-        n = idx.size
-        offsets, heights, widths, pids = (np.zeros(n, np.int64) for _ in range(4))
+        offsets, heights, widths, pids, mask_offsets = (np.zeros(idx.size, np.int64) for _ in range(5))
+        mask_offsets[:] = -1
         lengths = [s.stream_lengths() for _, _, s in parts]
+        mask_lengths = [np.where(s.masked, bitpack.mask_nbytes(s.heights, s.widths, *s.patch), 0) if s.patch
+                        else np.zeros(len(s), np.int64) for _, _, s in parts]
         data = np.zeros(sum(int(ln.sum()) for ln in lengths) + 1, np.uint8)
-        base = 0
-        for (f, pos, s), ln in zip(parts, lengths):
-            starts = base + np.concatenate([[0], np.cumsum(ln)[:-1]]).astype(np.int64)
-            kernels.gather_bytes(s.data, s.offsets, ln, data, starts)
-            offsets[pos] = starts
+        masks = np.zeros(sum(int(ml.sum()) for ml in mask_lengths) + 1, np.uint8)
+        base = mask_base = 0
+        for (f, pos, s), ln, ml in zip(parts, lengths, mask_lengths):
+            offsets[pos] = _gather(s.data, s.offsets, ln, data, base)
+            if s.mask_data is not None and s.mask_offsets is not None and ml.any():
+                sel = ml > 0
+                mask_offsets[pos[sel]] = _gather(s.mask_data, s.mask_offsets[sel], ml[sel], masks, mask_base)
+                mask_base += int(ml.sum())
             heights[pos], widths[pos] = s.heights, s.widths
             pids[pos] = s.palette_ids + self.palette_starts[f]
             base += int(ln.sum())
-        return Streams(data, offsets, heights, widths, pids, self.bits, self.patch_size)
-
-    def _streams_one_by_one(self, idx: np.ndarray, parts: list[tuple[int, np.ndarray, Streams]]) -> Streams:
-        samples: dict[int, tuple[np.ndarray, int, int, int, np.ndarray | None]] = {}
-        for f, pos, s in parts:
-            lengths = s.stream_lengths()
-            for k, p in enumerate(pos.tolist()):
-                start = int(s.offsets[k])
-                samples[p] = (s.data[start : start + int(lengths[k])], int(s.heights[k]), int(s.widths[k]),
-                              int(s.palette_ids[k]) + int(self.palette_starts[f]), s.dropped(k))
-        return concat([samples[p] for p in range(idx.size)], self.bits, self.patch_size)
+        masked = mask_base > 0
+        return Streams(data, offsets, heights, widths, pids, self.bits, self.patch_size,
+                       masks if masked else None, mask_offsets if masked else None)
 
     def close(self) -> None:
         for r in self.readers:
@@ -219,6 +215,14 @@ class DcqSet(RecordViews):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         DcqSet.__init__(self, state["files"])
+
+
+def _gather(src: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, dst: np.ndarray, base: int) -> np.ndarray:
+    """Copy the byte runs ``src[offsets[k] : offsets[k] + lengths[k]]`` back to back into ``dst``
+    from ``base``; return where each landed."""
+    starts = base + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    kernels.gather_bytes(src, offsets, lengths, dst, starts)
+    return starts
 
 
 def open_set(source: PathLike | Sequence[PathLike]) -> DcqReader | DcqSet:
