@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -70,8 +69,7 @@ class DCQDataset(Dataset):
         if dtype not in (torch.uint8, torch.float32):
             raise ValueError(f"dtype must be torch.uint8 or torch.float32, got {dtype}")
         self.files = resolve(path)  # a file, a dataset directory, a glob or a list of them
-        self.path = self.files[0] if len(self.files) == 1 else Path(str(path)) if isinstance(path, (str, Path)) \
-            else self.files[0].parent
+        self.path = self.files[0] if len(self.files) == 1 else self.files[0].parent  # for repr()
         self.transform, self.target_transform = transform, target_transform
         self.augment, self.layout, self.dtype = augment, layout, dtype
         self.mean, self.std = mean, std
