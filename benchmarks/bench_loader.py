@@ -1,11 +1,13 @@
 """DataLoader throughput, end to end: DCQDataset vs ImageFolder (Pillow JPEG) vs in-memory tensors.
 
 Usage: python -m benchmarks.bench_loader [--n 50000] [--epochs 3] [--workers 2] [--batch 256]
+                                         [--only dataloader|webdataset|multifile]
 
 Every loader yields float32 NCHW batches normalised with CIFAR's mean/std after a random crop
 (padding 4) and a horizontal flip, through torch's DataLoader. The .dcq file is CIFAR-10 train
 quantized to 2 bits with 20 shared palettes; the ImageFolder holds the source JPEGs. A
-WebDataset section compares .dcq shards with the source JPEG shards in the same pipeline.
+WebDataset section compares .dcq shards with the source JPEG shards in the same pipeline; a
+multi-file section reads the same samples as one file and as a dataset directory of 4 part files.
 Files are cached under out/bench/. Results go to benchmarks/results/bench_loader.json.
 """
 
@@ -130,10 +132,30 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--only", choices=["dataloader", "webdataset", "multifile"], default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
     dcq, folder, data = prepare(args.n)
+    result: dict = {"args": vars(args)}
+    if args.only in (None, "dataloader"):
+        result["dataloader"] = bench_dataloader(dcq, folder, data, args)
+    if args.only in (None, "webdataset"):
+        wds_rows = result["webdataset"] = bench_wds(dcq, args)
+        print("\nWebDataset, same pipeline (shuffle 1000, decode, crop+flip, normalise, batch), 2 workers")
+        print(table(wds_rows, [("loader", "shards", ""), ("img_s", "img/s", ",.0f"),
+                               ("bytes", "shard bytes", ",.0f"), ("dcq_x", "dcq is x faster", ".2f")]))
+    if args.only in (None, "multifile"):
+        multi_rows = result["multifile"] = bench_multifile(dcq, args)
+        print(f"\nOne .dcq file against a dataset directory of 4 part files, same samples, batch {args.batch}")
+        print(table(multi_rows, [("loader", "loader", ""), ("one_file", "one file img/s", ",.0f"),
+                                 ("four_files", "4 files img/s", ",.0f"), ("ratio", "4 files / one", ".2f")]))
+    result["seconds"] = time.time() - t0
+    out = save("bench_loader" if args.only is None else f"bench_loader_{args.only}", result)
+    print(f"\nwritten {out}")
+
+
+def bench_dataloader(dcq: Path, folder: Path, data: sample_data.ImageSet, args) -> list[dict]:  # type: ignore[no-untyped-def]
     kw = {"batch_size": args.batch, "shuffle": True, "num_workers": args.workers, "persistent_workers": True}
     crop = RandomCrop(32, padding=4, flip=0.5)
     loaders = {
@@ -164,13 +186,36 @@ def main() -> None:
     print(table(rows, [("loader", "loader", ""), ("epochs", "epochs timed", "d"), ("img_s", "img/s", ",.0f"),
                        ("x_imagefolder", "x ImageFolder", ".1f"), ("x_in_memory", "x in-memory", ".2f"),
                        ("x_in_memory_batched", "x in-memory batched", ".2f")]))
-    wds_rows = bench_wds(dcq, args)
-    print("\nWebDataset, same pipeline (shuffle 1000, decode, crop+flip, normalise, batch), 2 workers")
-    print(table(wds_rows, [("loader", "shards", ""), ("img_s", "img/s", ",.0f"), ("bytes", "shard bytes", ",.0f"),
-                           ("dcq_x", "dcq is x faster", ".2f")]))
-    out = save("bench_loader", {"args": vars(args), "dataloader": rows, "webdataset": wds_rows,
-                                "seconds": time.time() - t0})
-    print(f"\nwritten {out}")
+    return rows
+
+
+def bench_multifile(dcq: Path, args) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The same samples as one file and as 4 part files, alternating, each loader twice (the best kept)."""
+    from dcqformat.multifile import DcqSetWriter
+
+    parts = CACHE / f"{dcq.stem}-4files"
+    if not parts.exists():
+        with dcqformat.open(dcq) as r, DcqSetWriter(parts, -(-len(r) // 4), bits=r.bits, palettes=r.palettes,
+                                                    meta={"classes": r.classes}) as w:
+            for i in range(len(r)):
+                w.add(r.indices(i), palette=int(r.palette_ids[i]), label=int(r.labels[i]))
+    crop = RandomCrop(32, padding=4, flip=0.5)
+    kw = {"batch_size": args.batch, "shuffle": True, "num_workers": args.workers, "persistent_workers": True}
+    makers = {
+        f"DataLoader, {args.workers} workers": lambda src: DataLoader(
+            DCQDataset(src, augment=crop, mean=MEAN, std=STD), **kw),
+        "DCQLoader (background thread)": lambda src: DCQLoader(
+            DCQDataset(src, augment=crop, mean=MEAN, std=STD), args.batch, shuffle=True),
+    }
+    rows = []
+    for name, make in makers.items():
+        best = {"one_file": 0.0, "four_files": 0.0}
+        for _ in range(2):
+            for key, src in (("one_file", dcq), ("four_files", parts)):
+                best[key] = max(best[key], rate(lambda make=make, src=src: make(src), args.epochs))
+        rows.append({"loader": name, **best, "ratio": best["four_files"] / best["one_file"]})
+        print(f"  {name}: one file {best['one_file']:,.0f}, 4 files {best['four_files']:,.0f} img/s", file=sys.stderr)
+    return rows
 
 
 def bench_wds(dcq: Path, args) -> list[dict]:  # type: ignore[no-untyped-def]

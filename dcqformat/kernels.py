@@ -424,13 +424,21 @@ def build_luts(palettes: np.ndarray, bits: int, chw: bool) -> np.ndarray:
     return pix.view(WORD_DTYPES[bits])
 
 
-@_kernel()
-def gather_bytes(src, offsets, lengths, dst, dst_offsets):
-    """Copy ``src[offsets[k] : offsets[k] + lengths[k]]`` to ``dst[dst_offsets[k] : ...]`` for every k
-    (the streams of a batch from one file into one buffer; NumPy twin: slicing, in the tests)."""
-    for k in range(offsets.shape[0]):
-        s = offsets[k]
-        d = dst_offsets[k]
-        for j in range(lengths[k]):
-            dst[d + j] = src[s + j]
+def array_list(arrays: list[np.ndarray]) -> Any:
+    """The arrays as one argument for a kernel (a Numba typed list; a plain list without JIT)."""
+    if not _enabled:
+        return list(arrays)
+    from numba.typed import List
+
+    return List(arrays)
+
+
+@_kernel(parallel=True)
+def gather_runs(sources, source_ids, offsets, lengths, dst, dst_offsets):
+    """Copy ``sources[source_ids[k]][offsets[k] : offsets[k] + lengths[k]]`` to
+    ``dst[dst_offsets[k] : ...]`` for every k: a batch's streams from several files into one
+    buffer, ``sources`` from :func:`array_list` (NumPy twin: slicing, in the tests)."""
+    for k in prange(offsets.shape[0]):
+        s, d, n = offsets[k], dst_offsets[k], lengths[k]
+        dst[d : d + n] = sources[source_ids[k]][s : s + n]
     return dst

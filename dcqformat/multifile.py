@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import _layout as L
 from . import bitpack, kernels
 from .decode import PaletteSet, Streams, crop_arguments, decode_crops, decode_images
 from .errors import CorruptFile, DcqError
@@ -113,6 +114,7 @@ class DcqSet(RecordViews):
         self.palettes = np.concatenate([r.palettes for r in self.readers])
         self.palette_set = PaletteSet(self.palettes, self.bits)
         self._fields: dict[str, np.ndarray] = {}
+        self._table = _SampleTable(self) if all(r._decoder.in_place for r in self.readers) else None
 
     # -- what a DcqReader offers ---------------------------------------------------------------
     def __len__(self) -> int:
@@ -182,29 +184,41 @@ class DcqSet(RecordViews):
     def streams(self, indices: Iterable[int] | np.ndarray) -> Streams:
         """One :class:`Streams` of samples from any files: their stream bytes (and drop masks)
         gathered into one buffer, a copy of the batch's payload bytes only; palette ids numbered
-        across the set."""
+        across the set. Files whose streams are their payloads (``packed``) are gathered in one
+        kernel call from a table of the whole set; others (``zstd``) are decompressed file by file."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"sample index out of range for {len(self)} samples")
+        if self._table is not None:
+            return self._table.streams(idx)
         parts = [(f, pos, self.readers[f].streams(local)) for f, pos, local in self.parts(idx)]
-        offsets, heights, widths, pids, mask_offsets = (np.zeros(idx.size, np.int64) for _ in range(5))
+        n = idx.size
+        offsets, heights, widths, pids, mask_offsets = (np.zeros(n, np.int64) for _ in range(5))
+        files = np.zeros(n, np.int64)
         mask_offsets[:] = -1
-        lengths = [s.stream_lengths() for _, _, s in parts]
-        mask_lengths = [np.where(s.masked, bitpack.mask_nbytes(s.heights, s.widths, *s.patch), 0) if s.patch
-                        else np.zeros(len(s), np.int64) for _, _, s in parts]
-        data = np.zeros(sum(int(ln.sum()) for ln in lengths) + 1, np.uint8)
-        masks = np.zeros(sum(int(ml.sum()) for ml in mask_lengths) + 1, np.uint8)
-        base = mask_base = 0
-        for (f, pos, s), ln, ml in zip(parts, lengths, mask_lengths):
-            offsets[pos] = _gather(s.data, s.offsets, ln, data, base)
-            if s.mask_data is not None and s.mask_offsets is not None and ml.any():
-                sel = ml > 0
-                mask_offsets[pos[sel]] = _gather(s.mask_data, s.mask_offsets[sel], ml[sel], masks, mask_base)
-                mask_base += int(ml.sum())
+        lengths = np.zeros(n, np.int64)
+        for f, pos, s in parts:
+            offsets[pos], lengths[pos] = s.offsets, s.stream_lengths()
             heights[pos], widths[pos] = s.heights, s.widths
             pids[pos] = s.palette_ids + self.palette_starts[f]
-            base += int(ln.sum())
-        masked = mask_base > 0
-        return Streams(data, offsets, heights, widths, pids, self.bits, self.patch_size,
-                       masks if masked else None, mask_offsets if masked else None)
+            files[pos] = f
+            if s.mask_offsets is not None:
+                mask_offsets[pos] = s.mask_offsets
+        touched = [f for f, _, _ in parts]
+        data = _gather(kernels.array_list([s.data for _, _, s in parts]), np.searchsorted(touched, files),
+                       offsets, lengths)
+        masked = mask_offsets >= 0
+        if not masked.any():
+            return Streams(data[0], data[1], heights, widths, pids, self.bits, self.patch_size)
+        mask_sources = kernels.array_list([_EMPTY if s.mask_data is None else s.mask_data for _, _, s in parts])
+        sel = np.flatnonzero(masked)
+        mask_data, mask_offsets[sel] = _gather(mask_sources, np.searchsorted(touched, files[sel]),
+                                               mask_offsets[sel], self._mask_lengths(heights[sel], widths[sel]))
+        return Streams(data[0], data[1], heights, widths, pids, self.bits, self.patch_size, mask_data, mask_offsets)
+
+    def _mask_lengths(self, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
+        assert self.patch_size is not None
+        return np.asarray(bitpack.mask_nbytes(heights, widths, *self.patch_size), np.int64)
 
     def close(self) -> None:
         for r in self.readers:
@@ -217,12 +231,71 @@ class DcqSet(RecordViews):
         DcqSet.__init__(self, state["files"])
 
 
-def _gather(src: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, dst: np.ndarray, base: int) -> np.ndarray:
-    """Copy the byte runs ``src[offsets[k] : offsets[k] + lengths[k]]`` back to back into ``dst``
-    from ``base``; return where each landed."""
-    starts = base + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    kernels.gather_bytes(src, offsets, lengths, dst, starts)
-    return starts
+_EMPTY = np.zeros(1, np.uint8)
+
+
+def _gather(sources: Any, source_ids: np.ndarray, offsets: np.ndarray,
+            lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The byte runs ``sources[source_ids[k]][offsets[k] : offsets[k] + lengths[k]]`` back to
+    back in one new buffer, and where each landed (one kernel call; ``sources`` from
+    :func:`kernels.array_list`)."""
+    starts = np.zeros(lengths.size, np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    dst = np.empty(int(lengths.sum()) + 1, np.uint8)  # + 1: never empty
+    kernels.gather_runs(sources, source_ids, offsets, lengths, dst, starts)
+    return dst, starts
+
+
+class _SampleTable:
+    """Every sample of a set of in-place files in flat arrays (file, payload offset and length,
+    size, global palette id, drop mask offset), so that a batch takes a few NumPy takes and one
+    kernel call, whatever the number of files it touches. Each file's DATA blocks are verified
+    (its lazy checksums) the first time a sample is read, through its reader."""
+
+    def __init__(self, dset: DcqSet) -> None:
+        readers = dset.readers
+        self.dset = dset
+        self.file = np.repeat(np.arange(len(readers), dtype=np.int64), np.diff(dset.starts))
+        self.offsets = np.concatenate([r.field("payload_offset") for r in readers])
+        self.lengths = np.concatenate([r.field("payload_length") for r in readers])
+        self.heights = np.concatenate([r.field("height") for r in readers])
+        self.widths = np.concatenate([r.field("width") for r in readers])
+        self.pids = dset.field("palette_id")
+        self.sources = kernels.array_list([r._data if r._data.size else _EMPTY for r in readers])
+        same = self.file.size > 0 and (self.heights == self.heights[0]).all() and (self.widths == self.widths[0]).all()
+        self.uniform = (int(self.heights[0]), int(self.widths[0])) if same else None
+        self.mask_offsets: np.ndarray | None = None
+        if dset.has_masks:
+            self.mask_offsets = np.concatenate([np.where((r.field("flags") & L.RECORD_FLAG_MASKED) != 0,
+                                                         r.field("mask_offset"), -1) for r in readers])
+            self.mask_sources = kernels.array_list([r._masks if r._masks is not None and r._masks.size else _EMPTY
+                                                    for r in readers])
+        self.checked = np.zeros(len(self), bool)  # samples whose DATA blocks are verified
+
+    def __len__(self) -> int:
+        return self.file.size
+
+    def streams(self, idx: np.ndarray) -> Streams:
+        if not self.checked[idx].all():
+            for f, _, local in self.dset.parts(idx):
+                r = self.dset.readers[f]
+                off = r.field("payload_offset")[local]
+                r._blocks.check(off, off + r.field("payload_length")[local])
+            self.checked[idx] = True
+        files = self.file[idx]
+        data, offsets = _gather(self.sources, files, self.offsets[idx], self.lengths[idx])
+        heights, widths = self.heights[idx], self.widths[idx]
+        mask_data = mask_offsets = None
+        if self.mask_offsets is not None:
+            mask_offsets = self.mask_offsets[idx]
+            sel = np.flatnonzero(mask_offsets >= 0)
+            if sel.size:
+                mask_data, mask_offsets[sel] = _gather(self.mask_sources, files[sel], mask_offsets[sel],
+                                                       self.dset._mask_lengths(heights[sel], widths[sel]))
+            else:
+                mask_offsets = None
+        return Streams(data, offsets, heights, widths, self.pids[idx], self.dset.bits, self.dset.patch_size,
+                       mask_data, mask_offsets, self.uniform)
 
 
 def open_set(source: PathLike | Sequence[PathLike]) -> DcqReader | DcqSet:
@@ -281,7 +354,7 @@ class DcqSetWriter:
 
     def close(self) -> Path:
         try:
-            self._current().close()  # an empty dataset still gets one (empty) part
+            (self._writer or self._current()).close()  # an empty dataset still gets one (empty) part
             write_manifest(self._tmp, self.parts)
             publish(self._tmp, self.directory, directory=True)
         except BaseException:

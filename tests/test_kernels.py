@@ -140,13 +140,14 @@ def test_decode_resample_batch(jit, bits, channels, bilinear, chw, floats, seed)
         np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_gather_bytes_matches_slicing(jit):
+def test_gather_runs_matches_slicing(jit):
     rng = np.random.default_rng(0)
-    src = rng.integers(0, 256, 1000, dtype=np.uint8)
-    offsets = np.array([10, 500, 0, 990], np.int64)
-    lengths = np.array([5, 0, 20, 10], np.int64)
+    srcs = [rng.integers(0, 256, n, dtype=np.uint8) for n in (1000, 30, 1)]
+    ids = np.array([0, 1, 0, 0, 2, 1], np.int64)
+    offsets = np.array([10, 3, 500, 990, 0, 29], np.int64)
+    lengths = np.array([5, 20, 0, 10, 1, 1], np.int64)
     dst_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     dst = np.zeros(int(lengths.sum()), np.uint8)
-    kernels.gather_bytes(src, offsets, lengths, dst, dst_offsets)
-    want = np.concatenate([src[o : o + n] for o, n in zip(offsets, lengths)])  # the NumPy twin
+    kernels.gather_runs(kernels.array_list(srcs), ids, offsets, lengths, dst, dst_offsets)
+    want = np.concatenate([srcs[i][o : o + n] for i, o, n in zip(ids, offsets, lengths)])  # the NumPy twin
     np.testing.assert_array_equal(dst, want)

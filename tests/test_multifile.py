@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 import dcqformat
 from dcqformat import DcqError
 from dcqformat.loaders import DCQDataset, DCQLoader, RandomCrop
-from dcqformat.multifile import MANIFEST, DcqSet, resolve
+from dcqformat.multifile import MANIFEST, DcqSet, DcqSetWriter, resolve
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
@@ -114,3 +114,40 @@ def test_preview_refills_like_the_loaders_and_shows_a_sidecar(converted, tmp_pat
     assert len(dcqformat.open(side)) == 0
     with Image.open(preview(side, tmp_path / "side.png", count=4)) as im:
         assert im.size[0] > 4 * 64  # its palettes
+
+
+@pytest.mark.parametrize("codec", ["packed", "zstd"])
+def test_one_gather_per_batch_equals_file_by_file(converted, tmp_path, codec):
+    """Packed sets gather a batch from a table of the whole set in one kernel call; zstd sets
+    decompress file by file: both give the streams and drop masks of the single file."""
+    d, one, many, _ = converted
+    if codec == "zstd":
+        many = tmp_path / "zstd"
+        dcqformat.convert(str(d / "src.npz"), many, method="mediancut", drop_patches=0.25, mae_epochs=1,
+                          model_epochs=1, progress=False, samples_per_file=16, codec="zstd")
+    s = DcqSet(resolve(many))
+    assert (s._table is not None) == (codec == "packed")
+    single = dcqformat.open(one)
+    order = np.random.default_rng(3).permutation(50)
+    streams = [s.streams(order)]
+    if s._table is not None:
+        s._table = None
+        streams.append(s.streams(order))
+    want = single.streams(order)
+    for got in streams:
+        assert got.any_masked()
+        np.testing.assert_array_equal(got.stream_lengths(), want.stream_lengths())
+        for k in range(50):
+            n = int(want.stream_lengths()[k])
+            assert got.data[got.offsets[k]:got.offsets[k] + n].tobytes() == \
+                want.data[want.offsets[k]:want.offsets[k] + n].tobytes()
+            a, b = got.dropped(k), want.dropped(k)
+            assert (a is None and b is None) or np.array_equal(a, b)
+        np.testing.assert_array_equal(s.palettes[got.palette_ids], single.palettes[want.palette_ids])
+
+
+def test_full_parts_leave_no_empty_part(tmp_path):
+    with DcqSetWriter(tmp_path / "set", 2, bits=1, palettes=np.zeros((1, 2, 3), np.uint8)) as w:
+        for _ in range(4):
+            w.add(np.zeros((2, 2), np.uint8), palette=0, label=0)
+    assert [f["samples"] for f in json.loads((tmp_path / "set" / MANIFEST).read_text())["files"]] == [2, 2]

@@ -35,6 +35,7 @@ class Decoder(Protocol):
     """Turns payloads back into bit streams."""
 
     needs_sizes: bool  # whether decode() needs each stream's size (the packed codec does not)
+    in_place: bool  # whether decode() returns the payloads themselves (DATA and the payload offsets)
 
     def check_lengths(self, first: int, lengths: np.ndarray, sizes: np.ndarray, recs_offset: int) -> None:
         """Validate payload lengths against stream sizes at open (records ``first``...)."""

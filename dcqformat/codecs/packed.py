@@ -24,6 +24,7 @@ class _Encoder:
 
 class _Decoder:
     needs_sizes = False
+    in_place = True
 
     def check_lengths(self, first: int, lengths: np.ndarray, sizes: np.ndarray, recs_offset: int) -> None:
         ok = lengths == sizes

@@ -44,6 +44,7 @@ class _Encoder:
 
 class _Decoder:
     needs_sizes = True
+    in_place = False
 
     def __init__(self, dictionary: zstandard.ZstdCompressionDict | None) -> None:
         self._dict = dictionary
