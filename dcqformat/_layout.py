@@ -10,7 +10,8 @@ import struct
 
 MAGIC = b"\x89DCQ\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # the newest minor version this code reads and writes
+MINOR_OF_CODEC = {0: 0, 1: 0, 2: 1}  # the version a writer puts in a file of each codec: the oldest that has it
 
 ALIGN = 64  # every section starts at a multiple of this
 
@@ -33,10 +34,11 @@ TAG_PALT = b"PALT"
 TAG_ZDCT = b"ZDCT"
 TAG_WGHT = b"WGHT"
 TAG_META = b"META"
+TAG_CTXM = b"CTXM"
 REQUIRED_TAGS = (TAG_DATA, TAG_RECS, TAG_DCRC, TAG_PALT, TAG_META)
-KNOWN_TAGS = REQUIRED_TAGS + (TAG_MASK, TAG_ZDCT, TAG_WGHT)
+KNOWN_TAGS = REQUIRED_TAGS + (TAG_MASK, TAG_ZDCT, TAG_CTXM, TAG_WGHT)
 # Order in which a writer lays sections out (canonical files).
-WRITE_ORDER = (TAG_DATA, TAG_RECS, TAG_MASK, TAG_DCRC, TAG_PALT, TAG_ZDCT, TAG_WGHT, TAG_META)
+WRITE_ORDER = (TAG_DATA, TAG_RECS, TAG_MASK, TAG_DCRC, TAG_PALT, TAG_ZDCT, TAG_CTXM, TAG_WGHT, TAG_META)
 
 # PALT: palette_count, bits, channels, reserved; then P * 2**bits * channels uint8.
 PALT_HEADER = struct.Struct("<IBBH")
@@ -71,7 +73,8 @@ RECORD_FLAGS_KNOWN = RECORD_FLAG_MASKED
 
 CODEC_PACKED = 0
 CODEC_ZSTD = 1
-CODECS = {"packed": CODEC_PACKED, "zstd": CODEC_ZSTD}
+CODEC_CTX = 2
+CODECS = {"packed": CODEC_PACKED, "zstd": CODEC_ZSTD, "ctx": CODEC_CTX}
 CODEC_NAMES = {v: k for k, v in CODECS.items()}
 
 # Format limits.

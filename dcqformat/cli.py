@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cluster-features", default="shallow", choices=CLUSTER_FEATURES,
                    help="cluster images by the attention model's shallow features (default), LAB colour "
                         "statistics, or both")
-    s.add_argument("--codec", default="packed", choices=["packed", "zstd"])
+    s.add_argument("--codec", default="packed", choices=["packed", "zstd", "ctx"],
+                   help="payloads: packed bits (default; decoded in place), zstd, or ctx (context-modelled "
+                        "rANS, 1-4 bits: about half the bytes of packed, decoded at loader speed)")
     s.add_argument("--channels", type=int, default=3, choices=[1, 3], help="output channels (default 3)")
     s.add_argument("--alpha", default="drop", choices=["drop", "composite"], help="RGBA input: drop alpha or "
                    "composite over white")

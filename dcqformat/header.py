@@ -128,8 +128,9 @@ def pack_section(tag: bytes, offset: int, length: int, crc: int, flags: int = 0)
     return L.SECTION.pack(tag, flags, offset, length, crc, 0)
 
 
-def pack_header(file_size: int, table_offset: int, table: bytes) -> bytes:
-    """The 64-byte file header of a file whose section table ``table`` ends the file."""
-    head = L.HEADER.pack(L.MAGIC, L.VERSION_MAJOR, L.VERSION_MINOR, 0, file_size, table_offset,
+def pack_header(file_size: int, table_offset: int, table: bytes, minor: int = 0) -> bytes:
+    """The 64-byte file header of a file whose section table ``table`` ends the file (a file
+    carries the oldest minor version that has everything it uses)."""
+    head = L.HEADER.pack(L.MAGIC, L.VERSION_MAJOR, minor, 0, file_size, table_offset,
                          len(table) // L.SECTION_SIZE, zlib.crc32(table), bytes(20), 0)
     return head[: L.HEADER_CRC_SPAN] + zlib.crc32(head[: L.HEADER_CRC_SPAN]).to_bytes(4, "little")

@@ -105,6 +105,8 @@ class ConvertConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
                 span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
                 raise OptionError(name, f"must be an integer {span}, got {v!r}")
+        if self.codec == "ctx" and self.bits > 4:
+            raise OptionError("bits", f"codec ctx codes 1..4 bits, got {self.bits} (use packed or zstd)")
         if self.channels not in L.CHANNELS:
             raise OptionError("channels", f"must be 1 or 3, got {self.channels!r}")
         floats: dict[str, tuple[float, float, bool]] = {

@@ -101,7 +101,8 @@ class DcqReader(RecordViews):
         self._masks: np.ndarray | None = None
         if L.TAG_MASK in secs:
             self.patch_size, self._masks = parse_masks(self._section(L.TAG_MASK), secs[L.TAG_MASK].offset)
-        self._decoder = codec.decoder({tag: (sec.offset, self._section(tag)) for tag, sec in secs.items()})
+        self._decoder = codec.decoder({tag: (sec.offset, self._section(tag)) for tag, sec in secs.items()},
+                                      self.bits)
         if L.TAG_WGHT in secs:
             validate_safetensors(self._section(L.TAG_WGHT), secs[L.TAG_WGHT].offset)
         validate_records(self._records, secs, self.palettes.shape[0], self.bits, self._masks, self.patch_size,
@@ -268,8 +269,9 @@ class DcqReader(RecordViews):
         if self._decoder.needs_sizes:
             pixels = kept_pixels(hs, ws, self._masks, mask_offsets, self.patch_size)
             sizes = np.ascontiguousarray(bitpack.packed_size(pixels, self.bits), dtype=np.int64)
+        shapes = codecs.Shapes(hs, ws, self.patch_size, self._masks, mask_offsets)
         data, offsets = self._decoder.decode(self._data, idx, offsets, lengths, sizes,
-                                             self.header.sections[L.TAG_DATA].offset)
+                                             self.header.sections[L.TAG_DATA].offset, shapes)
         return Streams(data, offsets, hs, ws, rec.get("palette_id", idx), self.bits, self.patch_size,
                        self._masks if mask_offsets is not None else None, mask_offsets, uniform)
 

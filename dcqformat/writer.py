@@ -141,8 +141,8 @@ class DcqWriter:
             if not (1 <= ph <= L.MAX_SIDE and 1 <= pw <= L.MAX_SIDE):
                 raise ValueError(f"patch size must be 1..{L.MAX_SIDE}, got {patch_size}")
             self.patch = (ph, pw)
-        self._encoder = codecs.by_name(codec).encoder(zstd_level, zstd_dictionary, dict_size, dict_samples)
-        self._pending: list[tuple[bytes, dict[str, int]]] = []  # held back until the encoder has started
+        self._encoder = codecs.by_name(codec).encoder(bits, zstd_level, zstd_dictionary, dict_size, dict_samples)
+        self._pending: list[tuple[codecs.Sample, dict[str, int]]] = []  # held back until the encoder has started
         self._started = False
         self._weights: bytes | None = None
 
@@ -240,24 +240,25 @@ class DcqWriter:
             self._masks.write(packed_mask)
             self._mask_bytes += len(packed_mask)
             flags |= L.RECORD_FLAG_MASKED
-        payload = bitpack.pack_indices(flat, self.bits).tobytes()
+        sample = codecs.Sample(bitpack.pack_indices(flat, self.bits).tobytes(), h, w, dropped,
+                               self.patch if dropped is not None else None)
         src = self.count if source_index is None else int(source_index)
         if not 0 <= src < 1 << 63:
             raise ValueError(f"source_index must be in 0..2**63-1 (what this writer stores), got {src}")
         record = {"palette_id": palette, "label": int(label), "height": h, "width": w, "source_index": src,
                   "mask_offset": mask_offset, "flags": flags}
         if self._started:
-            self._emit(payload, record)
+            self._emit(sample, record)
         else:
-            self._pending.append((payload, record))
+            self._pending.append((sample, record))
             if len(self._pending) >= self._encoder.warmup:
                 self._start()
         self.count += 1
         return self.count - 1
 
     # -- output ----------------------------------------------------------------------------
-    def _emit(self, stream: bytes, record: dict[str, int]) -> None:
-        payload = self._encoder.encode(stream)
+    def _emit(self, sample: codecs.Sample, record: dict[str, int]) -> None:
+        payload = self._encoder.encode(sample)
         record["payload_offset"] = self._crc.total
         record["payload_length"] = len(payload)
         self._file.write(payload)
@@ -269,8 +270,8 @@ class DcqWriter:
         self._encoder.start([p for p, _ in self._pending])
         self._started = True
         pending, self._pending = self._pending, []
-        for payload, record in pending:
-            self._emit(payload, record)
+        for sample, record in pending:
+            self._emit(sample, record)
 
     def _pad(self) -> None:
         pos = self._file.tell()
@@ -324,7 +325,7 @@ class DcqWriter:
             table_offset = self._file.tell()
             table_bytes = b"".join(table)
             self._file.write(table_bytes)
-            head = pack_header(self._file.tell(), table_offset, table_bytes)
+            head = pack_header(self._file.tell(), table_offset, table_bytes, L.MINOR_OF_CODEC[L.CODECS[self.codec]])
             self._file.seek(0)
             self._file.write(head)
             self._file.flush()

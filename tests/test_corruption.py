@@ -39,6 +39,7 @@ def originals(tmp_path_factory):
         "zstd-dict": write_spec(make_spec(rng, bits=3, channels=3, n=40, sizes=[(6, 6), (5, 7)], codec="zstd"),
                                 d / "b.dcq"),
         "masked-gray-weights": d / "c.dcq",
+        "ctx-masked": d / "e.dcq",
     }
     spec = make_spec(rng, bits=4, channels=1, n=10, sizes=[(5, 6), (4, 4)], masked=0.6, patch=(2, 3))
     with dcqformat.DcqWriter(files["masked-gray-weights"], bits=4, channels=1, palettes=spec.palettes,
@@ -46,6 +47,8 @@ def originals(tmp_path_factory):
         w.set_weights(save({"w": np.arange(4, dtype=np.float32)}))
         for s in spec.samples:
             w.add(s.indices, palette=s.palette, label=s.label, dropped=s.dropped)
+    write_spec(make_spec(rng, bits=2, channels=3, n=16, sizes=[(7, 9), (8, 8)], masked=0.5, patch=(4, 4),
+                         codec="ctx"), files["ctx-masked"])
     return {name: (path.read_bytes(), _decode_all(path)) for name, path in files.items()}
 
 

@@ -1,19 +1,10 @@
 """Every Numba kernel against its plain NumPy twin, compiled and with JIT off."""
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dcqformat import bitpack, kernels
-
-
-@pytest.fixture(params=[True, False], ids=["jit", "nojit"])
-def jit(request):
-    before = kernels.jit_enabled()
-    kernels.set_jit_enabled(request.param)
-    yield request.param
-    kernels.set_jit_enabled(before)
 
 
 def _data(seed, bits, n_img, n, channels, n_pal=3):

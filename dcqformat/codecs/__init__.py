@@ -14,7 +14,8 @@ import numpy as np
 
 from .. import _layout as L
 from ..errors import UnsupportedVersion
-from . import packed, zstd
+from . import ctx, packed, zstd
+from .base import Sample, Shapes
 
 
 class Encoder(Protocol):
@@ -22,10 +23,10 @@ class Encoder(Protocol):
 
     warmup: int  # streams to see before encoding starts (e.g. to train a dictionary); 0: none
 
-    def start(self, first: list[bytes]) -> None:
-        """Called once with the first ``warmup`` streams (fewer when the file has fewer)."""
+    def start(self, first: list[Sample]) -> None:
+        """Called once with the first ``warmup`` samples (fewer when the file has fewer)."""
 
-    def encode(self, stream: bytes) -> bytes: ...
+    def encode(self, sample: Sample) -> bytes: ...
 
     def sections(self) -> dict[bytes, bytes]:
         """Sections of the codec's own (tag -> bytes), written after encoding."""
@@ -41,9 +42,10 @@ class Decoder(Protocol):
         """Validate payload lengths against stream sizes at open (records ``first``...)."""
 
     def decode(self, data: np.ndarray, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
-               sizes: np.ndarray, data_offset: int) -> tuple[np.ndarray, np.ndarray]:
+               sizes: np.ndarray, data_offset: int, shapes: Shapes) -> tuple[np.ndarray, np.ndarray]:
         """The streams of samples ``idx`` (payloads at ``offsets``/``lengths`` of ``data``, the DATA
-        section at file offset ``data_offset``): a buffer and each stream's offset in it."""
+        section at file offset ``data_offset``, images ``shapes``): a buffer and each stream's
+        offset in it."""
         ...
 
 
@@ -54,14 +56,15 @@ class Codec(Protocol):
     @property
     def name(self) -> str: ...
 
-    def encoder(self, level: int, dictionary: bytes | None, dict_size: int, dict_samples: int) -> Encoder: ...
+    def encoder(self, bits: int, level: int, dictionary: bytes | None, dict_size: int,
+                dict_samples: int) -> Encoder: ...
 
-    def decoder(self, sections: dict[bytes, tuple[int, np.ndarray]]) -> Decoder:
-        """A decoder for a file whose sections are ``tag -> (file offset, bytes)``."""
+    def decoder(self, sections: dict[bytes, tuple[int, np.ndarray]], bits: int) -> Decoder:
+        """A decoder for a file of ``bits``-bit maps whose sections are ``tag -> (file offset, bytes)``."""
         ...
 
 
-REGISTRY: dict[int, Codec] = {packed.CODEC.id: packed.CODEC, zstd.CODEC.id: zstd.CODEC}
+REGISTRY: dict[int, Codec] = {c.id: c for c in (packed.CODEC, zstd.CODEC, ctx.CODEC)}
 NAMES = {c.name: c for c in REGISTRY.values()}
 assert {c.name: c.id for c in REGISTRY.values()} == L.CODECS, "the registry and spec/_layout.py disagree"
 

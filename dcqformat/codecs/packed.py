@@ -7,16 +7,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CorruptFile
+from .base import Sample, Shapes
 
 
 class _Encoder:
     warmup = 0
 
-    def start(self, first: list[bytes]) -> None:
+    def start(self, first: list[Sample]) -> None:
         pass
 
-    def encode(self, stream: bytes) -> bytes:
-        return stream
+    def encode(self, sample: Sample) -> bytes:
+        return sample.stream
 
     def sections(self) -> dict[bytes, bytes]:
         return {}
@@ -34,7 +35,7 @@ class _Decoder:
                               expected=f"(kept pixels * bits + 7) // 8 = {int(sizes[i])}", found=int(lengths[i]))
 
     def decode(self, data: np.ndarray, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
-               sizes: np.ndarray, data_offset: int) -> tuple[np.ndarray, np.ndarray]:
+               sizes: np.ndarray, data_offset: int, shapes: Shapes) -> tuple[np.ndarray, np.ndarray]:
         return data, offsets
 
 
@@ -43,10 +44,10 @@ class Packed:
     id: int = 0
     name: str = "packed"
 
-    def encoder(self, level: int, dictionary: bytes | None, dict_size: int, dict_samples: int) -> _Encoder:
+    def encoder(self, bits: int, level: int, dictionary: bytes | None, dict_size: int, dict_samples: int) -> _Encoder:
         return _Encoder()
 
-    def decoder(self, sections: dict[bytes, tuple[int, np.ndarray]]) -> _Decoder:
+    def decoder(self, sections: dict[bytes, tuple[int, np.ndarray]], bits: int) -> _Decoder:
         return _Decoder()
 
 

@@ -15,6 +15,7 @@ import zstandard
 from .. import _layout as L
 from .. import zstdframe
 from ..errors import CorruptFile
+from .base import Sample, Shapes
 
 
 class _Encoder:
@@ -23,10 +24,10 @@ class _Encoder:
         self.warmup = dict_samples
         self._compressor: zstandard.ZstdCompressor | None = None
 
-    def start(self, first: list[bytes]) -> None:
+    def start(self, first: list[Sample]) -> None:
         if self.dictionary is None and len(first) >= 8:
             try:
-                samples: list[bytes | bytearray | memoryview] = list(first)
+                samples: list[bytes | bytearray | memoryview] = [s.stream for s in first]
                 self.dictionary = zstandard.train_dictionary(self.dict_size, samples).as_bytes()
             except zstandard.ZstdError:
                 self.dictionary = None  # too little or too uniform data: frames without dictionary
@@ -34,9 +35,9 @@ class _Encoder:
         self._compressor = zstandard.ZstdCompressor(level=self.level, dict_data=zd, write_checksum=False,
                                                     write_content_size=False, write_dict_id=False)
 
-    def encode(self, stream: bytes) -> bytes:
+    def encode(self, sample: Sample) -> bytes:
         assert self._compressor is not None, "start() first"
-        return self._compressor.compress(stream)
+        return self._compressor.compress(sample.stream)
 
     def sections(self) -> dict[bytes, bytes]:
         return {L.TAG_ZDCT: self.dictionary} if self.dictionary else {}
@@ -59,7 +60,7 @@ class _Decoder:
         return self._dctx
 
     def decode(self, data: np.ndarray, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
-               sizes: np.ndarray, data_offset: int) -> tuple[np.ndarray, np.ndarray]:
+               sizes: np.ndarray, data_offset: int, shapes: Shapes) -> tuple[np.ndarray, np.ndarray]:
         status = zstdframe.frame_status(data, offsets, lengths, sizes)
         if status.any():
             k = int(np.argmax(status != 0))
@@ -98,10 +99,10 @@ class Zstd:
     id: int = 1
     name: str = "zstd"
 
-    def encoder(self, level: int, dictionary: bytes | None, dict_size: int, dict_samples: int) -> _Encoder:
+    def encoder(self, bits: int, level: int, dictionary: bytes | None, dict_size: int, dict_samples: int) -> _Encoder:
         return _Encoder(level, dictionary, dict_size, dict_samples)
 
-    def decoder(self, sections: dict[bytes, tuple[int, np.ndarray]]) -> _Decoder:
+    def decoder(self, sections: dict[bytes, tuple[int, np.ndarray]], bits: int) -> _Decoder:
         if L.TAG_ZDCT not in sections:
             return _Decoder(None)
         offset, buf = sections[L.TAG_ZDCT]

@@ -16,10 +16,12 @@ import struct
 import zlib
 from pathlib import Path
 
+import ctx_reference as ctx
 import numpy as np
 import zstandard
 
 HERE = Path(__file__).parent
+CODECS = {"packed": 0, "zstd": 1, "ctx": 2}
 MAGIC = b"\x89DCQ\r\n\x1a\n"
 FIELDS = ["palette_id", "label", "height", "width", "source_index", "payload_offset", "payload_length",
           "mask_offset", "flags"]
@@ -115,6 +117,15 @@ def build(images, palettes, bits, channels, *, labels=None, codec="packed", patc
         zd = zstandard.ZstdCompressionDict(zdict) if zdict else None
         zc = zstandard.ZstdCompressor(level=19, dict_data=zd, write_content_size=False, write_checksum=False,
                                       write_dict_id=False)
+    model = None
+    if codec == "ctx":  # §5.3: the model counted on every sample, then each payload coded under it
+        plain = []
+        for i, (idx, _) in enumerate(images):
+            h, w = np.shape(idx)
+            dropped = None if masks is None or masks[i] is None else \
+                np.asarray(masks[i], bool).reshape(-(-h // patch[0]), -(-w // patch[1])).tolist()
+            plain.append(([int(v) for v in np.asarray(idx).reshape(-1)], ctx.kept_pixels(h, w, patch, dropped), h, w))
+        model = ctx.model(plain, bits)
     for i, (idx, pid) in enumerate(images):
         idx = np.asarray(idx, np.uint8)
         h, w = idx.shape
@@ -143,6 +154,8 @@ def build(images, palettes, bits, channels, *, labels=None, codec="packed", patc
         payload = pack_bits([int(idx[y, x]) for y, x in order], bits)
         if zc is not None:
             payload = zc.compress(payload)
+        if model is not None:
+            payload = ctx.encode(*plain[i][:2], h, w, bits, model)
         records.append(dict(palette_id=pid, label=(labels[i] if labels else -1), height=h, width=w,
                             source_index=i, payload_offset=len(data), payload_length=len(payload),
                             mask_offset=moff, flags=flags))
@@ -152,14 +165,15 @@ def build(images, palettes, bits, channels, *, labels=None, codec="packed", patc
         widths = canonical_widths(records)
     widths = widths if widths is not None else {"palette_id": 1, "label": 1, "height": 2, "width": 2, "payload_offset": 4,
                         "payload_length": 4, "mask_offset": 4, "flags": 1}
-    secs = [(b"DATA", 0, data), (b"RECS", 0, recs_section(records, 1 if codec == "zstd" else 0, widths,
-                                                             extra_fields))]
+    secs = [(b"DATA", 0, data), (b"RECS", 0, recs_section(records, CODECS[codec], widths, extra_fields))]
     if patch is not None:
         secs.append((b"MASK", 0, struct.pack("<HHI", patch[0], patch[1], 0) + mask_bytes))
     secs.append((b"DCRC", 0, dcrc_section(data, block)))
     secs.append((b"PALT", 0, struct.pack("<IBBH", len(palettes), bits, channels, 0) + palettes.tobytes()))
     if zdict:
         secs.append((b"ZDCT", 0, zdict))
+    if model is not None:
+        secs.append((b"CTXM", 0, ctx.model_section(bits, model)))
     if weights is not None:
         secs.append((b"WGHT", 0, weights))
     secs += list(extra)
@@ -209,6 +223,32 @@ def valid_vectors(rng: np.random.Generator) -> dict[str, tuple]:
     v["minor-1.9-extensions"] = build([(rand(4, 4, 2), 1)], pal2, 2, 3, minor=9, extra_fields=2,
                                       extra=[(b"XTRA", 1, b"future, skippable")])
     v["empty"] = build([], pal2, 2, 3)
+    return v
+
+
+def ctx_vectors() -> dict[str, tuple]:
+    """Codec ctx (1.1): maps with runs and edges, as quantized photos have (own generator: the
+    vectors above stay as they were)."""
+    rng = np.random.default_rng(20261124)
+
+    def smooth(h, w, bits):
+        ramp = np.add.outer(np.arange(h) * int(rng.integers(1, 3)), np.arange(w)) // 3
+        noise = (rng.random((h, w)) < 0.1) * rng.integers(0, 1 << bits, (h, w))
+        return (ramp + noise) % (1 << bits)
+
+    v = {}
+    pal2 = rng.integers(0, 256, (2, 4, 3))
+    v["ctx-2bit"] = build([(smooth(*s, 2), i % 2) for i, s in enumerate([(8, 8), (8, 8), (8, 8), (5, 7), (1, 1)])],
+                          pal2, 2, 3, codec="ctx", labels=[0, 1, 2, 3, 4], minor=1)
+    pal1 = rng.integers(0, 256, (1, 2, 3))
+    v["ctx-1bit"] = build([(smooth(6, 9, 1), 0), (smooth(2, 2, 1), 0)], pal1, 1, 3, codec="ctx", minor=1)
+    pal3 = rng.integers(0, 256, (1, 8, 3))
+    v["ctx-3bit"] = build([(smooth(7, 6, 3), 0), (smooth(9, 9, 3), 0), (smooth(1, 5, 3), 0)], pal3, 3, 3,
+                          codec="ctx", minor=1)
+    gray4 = rng.integers(0, 256, (1, 16, 1))
+    v["ctx-4bit-masked-gray"] = build([(smooth(6, 7, 4), 0), (smooth(4, 4, 4), 0), (smooth(5, 5, 4), 0)], gray4, 4,
+                                      1, codec="ctx", patch=(2, 3), masks=[[1, 0, 0, 0, 1, 0, 0, 0, 1], None, [1] * 6],
+                                      minor=1)
     return v
 
 
@@ -263,6 +303,48 @@ def patch_section(blob: bytes, tag: bytes, edit, fix_crc: bool = True) -> bytes:
 def rehead(blob: bytes, offset: int, fmt: str, value) -> bytes:  # type: ignore[no-untyped-def]
     b = bytearray(blob)
     struct.pack_into(fmt, b, offset, value)
+    struct.pack_into("<I", b, 60, zlib.crc32(bytes(b[:60])))
+    return bytes(b)
+
+
+def invalid_ctx_vectors(cbase: bytes) -> dict[str, tuple[bytes, str, str, str]]:
+    b = bytearray(cbase)
+    size, table_off, count = struct.unpack_from("<QQI", b, 16)
+    ctxm = next(table_off + 32 * k for k in range(count) if b[table_off + 32 * k : table_off + 32 * k + 4] == b"CTXM")
+    off, length = struct.unpack_from("<QQ", b, ctxm + 8)
+    head = bytes(b[off : off + 8])
+    table = bytearray(zlib.decompress(bytes(b[off + 8 : off + length])))
+    struct.pack_into("<H", table, 0, struct.unpack_from("<H", table, 0)[0] + 1)
+    bad_model = head + zlib.compress(bytes(table), 9)
+    return {
+        "ctx-payload-state": (patch_section(cbase, b"DATA", lambda s: s.__setitem__(0, s[0] ^ 0x55)),
+                              "CorruptFile", "decode", "ctx payload"),
+        "ctx-model-bits": (patch_section(cbase, b"CTXM", lambda s: s.__setitem__(0, 3)), "CorruptFile", "open",
+                           "bits differ"),
+        "ctx-model-sum": (replace_section(cbase, b"CTXM", bad_model), "CorruptFile", "open", "sum to"),
+        "ctx-model-missing": (rename_section(cbase, b"CTXM", b"ctxm", skippable=True), "CorruptFile", "open",
+                              "needs a CTXM"),
+    }
+
+
+def replace_section(blob: bytes, tag: bytes, new: bytes) -> bytes:
+    """Rebuild a file with one section's bytes replaced (sections re-laid out, checksums right)."""
+    size, table_off, count = struct.unpack_from("<QQI", blob, 16)
+    secs = []
+    for k in range(count):
+        t, flags, off, length, _, _ = struct.unpack_from("<4sIQQII", blob, table_off + 32 * k)
+        secs.append((t, flags, new if t == tag else blob[off : off + length]))
+    major, minor = struct.unpack_from("<HH", blob, 8)
+    return assemble(secs, major, minor)
+
+
+def rename_section(blob: bytes, tag: bytes, new_tag: bytes, skippable: bool) -> bytes:
+    b = bytearray(blob)
+    size, table_off, count = struct.unpack_from("<QQI", b, 16)
+    at = next(table_off + 32 * k for k in range(count) if b[table_off + 32 * k : table_off + 32 * k + 4] == tag)
+    b[at : at + 4] = new_tag
+    struct.pack_into("<I", b, at + 4, int(skippable))
+    struct.pack_into("<I", b, 36, zlib.crc32(bytes(b[table_off : table_off + 32 * count])))
     struct.pack_into("<I", b, 60, zlib.crc32(bytes(b[:60])))
     return bytes(b)
 
@@ -323,6 +405,7 @@ def main() -> None:
     (HERE / "invalid").mkdir(exist_ok=True)
     manifest = {"valid": {}, "invalid": {}}
     valid = valid_vectors(rng)
+    valid.update(ctx_vectors())
     for name, (blob, expected, records) in valid.items():
         (HERE / "valid" / f"{name}.dcq").write_bytes(blob)
         arrays = {f"x{i}": img for i, img in enumerate(expected)}
@@ -344,7 +427,9 @@ def main() -> None:
         manifest["valid"][name] = {"samples": len(imgs), "bytes": len(blob), "canonical": True, "bits": bits,
                                    "patch": list(patch) if patch else None}
     base = valid["rgb-2bit-shared"][0]
-    for name, (blob, err, when, fragment) in invalid_vectors(base, valid["rgb-2bit-zstd"][0]).items():
+    invalid = invalid_vectors(base, valid["rgb-2bit-zstd"][0])
+    invalid.update(invalid_ctx_vectors(valid["ctx-2bit"][0]))
+    for name, (blob, err, when, fragment) in invalid.items():
         (HERE / "invalid" / f"{name}.dcq").write_bytes(blob)
         manifest["invalid"][name] = {"error": err, "when": when, "message": fragment}
     (HERE / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
