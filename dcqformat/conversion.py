@@ -26,6 +26,7 @@ from .quantize.attention import Dropper, mae_stage
 from .quantize.config import ConvertSummary, Row, Stage, Written, pick_device, write_rows
 from .quantize.context import Conversion
 from .quantize.dcq import convert_dcq, file_meta
+from .quantize.dither import dither
 from .select import select
 from .sources import expand_braces, iter_images, open_source
 from .writer import remove_stale_temporaries
@@ -154,8 +155,12 @@ def _convert_baseline(ctx: Conversion, dst: str | Path) -> Written:
 
     def quantize(i: int, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if cfg.method == "kmeans":
-            return baselines.kmeans_image(img, cfg.bits, cfg.seed + i)
-        return baselines.pillow(img, cfg.bits, cfg.method)
+            idx, pal = baselines.kmeans_image(img, cfg.bits, cfg.seed + i)
+        else:
+            idx, pal = baselines.pillow(img, cfg.bits, cfg.method)
+        if cfg.dither:
+            idx = dither(img[None], pal[None])[0]
+        return idx, pal
 
     dropper = Dropper(ctx)
     mae = mae_stage(ctx, lambda chunk, images: [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)],

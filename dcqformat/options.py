@@ -61,6 +61,7 @@ class ConvertConfig:
     select_features: str = "gradient"  # gradient (DQ's last-layer gradient embedding) or penultimate
     adq_alpha: float = 0.65
     codec: str = "packed"
+    dither: bool = False  # Floyd-Steinberg error diffusion through each image's palette
     channels: int = 3
     alpha: str = "drop"
     on_error: str = "skip"
@@ -105,6 +106,8 @@ class ConvertConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
                 span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
                 raise OptionError(name, f"must be an integer {span}, got {v!r}")
+        if not isinstance(self.dither, bool):
+            raise OptionError("dither", f"must be true or false, got {self.dither!r}")
         if self.codec == "ctx" and self.bits > 4:
             raise OptionError("bits", f"codec ctx codes 1..4 bits, got {self.bits} (use packed or zstd)")
         if self.channels not in L.CHANNELS:

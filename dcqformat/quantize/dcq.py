@@ -15,6 +15,7 @@ from .attention import Dropper, MaeOutcome, grad_cams, mae_stage
 from .color import srgb_to_lab, unweighted, weighted
 from .config import Row, Stage, Written, write_rows
 from .context import Conversion
+from .dither import dither
 from .kmeans import kmeans
 from .palette import assign, refine_palette, to_uint8, top_pixels
 from .reassign import best_palettes, lloyd
@@ -116,7 +117,11 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
         for group in [images] if len(shapes) == 1 else [[im] for im in images]:
             rgb = torch.from_numpy(np.stack([as_rgb(im, None) for im in group])).to(device)
             ids = best_palettes(choice_pixels(rgb), stored_w)
-            out += zip(assign(rgb, palettes.to(device), ids).cpu().numpy(), ids.cpu().numpy())
+            if cfg.dither:
+                idx = dither(rgb.cpu().numpy(), palettes.numpy()[ids.cpu().numpy()])
+            else:
+                idx = assign(rgb, palettes.to(device), ids).cpu().numpy()
+            out += zip(idx, ids.cpu().numpy())
         return out
 
     dropper = Dropper(ctx)
