@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--codec", default="packed", choices=["packed", "zstd", "ctx"],
                    help="payloads: packed bits (default; decoded in place), zstd, or ctx (context-modelled "
                         "rANS, 1-4 bits: about half the bytes of packed, decoded at loader speed)")
+    s.add_argument("--bytes-per-image", type=float, default=None, metavar="B",
+                   help="a byte budget: the most bits that fit B bytes per image, with the fastest codec that "
+                        "fits (estimated on a sample; overrides --bits and --codec; the summary says what it chose)")
     s.add_argument("--dither", action="store_true", help="Floyd-Steinberg error diffusion through each image's "
                    "palette: smoother gradients, noisier (larger) ctx/zstd payloads")
     s.add_argument("--channels", type=int, default=3, choices=[1, 3], help="output channels (default 3)")

@@ -9,14 +9,14 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, budget
 from .errors import DcqError
 from .imaging import ImageCache
 from .options import ConvertConfig
@@ -114,6 +114,9 @@ def convert(src: str | os.PathLike[str] | Any, dst: str | Path, cfg: ConvertConf
     if len(cache) == 0:
         cache.close()
         raise DcqError(f"{src}: no readable image")
+    if cfg.bytes_per_image is not None:
+        cfg = _fit_budget(cache, cfg, summary)
+    summary.config = cfg
     name = Path(str(src).rstrip("/")).stem if isinstance(src, (str, os.PathLike)) else type(src).__name__
     meta = {"name": name, "classes": classes, "color_space": "sRGB",
             "channels_from_source": "converted to " + ("grayscale" if cfg.channels == 1 else "RGB"),
@@ -131,6 +134,20 @@ def convert(src: str | os.PathLike[str] | Any, dst: str | Path, cfg: ConvertConf
     out = Path(dst)
     summary.file_bytes = sum(f.stat().st_size for f in out.iterdir()) if out.is_dir() else out.stat().st_size
     return summary
+
+
+def _fit_budget(cache: ImageCache, cfg: ConvertConfig, summary: ConvertSummary) -> ConvertConfig:
+    """The settings with the bits and codec that fit ``cfg.bytes_per_image`` (dcqformat.budget)."""
+    assert cfg.bytes_per_image is not None
+    with Stage(summary, "byte budget"):
+        try:
+            pick = budget.choose(budget.estimates(cache, cfg), cfg.bytes_per_image)
+        except BaseException:
+            cache.close()
+            raise
+    summary.budget = (f"{cfg.bytes_per_image:g} B/image: {pick.bits} bits, codec {pick.codec} "
+                      f"(estimated {pick.bytes_per_image:.0f} B/image on a sample)")
+    return replace(cfg, bits=pick.bits, codec=pick.codec)
 
 
 def _select(ctx: Conversion) -> None:

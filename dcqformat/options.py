@@ -62,6 +62,7 @@ class ConvertConfig:
     adq_alpha: float = 0.65
     codec: str = "packed"
     dither: bool = False  # Floyd-Steinberg error diffusion through each image's palette
+    bytes_per_image: float | None = None  # a budget: bits and codec chosen to fit it (dcqformat.budget)
     channels: int = 3
     alpha: str = "drop"
     on_error: str = "skip"
@@ -114,10 +115,11 @@ class ConvertConfig:
             raise OptionError("channels", f"must be 1 or 3, got {self.channels!r}")
         floats: dict[str, tuple[float, float, bool]] = {
             "attention_fraction": (0.0, 1.0, False), "fidelity": (0.0, 1e6, True), "drop_patches": (0.0, 1.0, True),
-            "keep": (0.0, 1.0, False), "adq_alpha": (0.0, 1.0, True), "mae_seconds": (0.0, math.inf, False)}
+            "keep": (0.0, 1.0, False), "adq_alpha": (0.0, 1.0, True), "mae_seconds": (0.0, math.inf, False),
+            "bytes_per_image": (0.0, math.inf, False)}
         for name, (least, most, closed) in floats.items():
             v = getattr(self, name)
-            if v is None and name == "mae_seconds":
+            if v is None and name in ("mae_seconds", "bytes_per_image"):
                 continue
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
                 and (least <= v if closed else least < v) and v <= most

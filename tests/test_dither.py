@@ -4,6 +4,7 @@ it is for (local means kept), and conversions that use it."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from common import gradient_npz
 
 import dcqformat
@@ -65,3 +66,30 @@ def test_dithered_conversions(tmp_path):
     s = dcqformat.convert(str(tmp_path / "src.npz"), tmp_path / "dcq-d.dcq", method="dcq", bits=2, dither=True,
                           clusters=2, model_epochs=1, progress=False)
     assert s.written == 16 and dcqformat.open(tmp_path / "dcq-d.dcq", verify=True).metadata.raw["quantizer"]
+
+
+def test_byte_budget_picks_bits_and_codec_that_fit(tmp_path):
+    """--bytes-per-image: the most bits whose estimate fits, the fastest codec at those bits; the
+    file comes out near the estimate; an impossible budget is refused before any training."""
+    from dcqformat import DcqError
+    from dcqformat.budget import Estimate, choose
+
+    found = [Estimate(2, "packed", 80), Estimate(2, "ctx", 40), Estimate(3, "packed", 110), Estimate(3, "zstd", 90),
+             Estimate(3, "ctx", 60), Estimate(4, "ctx", 95)]
+    assert choose(found, 100) == Estimate(4, "ctx", 95)
+    assert choose(found, 92) == Estimate(3, "zstd", 90)
+    assert choose(found, 70) == Estimate(3, "ctx", 60)
+    with pytest.raises(DcqError, match="no setting fits 10 bytes"):
+        choose(found, 10)
+    gradient_npz(tmp_path / "src.npz", n=48, side=24, step=12, noise=5, classes=list("ab"), seed=5)
+    for budget in (150.0, 400.0):
+        s = dcqformat.convert(str(tmp_path / "src.npz"), tmp_path / f"b{budget}.dcq", method="mediancut",
+                              bytes_per_image=budget, progress=False)
+        assert s.config is not None and f"{budget:g} B/image: {s.config.bits} bits" in s.budget
+        assert s.file_bytes / s.written <= budget * 1.15
+        r = dcqformat.open(tmp_path / f"b{budget}.dcq")
+        assert (r.bits, r.codec) == (s.config.bits, s.config.codec)
+    with pytest.raises(DcqError, match="no setting fits"):
+        dcqformat.convert(str(tmp_path / "src.npz"), tmp_path / "none.dcq", method="mediancut", bytes_per_image=3,
+                          progress=False)
+    assert not (tmp_path / "none.dcq").exists()

@@ -37,6 +37,8 @@ class ConvertSummary:
     dropped_pixels: int = 0  # pixels left out of the payload by patch dropping
     mask_bytes: int = 0  # what the drop masks cost
     mae_bytes: int = 0  # what the embedded MAE costs
+    budget: str = ""  # what --bytes-per-image chose, and why
+    config: ConvertConfig | None = None  # the settings the conversion ran with (after a byte budget)
 
     def add(self, written: Written) -> None:
         """Take in what writing the file produced."""
@@ -60,12 +62,16 @@ class ConvertSummary:
         return text
 
     def table(self, cfg: ConvertConfig) -> str:
+        cfg = self.config or cfg
         rows = [("samples in", f"{self.samples_in:,}"), ("written", f"{self.written:,}"),
                 ("reported (unreadable)", f"{self.reported:,}"), ("method", cfg.method),
-                ("bits", str(cfg.bits)), ("clusters", str(cfg.clusters) if cfg.method == "dcq" else "per image"),
+                ("bits", str(cfg.bits)), ("codec", cfg.codec),
+                ("clusters", str(cfg.clusters) if cfg.method == "dcq" else "per image"),
                 ("device", self.device), ("file bytes", f"{self.file_bytes:,}"),
                 ("bytes / image", f"{self.file_bytes / max(self.written, 1):,.1f}"),
                 ("x smaller than raw uint8", f"{self.raw_bytes / max(self.file_bytes, 1):.1f}")]
+        if self.budget:
+            rows.append(("byte budget", self.budget))
         if self.raw_bytes_in:
             rows.append(("x smaller than raw, all images read", f"{self.raw_bytes_in / max(self.file_bytes, 1):.1f}"))
         if self.mae:
