@@ -195,6 +195,10 @@ def test_corrupt_payloads_raise_and_name_the_sample(tmp_path):
         bad.write_bytes(refresh(bytes(b)))
         with pytest.raises(CorruptFile, match="sample 3: ctx payload"):
             dcqformat.open(bad).decode(3)
+        with pytest.raises(CorruptFile, match="sample 3: ctx payload"):  # decoded in a pair with sample 2
+            dcqformat.open(bad).decode_batch([2, 3])
+        np.testing.assert_array_equal(dcqformat.open(bad).decode_batch([2, 4]),
+                                      dcqformat.open(path).decode_batch([2, 4]))
 
 
 def test_cli_converts_with_ctx_and_info_says_so(tmp_path):
