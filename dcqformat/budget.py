@@ -2,12 +2,12 @@
 
 The choice is made on an evenly spaced sample of the images before anything is trained: each
 is quantized at every bit depth with per-image MedianCut (whose index maps code like the
-method's own; dithered when the conversion dithers), written in every codec, and the bytes per
+method's own; dithered when the conversion dithers) and written in every codec. The bytes per
 image are estimated as the sample's payloads and records, plus the codec's model or
-dictionary, the file's fixed overhead, and the palettes shared over the whole dataset (``clusters`` palettes for DCQ; one palette per
-image for the per-image methods). The most bits that fit win (more bits train closer to the
-original); among the codecs that fit at those bits, the fastest to decode (packed, then zstd,
-then ctx).
+dictionary, the file's fixed overhead, and the palettes shared over the whole dataset
+(``clusters`` palettes for DCQ; one palette per image for the per-image methods). The most
+bits that fit win (more bits train closer to the original); among the codecs that fit at
+those bits, the fastest to decode (packed, then zstd, then ctx).
 """
 
 from __future__ import annotations
