@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bytes-per-image", type=float, default=None, metavar="B",
                    help="a byte budget: the most bits that fit B bytes per image, with the fastest codec that "
                         "fits (estimated on a sample; overrides --bits and --codec; the summary says what it chose)")
+    s.add_argument("--resize", type=int, default=None, metavar="N", help="scale every image so its shorter "
+                   "side is N pixels (keep aspect) while reading; JPEGs decode at reduced scale when that suffices")
+    s.add_argument("--center-crop", action="store_true", help="with --resize: keep the central N x N square")
+    s.add_argument("--max-size", type=int, default=None, metavar="N", help="scale down images whose longer side "
+                   "exceeds N pixels (as FFCV's max_resolution)")
     s.add_argument("--dither", action="store_true", help="Floyd-Steinberg error diffusion through each image's "
                    "palette: smoother gradients, noisier (larger) ctx/zstd payloads")
     s.add_argument("--channels", type=int, default=3, choices=[1, 3], help="output channels (default 3)")

@@ -28,7 +28,7 @@ from .quantize.context import Conversion
 from .quantize.dcq import convert_dcq, file_meta
 from .quantize.dither import dither
 from .select import select
-from .sources import expand_braces, iter_images, open_source
+from .sources import Sizing, expand_braces, iter_images, open_source
 from .writer import remove_stale_temporaries
 
 
@@ -61,7 +61,8 @@ def _load(src: Any, cfg: ConvertConfig, summary: ConvertSummary, progress: bool)
     limited, encoded = False, []  # whether --limit stopped the source early; encoded sizes read
     try:
         total = source.length if cfg.limit is None or source.length is None else min(cfg.limit, source.length)
-        for item in progress_of(iter_images(source, cfg.channels, cfg.alpha), "load", total=total, unit="img",
+        sizing = Sizing(cfg.resize, cfg.max_size, cfg.center_crop)
+        for item in progress_of(iter_images(source, cfg.channels, cfg.alpha, sizing), "load", total=total, unit="img",
                                 enabled=progress):
             if cfg.limit is not None and summary.samples_in >= cfg.limit:
                 limited = True

@@ -88,6 +88,20 @@ def model_input(images: list[np.ndarray], size: int) -> torch.Tensor:
     return torch.cat([to_input(torch.from_numpy(im)[None], size) for im in rgb])
 
 
+def shrink(img: np.ndarray, max_pixels: int) -> np.ndarray:
+    """An (H, W, C) uint8 image scaled down (keeping its aspect, Pillow's box filter) to at most
+    ``max_pixels`` pixels; as it is when already that small. Images of one size stay of one size."""
+    h, w = img.shape[:2]
+    if h * w <= max_pixels:
+        return img
+    from PIL import Image
+
+    f = (max_pixels / (h * w)) ** 0.5
+    size = (max(1, int(w * f)), max(1, int(h * f)))
+    planes = [np.asarray(Image.fromarray(img[..., c]).resize(size, Image.Resampling.BOX)) for c in range(img.shape[2])]
+    return np.stack(planes, axis=2)
+
+
 def as_rgb(img: np.ndarray, size: int | None) -> np.ndarray:
     """An (H, W, 1|3) image as RGB, resized (bilinear) to ``size`` x ``size`` when given."""
     rgb = img if img.shape[2] == 3 else img.repeat(3, 2)

@@ -64,6 +64,9 @@ class ConvertConfig:
     dither: bool = False  # Floyd-Steinberg error diffusion through each image's palette
     bytes_per_image: float | None = None  # a budget: bits and codec chosen to fit it (dcqformat.budget)
     channels: int = 3
+    resize: int | None = None  # shorter side scaled to this while reading (keep aspect)
+    center_crop: bool = False  # with resize: the central resize x resize square
+    max_size: int | None = None  # longer side scaled down to at most this while reading
     alpha: str = "drop"
     on_error: str = "skip"
     limit: int | None = None
@@ -98,8 +101,8 @@ class ConvertConfig:
                 "sample_pixels": (1, None), "pool_pixels": (1, None), "reassign": (0, 1000),
                 "refine_steps": (0, 100_000), "refine_images": (1, None), "patch_size": (1, L.MAX_SIDE),
                 "mae_epochs": (0, 10_000), "mae_images": (1, None), "bins": (1, 100_000), "limit": (1, None),
-                "seed": (0, 2**63 - 1), "batch": (1, 1 << 20)}
-        optional = {"patch_size", "limit"}
+                "seed": (0, 2**63 - 1), "batch": (1, 1 << 20), "resize": (1, L.MAX_SIDE), "max_size": (1, L.MAX_SIDE)}
+        optional = {"patch_size", "limit", "resize", "max_size"}
         for name, (lo, hi) in ints.items():
             v = getattr(self, name)
             if v is None and name in optional:
@@ -107,8 +110,11 @@ class ConvertConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
                 span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
                 raise OptionError(name, f"must be an integer {span}, got {v!r}")
-        if not isinstance(self.dither, bool):
-            raise OptionError("dither", f"must be true or false, got {self.dither!r}")
+        for name in ("dither", "center_crop"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(name, f"must be true or false, got {getattr(self, name)!r}")
+        if self.center_crop and self.resize is None:
+            raise OptionError("center_crop", "needs resize (the side of the square)")
         if self.codec == "ctx" and self.bits > 4:
             raise OptionError("bits", f"codec ctx codes 1..4 bits, got {self.bits} (use packed or zstd)")
         if self.channels not in L.CHANNELS:

@@ -10,7 +10,7 @@ from PIL import Image
 from .reader import DcqReader
 from .reader import open as open_dcq
 from .refill import refilling_decoder
-from .sources import iter_images, open_source
+from .sources import Sizing, iter_images, open_source
 
 
 def _tile(img: np.ndarray, side: int) -> np.ndarray:
@@ -29,7 +29,9 @@ def preview(path: str | Path, out: str | Path, source: str | None = None, count:
     if source is not None:
         wanted = {int(r.source_indices[i]): k for k, i in enumerate(picks)}
         originals: list[np.ndarray | None] = [None] * n
-        for item in iter_images(open_source(source), r.channels):
+        conf = r.meta.get("quantizer", {}).get("config", {}) if isinstance(r.meta.get("quantizer"), dict) else {}
+        sizing = Sizing(conf.get("resize"), conf.get("max_size"), bool(conf.get("center_crop")))  # as converted
+        for item in iter_images(open_source(source), r.channels, sizing=sizing):
             if item.index in wanted and item.image is not None:
                 originals[wanted[item.index]] = item.image
             if all(o is not None for o in originals):

@@ -30,6 +30,46 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
 MAX_SOURCE_PIXELS = 1 << 28
 
 
+@dataclass(frozen=True)
+class Sizing:
+    """How images are resized while they are read (as FFCV's ``max_resolution``).
+
+    ``short_side``: scale so the shorter side is that long (up or down), keeping the aspect;
+    with ``center_crop`` then cut the central ``short_side`` square. ``max_side``: scale down
+    (never up) so the longer side is at most that long. Both may be given (``short_side``
+    first). JPEGs are decoded at a reduced scale when that suffices (Pillow's ``draft``), so a
+    large photo never costs its full-size pixels.
+    """
+
+    short_side: int | None = None
+    max_side: int | None = None
+    center_crop: bool = False
+
+    def target(self, width: int, height: int) -> tuple[int, int]:
+        """The size (width, height) an image of ``width x height`` is resized to (before any crop)."""
+        w, h = float(width), float(height)
+        if self.short_side is not None:
+            f = self.short_side / min(w, h)
+            w, h = w * f, h * f
+        if self.max_side is not None and max(w, h) > self.max_side:
+            f = self.max_side / max(w, h)
+            w, h = w * f, h * f
+        return max(1, round(w)), max(1, round(h))
+
+    def apply(self, img: Image.Image) -> Image.Image:
+        size = self.target(img.width, img.height)
+        if size != img.size:
+            img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        if self.center_crop and self.short_side is not None:
+            s = min(self.short_side, img.width, img.height)
+            left, top = (img.width - s) // 2, (img.height - s) // 2
+            img = img.crop((left, top, left + s, top + s))
+        return img
+
+    def __bool__(self) -> bool:
+        return self.short_side is not None or self.max_side is not None
+
+
 @dataclass
 class Item:
     index: int
@@ -54,8 +94,10 @@ class Source:
         return self.items()
 
 
-def to_array(raw: bytes | np.ndarray | Image.Image, channels: int = 3, alpha: str = "drop") -> np.ndarray:
-    """Decode and normalise one image: (H, W, channels) uint8. Raises DcqError if unreadable.
+def to_array(raw: bytes | np.ndarray | Image.Image, channels: int = 3, alpha: str = "drop",
+             sizing: Sizing | None = None) -> np.ndarray:
+    """Decode and normalise one image: (H, W, channels) uint8, resized by ``sizing`` when given.
+    Raises DcqError if unreadable.
 
     ``raw`` is encoded image bytes, a PIL image, or an array (H, W[, C]) of uint8, of integers
     (scaled by their maximum) or of floats in [0, 1].
@@ -75,7 +117,11 @@ def to_array(raw: bytes | np.ndarray | Image.Image, channels: int = 3, alpha: st
         img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
     else:
         try:
-            img = Image.open(io.BytesIO(raw))
+            img = Image.open(io.BytesIO(raw))  # reads the header only
+            if img.width * img.height > MAX_SOURCE_PIXELS:
+                raise DcqError(f"image too large ({img.width}x{img.height})")
+            if sizing and img.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that suffices
+                img.draft(img.mode, sizing.target(img.width, img.height))
             img.load()
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DcqError(f"unreadable image ({type(exc).__name__}: {exc})") from None
@@ -93,6 +139,8 @@ def to_array(raw: bytes | np.ndarray | Image.Image, channels: int = 3, alpha: st
             img = Image.alpha_composite(bg, rgba)
         img = img.convert("RGB" if img.mode != "LA" else "L")
     img = img.convert("L" if channels == 1 else "RGB")
+    if sizing:
+        img = sizing.apply(img)
     arr = np.asarray(img, dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
 
@@ -320,13 +368,15 @@ def open_source(src: str | os.PathLike[str] | Any) -> Source:
     raise DcqError(f"{src}: not an ImageFolder, a CIFAR folder, an .npz or tar shards")
 
 
-def iter_images(source: Source, channels: int = 3, alpha: str = "drop") -> Iterator[Item]:
-    """Every item of a source with its image decoded, or the problem that stopped it."""
+def iter_images(source: Source, channels: int = 3, alpha: str = "drop",
+                sizing: Sizing | None = None) -> Iterator[Item]:
+    """Every item of a source with its image decoded (and resized by ``sizing``), or the problem
+    that stopped it."""
     for index, raw, label, name in source:
         try:
             data = raw() if callable(raw) else raw
             nbytes = len(data) if isinstance(data, bytes) else None
-            yield Item(index, to_array(data, channels, alpha), label, None, name, nbytes)
+            yield Item(index, to_array(data, channels, alpha, sizing), label, None, name, nbytes)
         except DcqError as exc:
             yield Item(index, None, label, str(exc), name)
         except OSError as exc:

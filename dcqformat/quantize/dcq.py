@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..imaging import as_rgb, model_input
+from ..imaging import as_rgb, model_input, shrink
 from ..progress import progress as progress_of
 from .attention import Dropper, MaeOutcome, grad_cams, mae_stage
 from .color import srgb_to_lab, unweighted, weighted
@@ -19,6 +19,8 @@ from .dither import dither
 from .kmeans import kmeans
 from .palette import assign, refine_palette, to_uint8, top_pixels
 from .reassign import best_palettes, lloyd
+
+REFINE_PIXELS = 160 * 160  # texture refinement sees each image at most this large: bounded cost per image
 
 
 def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
@@ -96,7 +98,8 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
             if cfg.refine_steps == 0 or len(members) == 0:
                 continue
             chosen_images = rng.choice(members, min(len(members), cfg.refine_images), replace=False)
-            imgs = torch.from_numpy(np.stack([as_rgb(cache.image(int(i)), None) for i in chosen_images
+            imgs = torch.from_numpy(np.stack([shrink(as_rgb(cache.image(int(i)), None), REFINE_PIXELS)
+                                              for i in chosen_images
                                               if cache.shape(int(i))[:2] == cache.shape(int(chosen_images[0]))[:2]]))
             palettes_lab[c], log = refine_palette(imgs.to(device), palettes_lab[c].to(device),
                                                   steps=cfg.refine_steps, fidelity=cfg.fidelity)
