@@ -92,9 +92,9 @@ def test_large_photos_convert_in_bounded_memory(tmp_path):
     root.mkdir(parents=True)
     for k in range(6):
         photo(6000, 4000, 10 + k).save(root / f"{k}.jpg", quality=80)
-    code = ("import resource, dcqformat; s = dcqformat.convert(%r, %r, bits=2, resize=224, clusters=2, "
-            "model_epochs=1, progress=False); print(s.written, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-            % (str(root.parent), str(tmp_path / "big.dcq")))
+    code = (f"import resource, dcqformat; s = dcqformat.convert({str(root.parent)!r}, {str(tmp_path / 'big.dcq')!r}, "
+            "bits=2, resize=224, clusters=2, model_epochs=1, progress=False); "
+            "print(s.written, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     written, peak_kb = map(int, run.stdout.split())
