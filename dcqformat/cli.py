@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bytes-per-image", type=float, default=None, metavar="B",
                    help="a byte budget: the most bits that fit B bytes per image, with the fastest codec that "
                         "fits (estimated on a sample; overrides --bits and --codec; the summary says what it chose)")
+    s.add_argument("--work-dir", default=None, metavar="DIR", help="where finished stages are kept so that a "
+                   "killed conversion resumes when rerun (default: .DST.work beside DST; removed on success)")
+    s.add_argument("--no-resume", dest="resume", action="store_false", help="start over, ignoring the stages a "
+                   "killed run of the same conversion kept")
     s.add_argument("--resize", type=int, default=None, metavar="N", help="scale every image so its shorter "
                    "side is N pixels (keep aspect) while reading; JPEGs decode at reduced scale when that suffices")
     s.add_argument("--center-crop", action="store_true", help="with --resize: keep the central N x N square")

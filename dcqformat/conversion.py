@@ -23,6 +23,7 @@ from .options import ConvertConfig
 from .progress import progress as progress_of
 from .quantize import baselines
 from .quantize.attention import Dropper, mae_stage
+from .quantize.checkpoint import Checkpoints, file_settings, fingerprint
 from .quantize.config import ConvertSummary, Row, Stage, Written, pick_device, write_rows
 from .quantize.context import Conversion
 from .quantize.dcq import convert_dcq, file_meta
@@ -118,21 +119,28 @@ def convert(src: str | os.PathLike[str] | Any, dst: str | Path, cfg: ConvertConf
     if cfg.bytes_per_image is not None:
         cfg = _fit_budget(cache, cfg, summary)
     summary.config = cfg
+    out = Path(dst)
+    work = Path(cfg.work_dir) if cfg.work_dir else out.parent / f".{out.name}.work"
+    try:
+        checkpoints = Checkpoints(work, fingerprint(cfg, cache), cfg.resume, progress)
+    except BaseException:
+        cache.close()
+        raise
     name = Path(str(src).rstrip("/")).stem if isinstance(src, (str, os.PathLike)) else type(src).__name__
     meta = {"name": name, "classes": classes, "color_space": "sRGB",
             "channels_from_source": "converted to " + ("grayscale" if cfg.channels == 1 else "RGB"),
-            "alpha": cfg.alpha, "quantizer": {"name": cfg.method, "config": asdict(cfg)},
+            "alpha": cfg.alpha, "quantizer": {"name": cfg.method, "config": file_settings(cfg)},
             "provenance": {**provenance, "samples_in": summary.samples_in, "reported": summary.reported,
                            "problems": summary.problems[:100], "dcqformat": __version__,
                            "torch": torch.__version__, "device": str(device)}}
-    ctx = Conversion(cache, classes, cfg, device, summary, meta, progress, samples_per_file)
+    ctx = Conversion(cache, classes, cfg, device, summary, meta, progress, samples_per_file, checkpoints)
     try:
         if cfg.keep < 1:
             _select(ctx)
         summary.add(convert_dcq(ctx, dst) if cfg.method == "dcq" else _convert_baseline(ctx, dst))
     finally:
         ctx.cache.close()
-    out = Path(dst)
+    checkpoints.finish()
     summary.file_bytes = sum(f.stat().st_size for f in out.iterdir()) if out.is_dir() else out.stat().st_size
     return summary
 

@@ -63,6 +63,8 @@ class ConvertConfig:
     codec: str = "packed"
     dither: bool = False  # Floyd-Steinberg error diffusion through each image's palette
     bytes_per_image: float | None = None  # a budget: bits and codec chosen to fit it (dcqformat.budget)
+    work_dir: str | None = None  # where finished stages are kept (None: .DST.work beside the output)
+    resume: bool = True  # continue after the finished stages a killed run of the same conversion left
     channels: int = 3
     resize: int | None = None  # shorter side scaled to this while reading (keep aspect)
     center_crop: bool = False  # with resize: the central resize x resize square
@@ -110,7 +112,7 @@ class ConvertConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
                 span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
                 raise OptionError(name, f"must be an integer {span}, got {v!r}")
-        for name in ("dither", "center_crop"):
+        for name in ("dither", "center_crop", "resume"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(name, f"must be true or false, got {getattr(self, name)!r}")
         if self.center_crop and self.resize is None:

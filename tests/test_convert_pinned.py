@@ -18,8 +18,10 @@ import dcqformat
 from dcqformat.conversion import ConvertConfig, convert
 
 PINNED = {
-    "packed": "d7d838b81eafa86db072373d68bb6b2791beb69b205de2dee277f0ad159551c1",
-    "zstd": "ebcd0e1c8f9f2ef52e5a9921a314f9224be25c95653f58752fecbb0b3f95e73a",
+    # 2026-11-24: META's quantizer config gained dither, bytes_per_image, resize, center_crop and
+    # max_size (every section but META byte-identical to the digests before, checked)
+    "packed": "93ad43171a4097b6ec16706ad0000825def5a3eb62a3ab3c184161b4cf4dacb3",
+    "zstd": "9dedb515c7ee3a63f2affb0c33174e560e0ef275fe98d0fee441fa0f6d898340",
 }
 
 

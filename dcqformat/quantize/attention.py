@@ -89,8 +89,19 @@ def mae_stage(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]]
     (``quantize(chunk, images)``) of the most common size, a bounded random sample of them."""
     if patch is None:
         return None
-    cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
+    ck = ctx.checkpoints
+    if ck.has("mae"):  # a resumed conversion: the MAE of the killed run
+        arrays, info = ck.load("mae")
+        return MaeOutcome(arrays["weights"].tobytes(), info["meta"], info["report"])
+    outcome = _mae(ctx, quantize, patch)
+    ck.save("mae", {"weights": np.frombuffer(outcome.weights, np.uint8)}, {"meta": outcome.meta,
+                                                                           "report": outcome.report})
+    return outcome
 
+
+def _mae(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]],
+         patch: int) -> MaeOutcome:
+    cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
     with Stage(summary, "MAE"):
         if cfg.mae:
             model = load_mae(cfg.mae, device)

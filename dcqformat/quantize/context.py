@@ -10,7 +10,9 @@ import torch
 
 from ..imaging import ImageCache
 from .attention import attention_model
+from .checkpoint import Checkpoints, rng_state, set_rng_state
 from .config import ConvertConfig, ConvertSummary, Stage
+from .model import load_model, save_model
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Conversion:
     meta: dict[str, Any]
     progress: bool
     samples_per_file: int | None = None  # write a dataset directory of part files
+    checkpoints: Checkpoints = field(default_factory=lambda: Checkpoints(None, "", False, False))
     _model: torch.nn.Module | None = field(default=None, repr=False)
 
     def attention_model(self, rng: np.random.Generator | None = None) -> torch.nn.Module:
@@ -37,9 +40,19 @@ class Conversion:
         from ``rng`` (default: a generator seeded with the config's seed)."""
         if self._model is None:
             rng = rng if rng is not None else np.random.default_rng(self.cfg.seed)
+            ck = self.checkpoints
             with Stage(self.summary, "attention model"):
-                self._model, report = attention_model(self.cache, self.classes, self.cfg, self.device, rng,
-                                                      self.progress)
+                if ck.has("model"):  # a resumed conversion: the model of the killed run
+                    _, info = ck.load("model")
+                    self._model, report = load_model(str(ck.path("model.safetensors")), self.device), info["report"]
+                    set_rng_state(rng, info["rng"])
+                else:
+                    self._model, report = attention_model(self.cache, self.classes, self.cfg, self.device, rng,
+                                                          self.progress)
+                    model = self._model
+                    if hasattr(model, "classes"):  # trained here (a TorchScript checkpoint is the user's file)
+                        ck.save("model", {}, {"report": report, "rng": rng_state(rng)},
+                                lambda path: save_model(model, str(path("model.safetensors"))))  # type: ignore[arg-type]
             self.summary.model = report
             # Timings stay in the summary: a file's bytes depend on the data, the config and the seed only.
             self.meta["quantizer"]["attention_model"] = {k: v for k, v in report.items() if k != "seconds"}

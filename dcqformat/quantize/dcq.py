@@ -12,6 +12,7 @@ import torch
 from ..imaging import as_rgb, model_input, shrink
 from ..progress import progress as progress_of
 from .attention import Dropper, MaeOutcome, grad_cams, mae_stage
+from .checkpoint import rng_state, set_rng_state
 from .color import srgb_to_lab, unweighted, weighted
 from .config import Row, Stage, Written, write_rows
 from .context import Conversion
@@ -33,6 +34,62 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
     labels = np.array(cache.labels)
     # 1. The attention / feature model (its training sample drawn from this stage's generator).
     model = ctx.attention_model(rng)
+    ck = ctx.checkpoints
+    if ck.has("palettes"):  # a resumed conversion: stages 2-6 of the killed run
+        arrays, info = ck.load("palettes")
+        palettes_lab, learned = torch.from_numpy(arrays["palettes_lab"]), info["learned"]
+        set_rng_state(rng, info["rng"])
+    else:
+        if ck.has("clusters"):
+            arrays, info = ck.load("clusters")
+            cluster, k, learned = arrays["cluster"], int(info["k"]), info["learned"]
+            set_rng_state(rng, info["rng"])
+        else:
+            cluster, k = _clusters(ctx, model, rng, learned)
+            ck.save("clusters", {"cluster": cluster}, {"k": k, "learned": learned, "rng": rng_state(rng)})
+        palettes_lab = _palettes(ctx, model, rng, labels, cluster, k, learned)
+        ck.save("palettes", {"palettes_lab": palettes_lab.numpy()}, {"learned": learned, "rng": rng_state(rng)})
+    palettes = to_uint8(palettes_lab)  # (k, K, 3)
+    stored = palettes.numpy() if cfg.channels == 3 else palettes.numpy()[:, :, :1]
+    stored_w = weighted(srgb_to_lab(palettes.float().to(device) / 255))
+
+    # 7. Every image takes the stored palette that reconstructs it best; every pixel its
+    #    nearest colour in it; streamed in batches and written (with drop masks and the MAE).
+    def quantize(images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        shapes = {im.shape for im in images}
+        for group in [images] if len(shapes) == 1 else [[im] for im in images]:
+            rgb = torch.from_numpy(np.stack([as_rgb(im, None) for im in group])).to(device)
+            ids = best_palettes(choice_pixels(rgb), stored_w)
+            if cfg.dither:
+                idx = dither(rgb.cpu().numpy(), palettes.numpy()[ids.cpu().numpy()])
+            else:
+                idx = assign(rgb, palettes.to(device), ids).cpu().numpy()
+            out += zip(idx, ids.cpu().numpy())
+        return out
+
+    dropper = Dropper(ctx)
+    mae = mae_stage(ctx, lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)], dropper.patch)
+
+    def rows() -> Iterator[Row]:
+        for chunk, images in progress_of(cache.batches(cfg.batch), "assign + write", total=-(-n // cfg.batch),
+                                         unit="batches", enabled=progress):
+            for i, (idx, pid), dropped in zip(chunk.tolist(), quantize(images), dropper.masks(chunk, images)):
+                yield idx, int(pid), cache.labels[i], cache.sources[i], dropped
+
+    meta = file_meta(ctx, dropper, mae, learned)
+    with Stage(summary, "assign + write"):
+        written = write_rows(dst, cfg, meta, stored, rows(), dropper.patch, mae.weights if mae else None,
+                             ctx.samples_per_file)
+    written.mae = mae.report if mae else {}
+    return written
+
+
+def _clusters(ctx: Conversion, model: torch.nn.Module, rng: np.random.Generator,
+              learned: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """Stages 2-3: every image's cluster of clustering features, and the number of clusters."""
+    cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
+    n = len(cache)
     # 2. Clustering features of every image, forward only: the model's shallow features
     #    (N x 32), LAB colour statistics (N x 12), or both (each standardised).
     parts = []
@@ -57,10 +114,17 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
         cluster = torch.cdist(f.to(device), centres).argmin(1).cpu().numpy()
         del feats, f
     learned["cluster_sizes"] = np.bincount(cluster, minlength=len(centres)).tolist()
+    return cluster, len(centres)
+
+
+def _palettes(ctx: Conversion, model: torch.nn.Module, rng: np.random.Generator, labels: np.ndarray,
+              cluster: np.ndarray, k: int, learned: dict[str, Any]) -> torch.Tensor:
+    """Stages 4-6: the (k, 2**bits, 3) LAB palettes from attended pixels, Lloyd rounds and refinement."""
+    cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
+    n = len(cache)
     # 4. Attention-guided pixels: Grad-CAM++ for the true label on a bounded random sample of
     #    images; of each, ``sample_pixels`` drawn from its top ``attention_fraction`` pixels.
     colours = 1 << cfg.bits
-    k = len(centres)
     sample = np.sort(rng.choice(n, min(n, cfg.pool_images), replace=False))
     pixels = torch.zeros(len(sample), cfg.sample_pixels, 3)
     with Stage(summary, "Grad-CAM++ + pools"):
@@ -108,40 +172,7 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
     learned["refinement"] = {
         "mean_loss_before": float(np.mean([r["loss_before"] for r in refine_log])) if refine_log else None,
         "mean_loss_after": float(np.mean([r["loss_after"] for r in refine_log])) if refine_log else None}
-    palettes = to_uint8(palettes_lab)  # (k, K, 3)
-    stored = palettes.numpy() if cfg.channels == 3 else palettes.numpy()[:, :, :1]
-    stored_w = weighted(srgb_to_lab(palettes.float().to(device) / 255))
-
-    # 7. Every image takes the stored palette that reconstructs it best; every pixel its
-    #    nearest colour in it; streamed in batches and written (with drop masks and the MAE).
-    def quantize(images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        out: list[tuple[np.ndarray, np.ndarray]] = []
-        shapes = {im.shape for im in images}
-        for group in [images] if len(shapes) == 1 else [[im] for im in images]:
-            rgb = torch.from_numpy(np.stack([as_rgb(im, None) for im in group])).to(device)
-            ids = best_palettes(choice_pixels(rgb), stored_w)
-            if cfg.dither:
-                idx = dither(rgb.cpu().numpy(), palettes.numpy()[ids.cpu().numpy()])
-            else:
-                idx = assign(rgb, palettes.to(device), ids).cpu().numpy()
-            out += zip(idx, ids.cpu().numpy())
-        return out
-
-    dropper = Dropper(ctx)
-    mae = mae_stage(ctx, lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)], dropper.patch)
-
-    def rows() -> Iterator[Row]:
-        for chunk, images in progress_of(cache.batches(cfg.batch), "assign + write", total=-(-n // cfg.batch),
-                                         unit="batches", enabled=progress):
-            for i, (idx, pid), dropped in zip(chunk.tolist(), quantize(images), dropper.masks(chunk, images)):
-                yield idx, int(pid), cache.labels[i], cache.sources[i], dropped
-
-    meta = file_meta(ctx, dropper, mae, learned)
-    with Stage(summary, "assign + write"):
-        written = write_rows(dst, cfg, meta, stored, rows(), dropper.patch, mae.weights if mae else None,
-                             ctx.samples_per_file)
-    written.mae = mae.report if mae else {}
-    return written
+    return palettes_lab
 
 
 def choice_pixels(rgb: torch.Tensor, most: int = 64) -> torch.Tensor:
