@@ -175,8 +175,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise DcqError(f"{args.dst} exists; " + ("remove it first" if args.samples_per_file
                                                   else "--overwrite replaces it"))
     from .conversion import convert
+    from .distributed import join, leave
 
-    summary = convert(args.src, args.dst, cfg, progress=not args.quiet, samples_per_file=args.samples_per_file)
+    try:
+        summary = convert(args.src, args.dst, cfg, progress=not args.quiet, samples_per_file=args.samples_per_file)
+        leader = join(cfg.device).leader  # under torchrun, rank 0 reports
+    finally:
+        leave()
+    if not leader:
+        return 0
     print(f"wrote {args.dst}")
     print(summary.table(cfg))
     if summary.problems:

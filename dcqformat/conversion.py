@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import __version__, budget
+from .distributed import Group, join
 from .errors import DcqError
 from .imaging import ImageCache
 from .options import ConvertConfig
@@ -56,16 +57,21 @@ def _source_bytes_read(src: Any, length: int | None, read: int, encoded: list[in
     return None
 
 
-def _load(src: Any, cfg: ConvertConfig, summary: ConvertSummary, progress: bool) -> tuple[ImageCache, list[str], dict]:
+def _load(src: Any, cfg: ConvertConfig, summary: ConvertSummary, progress: bool,
+          group: Group) -> tuple[ImageCache, list[str], dict]:
     source = open_source(src)
     cache = ImageCache()
     limited, encoded = False, []  # whether --limit stopped the source early; encoded sizes read
     try:
         total = source.length if cfg.limit is None or source.length is None else min(cfg.limit, source.length)
         sizing = Sizing(cfg.resize, cfg.max_size, cfg.center_crop)
-        for item in progress_of(iter_images(source, cfg.channels, cfg.alpha, sizing), "load", total=total, unit="img",
+        share = (group.rank, group.world)
+        if total is not None and group.distributed:
+            total = len(range(group.rank, total, group.world))
+        for item in progress_of(iter_images(source, cfg.channels, cfg.alpha, sizing, share), "load", total=total,
+                                unit="img",
                                 enabled=progress):
-            if cfg.limit is not None and summary.samples_in >= cfg.limit:
+            if cfg.limit is not None and (item.index if group.distributed else summary.samples_in) >= cfg.limit:
                 limited = True
                 break
             summary.samples_in += 1
@@ -100,6 +106,11 @@ def convert(src: str | os.PathLike[str] | Any, dst: str | Path, cfg: ConvertConf
     ``bits=2, clusters=64``; options override ``cfg``); all are checked first.
     """
     cfg = ConvertConfig.from_dict({**(asdict(cfg) if cfg else {}), **options})
+    group = join(cfg.device)
+    if group.distributed:
+        if cfg.keep < 1 or cfg.bytes_per_image is not None:
+            raise DcqError("sample selection (--keep) and --bytes-per-image run in one process only")
+        samples_per_file = samples_per_file or 1 << 40  # each rank writes its own part files
     if samples_per_file is not None and samples_per_file < 1:
         raise ValueError(f"samples_per_file must be >= 1, got {samples_per_file}")
     if samples_per_file is None and Path(dst).is_dir():
@@ -111,18 +122,21 @@ def convert(src: str | os.PathLike[str] | Any, dst: str | Path, cfg: ConvertConf
     device = pick_device(cfg.device)
     summary.device = str(device)
     torch.manual_seed(cfg.seed)
+    progress = progress and group.leader
     with Stage(summary, "load"):
-        cache, classes, provenance = _load(src, cfg, summary, progress)
-    if len(cache) == 0:
+        cache, classes, provenance = _load(src, cfg, summary, progress, group)
+    if group.sum(len(cache)) == 0:
         cache.close()
         raise DcqError(f"{src}: no readable image")
     if cfg.bytes_per_image is not None:
         cfg = _fit_budget(cache, cfg, summary)
     summary.config = cfg
     out = Path(dst)
-    work = Path(cfg.work_dir) if cfg.work_dir else out.parent / f".{out.name}.work"
+    work: Path | None = Path(cfg.work_dir) if cfg.work_dir else out.parent / f".{out.name}.work"
+    if group.distributed:
+        work = None  # ranks do not keep stages (yet): a killed distributed conversion starts over
     try:
-        checkpoints = Checkpoints(work, fingerprint(cfg, cache), cfg.resume, progress)
+        checkpoints = Checkpoints(work, fingerprint(cfg, cache) if work else "", cfg.resume, progress)
     except BaseException:
         cache.close()
         raise
@@ -133,7 +147,12 @@ def convert(src: str | os.PathLike[str] | Any, dst: str | Path, cfg: ConvertConf
             "provenance": {**provenance, "samples_in": summary.samples_in, "reported": summary.reported,
                            "problems": summary.problems[:100], "dcqformat": __version__,
                            "torch": torch.__version__, "device": str(device)}}
-    ctx = Conversion(cache, classes, cfg, device, summary, meta, progress, samples_per_file, checkpoints)
+    positions = None
+    if group.distributed:  # the global position of each image: its rank in the sorted source indices of all
+        everyone = np.sort(np.concatenate(group.all_gather(np.asarray(cache.sources, np.int64))))
+        positions = np.searchsorted(everyone, np.asarray(cache.sources, np.int64))
+    ctx = Conversion(cache, classes, cfg, device, summary, meta, progress, samples_per_file, checkpoints, group,
+                     positions)
     try:
         if cfg.keep < 1:
             _select(ctx)
@@ -141,6 +160,10 @@ def convert(src: str | os.PathLike[str] | Any, dst: str | Path, cfg: ConvertConf
     finally:
         ctx.cache.close()
     checkpoints.finish()
+    if group.distributed:
+        summary.samples_in, summary.written = group.sum(summary.samples_in), group.sum(summary.written)
+        summary.raw_bytes = group.sum(summary.raw_bytes)
+        summary.reported = group.sum(summary.reported)
     summary.file_bytes = sum(f.stat().st_size for f in out.iterdir()) if out.is_dir() else out.stat().st_size
     return summary
 
@@ -201,7 +224,7 @@ def _convert_baseline(ctx: Conversion, dst: str | Path) -> Written:
 
     with Stage(summary, "quantize + write"):
         written = write_rows(dst, cfg, file_meta(ctx, dropper, mae), None, rows(), dropper.patch,
-                             mae.weights if mae else None, ctx.samples_per_file)
+                             mae.weights if mae else None, ctx.samples_per_file, ctx.group)
     written.mae = mae.report if mae else {}
     return written
 

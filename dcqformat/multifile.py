@@ -298,6 +298,14 @@ class _SampleTable:
                        mask_data, mask_offsets, self.uniform)
 
 
+def finish_set(tmp: PathLike, directory: PathLike) -> Path:
+    """Write the manifest of the part files in ``tmp`` (in name order) and rename it into place."""
+    tmp, directory = Path(tmp), Path(directory)
+    write_manifest(tmp, sorted(tmp.glob("*.dcq")))
+    publish(tmp, directory, directory=True)
+    return directory
+
+
 def open_set(source: PathLike | Sequence[PathLike]) -> DcqReader | DcqSet:
     """A reader for one file, or a :class:`DcqSet` for several (see :func:`resolve`)."""
     files = resolve(source)
@@ -313,14 +321,19 @@ class DcqSetWriter:
     place when all are done: nothing partial appears at the destination.
     """
 
-    def __init__(self, directory: PathLike, samples_per_file: int, **writer_args: Any) -> None:
+    def __init__(self, directory: PathLike, samples_per_file: int, *, into: PathLike | None = None,
+                 prefix: str = "part", **writer_args: Any) -> None:
         if samples_per_file < 1:
             raise ValueError(f"samples_per_file must be >= 1, got {samples_per_file}")
         self.directory = Path(directory)
-        if self.directory.exists():
-            raise DcqError(f"{self.directory} exists")
-        self.directory.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}.", dir=self.directory.parent))
+        self.prefix, self.shared = prefix, into is not None
+        if into is None:  # the set's own temporary directory
+            if self.directory.exists():
+                raise DcqError(f"{self.directory} exists")
+            self.directory.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}.", dir=self.directory.parent))
+        else:  # one writer of several (ranks) filling a temporary directory that finish_set publishes
+            self._tmp = Path(into)
         self.per_file, self.args = samples_per_file, writer_args
         self.parts: list[Path] = []
         self._writer: DcqWriter | None = None
@@ -331,7 +344,7 @@ class DcqSetWriter:
         if self._writer is None or self._writer.count >= self.per_file:
             if self._writer is not None:
                 self._writer.close()
-            path = self._tmp / f"part-{len(self.parts):05d}.dcq"
+            path = self._tmp / f"{self.prefix}-{len(self.parts):05d}.dcq"
             self._writer = DcqWriter(path, **self.args)
             if self._weights is not None:
                 self._writer.set_weights(self._weights)
@@ -355,8 +368,8 @@ class DcqSetWriter:
     def close(self) -> Path:
         try:
             (self._writer or self._current()).close()  # an empty dataset still gets one (empty) part
-            write_manifest(self._tmp, self.parts)
-            publish(self._tmp, self.directory, directory=True)
+            if not self.shared:
+                finish_set(self._tmp, self.directory)
         except BaseException:
             self.abort()
             raise
@@ -365,7 +378,8 @@ class DcqSetWriter:
     def abort(self) -> None:
         if self._writer is not None and not self._writer._closed:
             self._writer.abort()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if not self.shared:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> DcqSetWriter:
         return self

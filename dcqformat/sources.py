@@ -368,11 +368,15 @@ def open_source(src: str | os.PathLike[str] | Any) -> Source:
     raise DcqError(f"{src}: not an ImageFolder, a CIFAR folder, an .npz or tar shards")
 
 
-def iter_images(source: Source, channels: int = 3, alpha: str = "drop",
-                sizing: Sizing | None = None) -> Iterator[Item]:
+def iter_images(source: Source, channels: int = 3, alpha: str = "drop", sizing: Sizing | None = None,
+                share: tuple[int, int] = (0, 1)) -> Iterator[Item]:
     """Every item of a source with its image decoded (and resized by ``sizing``), or the problem
-    that stopped it."""
+    that stopped it. ``share=(rank, world)``: only the items whose index is ``rank`` modulo
+    ``world`` (the others are not decoded)."""
+    rank, world = share
     for index, raw, label, name in source:
+        if index % world != rank:
+            continue
         try:
             data = raw() if callable(raw) else raw
             nbytes = len(data) if isinstance(data, bytes) else None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..distributed import Group
 from ..errors import DcqError
 from ..imaging import ImageCache, as_rgb, model_input
 from ..mae import MAEConfig, load_mae, mae_to_bytes, train_mae
@@ -23,19 +24,26 @@ if TYPE_CHECKING:
 
 
 def attention_model(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
-                    rng: np.random.Generator, progress: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
+                    rng: np.random.Generator, progress: bool = False, group: Group | None = None,
+                    positions: np.ndarray | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The user's checkpoint, or a small CNN trained on (a bounded sample of) the source; and
-    how it was made."""
+    how it was made. Over several processes (``group``; ``positions``: the global position of
+    each cached image) every rank trains on its images of the sample, with DDP."""
+    group = group or Group()
     labels = np.array(cache.labels)
-    n_classes = max(len(classes), int(labels.max()) + 1 if len(labels) else 1, 1)
+    top = group.all_gather(int(labels.max()) + 1 if len(labels) else 1)
+    n_classes = max(len(classes), max(top), 1)
     if cfg.model:
         return load_model(cfg.model, device), {"checkpoint": cfg.model}
-    n = len(cache)
-    pick = np.sort(rng.choice(n, min(n, cfg.model_images), replace=False))
-    train_x = np.stack([as_rgb(cache.image(int(i)), cfg.model_size) for i in pick])
-    train_y = np.where(labels[pick] >= 0, labels[pick], 0)
+    positions = np.arange(len(cache)) if positions is None else positions
+    total = group.sum(len(cache))
+    pick = np.sort(rng.choice(total, min(total, cfg.model_images), replace=False))
+    mine = np.flatnonzero(np.isin(positions, pick))
+    train_x = np.stack([as_rgb(cache.image(int(i)), cfg.model_size) for i in mine]) if len(mine) else \
+        np.zeros((0, cfg.model_size, cfg.model_size, 3), np.uint8)
+    train_y = np.where(labels[mine] >= 0, labels[mine], 0)
     model, report = train_attention(train_x, train_y, n_classes, epochs=cfg.model_epochs,
-                                    size=cfg.model_size, device=device, seed=cfg.seed, progress=progress)
+                                    size=cfg.model_size, device=device, seed=cfg.seed, progress=progress, group=group)
     return model, asdict(report)
 
 
@@ -60,7 +68,8 @@ class Dropper:
             return
         self.labels = np.array(cache.labels)
         shapes = np.array([cache.shape(i)[:2] for i in range(len(cache))])
-        self.patch = cfg.patch_size or native_patch(int(np.median(shapes[:, 0])), int(np.median(shapes[:, 1])))
+        self.patch = cfg.patch_size or ctx.group.broadcast(  # rank 0's choice: one patch size for every part
+            native_patch(int(np.median(shapes[:, 0])), int(np.median(shapes[:, 1]))) if len(shapes) else 4)
         self.model = ctx.attention_model()
         self.info = {"fraction": cfg.drop_patches, "patch": self.patch,
                      "importance": "mean Grad-CAM++ attention of the patch, for the true label"}
@@ -93,7 +102,8 @@ def mae_stage(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]]
     if ck.has("mae"):  # a resumed conversion: the MAE of the killed run
         arrays, info = ck.load("mae")
         return MaeOutcome(arrays["weights"].tobytes(), info["meta"], info["report"])
-    outcome = _mae(ctx, quantize, patch)
+    # over several ranks the MAE is trained on rank 0's images and given to every rank
+    outcome = ctx.group.broadcast(_mae(ctx, quantize, patch) if ctx.group.leader else None)
     ck.save("mae", {"weights": np.frombuffer(outcome.weights, np.uint8)}, {"meta": outcome.meta,
                                                                            "report": outcome.report})
     return outcome

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,7 +13,8 @@ import numpy as np
 import torch
 
 from ..bitpack import dropped_pixels, mask_nbytes
-from ..multifile import DcqSetWriter
+from ..distributed import Group
+from ..multifile import DcqSetWriter, finish_set
 from ..options import QUANTIZERS, ConvertConfig, OptionError
 from ..writer import DcqWriter
 
@@ -132,13 +134,25 @@ class Written:
 
 def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palettes: np.ndarray | None,
                rows: Iterable[Row], patch: int | None = None, weights: bytes | None = None,
-               samples_per_file: int | None = None) -> Written:
+               samples_per_file: int | None = None, group: Group | None = None) -> Written:
     """Write the file (or, with ``samples_per_file``, a dataset directory of part files): ``meta``,
-    the ``palettes`` (or one per row), the rows, the MAE weights."""
+    the ``palettes`` (or one per row), the rows, the MAE weights. Over several ranks (``group``)
+    each writes its rows into part files of its own (``part-rRRR-KKKKK.dcq``) in a temporary
+    directory that rank 0 made, and rank 0 writes the manifest and renames it into place."""
+    group = group or Group()
     out = Written(mae_bytes=len(weights) if weights is not None else 0)
     args: dict[str, Any] = {"bits": cfg.bits, "channels": cfg.channels, "palettes": palettes, "codec": cfg.codec,
                             "meta": meta, "patch_size": patch}
-    writer = DcqSetWriter(dst, samples_per_file, **args) if samples_per_file else DcqWriter(dst, **args)
+    shared = None
+    if group.distributed:
+        assert samples_per_file is not None, "ranks write part files"
+        dst = Path(dst)
+        if group.leader:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        shared = group.broadcast(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent) if group.leader else None)
+        writer: Any = DcqSetWriter(dst, samples_per_file, into=shared, prefix=f"part-r{group.rank:03d}", **args)
+    else:
+        writer = DcqSetWriter(dst, samples_per_file, **args) if samples_per_file else DcqWriter(dst, **args)
     with writer as w:
         if weights is not None:
             w.set_weights(weights)
@@ -151,4 +165,9 @@ def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palett
                 h, wd = idx.shape[:2]
                 out.dropped_pixels += int(dropped_pixels(dropped, patch, patch, h, wd).sum())
                 out.mask_bytes += mask_nbytes(h, wd, patch, patch)
+    if shared is not None:
+        ok = group.all_gather(True)  # every rank's parts are complete
+        if group.leader and all(ok):
+            finish_set(shared, dst)
+        group.barrier()  # the dataset is in place for everyone
     return out

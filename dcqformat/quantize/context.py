@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..distributed import Group
 from ..imaging import ImageCache
 from .attention import attention_model
 from .checkpoint import Checkpoints, rng_state, set_rng_state
@@ -33,7 +34,19 @@ class Conversion:
     progress: bool
     samples_per_file: int | None = None  # write a dataset directory of part files
     checkpoints: Checkpoints = field(default_factory=lambda: Checkpoints(None, "", False, False))
+    group: Group = field(default_factory=Group)  # the processes converting together (dcqformat.distributed)
+    shared_positions: np.ndarray | None = None  # over several ranks: the global position of each cached image
     _model: torch.nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """The position of each cached image in the whole dataset (its rank's share, in order)."""
+        return self.shared_positions if self.shared_positions is not None else np.arange(len(self.cache))
+
+    @property
+    def total(self) -> int:
+        """Images in the whole dataset, over every rank."""
+        return self.group.sum(len(self.cache))
 
     def attention_model(self, rng: np.random.Generator | None = None) -> torch.nn.Module:
         """The attention model: trained (or loaded) on first use, drawing its training sample
@@ -48,7 +61,7 @@ class Conversion:
                     set_rng_state(rng, info["rng"])
                 else:
                     self._model, report = attention_model(self.cache, self.classes, self.cfg, self.device, rng,
-                                                          self.progress)
+                                                          self.progress, self.group, self.positions)
                     model = self._model
                     if hasattr(model, "classes"):  # trained here (a TorchScript checkpoint is the user's file)
                         ck.save("model", {}, {"report": report, "rng": rng_state(rng)},

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..distributed import gather_rows
 from ..imaging import as_rgb, model_input, shrink
 from ..progress import progress as progress_of
 from .attention import Dropper, MaeOutcome, grad_cams, mae_stage
@@ -31,7 +32,6 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
     learned: dict[str, Any] = {}  # the file's quantizer metadata that this stage adds
     n = len(cache)
     rng = np.random.default_rng(cfg.seed)
-    labels = np.array(cache.labels)
     # 1. The attention / feature model (its training sample drawn from this stage's generator).
     model = ctx.attention_model(rng)
     ck = ctx.checkpoints
@@ -47,7 +47,7 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
         else:
             cluster, k = _clusters(ctx, model, rng, learned)
             ck.save("clusters", {"cluster": cluster}, {"k": k, "learned": learned, "rng": rng_state(rng)})
-        palettes_lab = _palettes(ctx, model, rng, labels, cluster, k, learned)
+        palettes_lab = _palettes(ctx, model, rng, cluster, k, learned)
         ck.save("palettes", {"palettes_lab": palettes_lab.numpy()}, {"learned": learned, "rng": rng_state(rng)})
     palettes = to_uint8(palettes_lab)  # (k, K, 3)
     stored = palettes.numpy() if cfg.channels == 3 else palettes.numpy()[:, :, :1]
@@ -80,15 +80,17 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
     meta = file_meta(ctx, dropper, mae, learned)
     with Stage(summary, "assign + write"):
         written = write_rows(dst, cfg, meta, stored, rows(), dropper.patch, mae.weights if mae else None,
-                             ctx.samples_per_file)
+                             ctx.samples_per_file, ctx.group)
     written.mae = mae.report if mae else {}
     return written
 
 
 def _clusters(ctx: Conversion, model: torch.nn.Module, rng: np.random.Generator,
               learned: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """Stages 2-3: every image's cluster of clustering features, and the number of clusters."""
+    """Stages 2-3: the cluster of every image of the dataset (global positions), and how many
+    clusters. Each rank computes its images' features; rank 0 clusters them all."""
     cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
+    group, total = ctx.group, ctx.total
     n = len(cache)
     # 2. Clustering features of every image, forward only: the model's shallow features
     #    (N x 32), LAB colour statistics (N x 12), or both (each standardised).
@@ -103,76 +105,118 @@ def _clusters(ctx: Conversion, model: torch.nn.Module, rng: np.random.Generator,
             if cfg.cluster_features in ("lab", "both"):
                 cols.append(torch.stack([lab_statistics(im) for im in images]))
             parts.append(torch.cat(cols, 1).numpy())
-    feats = np.concatenate(parts).astype(np.float32)
+    feats = gather_rows(group, ctx.positions, np.concatenate(parts).astype(np.float32), total)
     del parts
-    # 3. Clusters of shallow features (k-means++; fitted on at most 50k images).
+    # 3. Clusters of shallow features (k-means++; fitted on at most 50k images), on rank 0.
     with Stage(summary, "clustering"):
-        fit = rng.choice(n, min(n, 50_000), replace=False)
-        f = torch.from_numpy(feats)
-        f = (f - f.mean(0)) / f.std(0).clamp(min=1e-6)
-        centres, _ = kmeans(f[fit].to(device), cfg.clusters, seed=cfg.seed)
-        cluster = torch.cdist(f.to(device), centres).argmin(1).cpu().numpy()
-        del feats, f
-    learned["cluster_sizes"] = np.bincount(cluster, minlength=len(centres)).tolist()
-    return cluster, len(centres)
+        fit = rng.choice(total, min(total, 50_000), replace=False)  # every rank draws: generators stay equal
+        result = None
+        if feats is not None:
+            f = torch.from_numpy(feats)
+            f = (f - f.mean(0)) / f.std(0).clamp(min=1e-6)
+            centres, _ = kmeans(f[fit].to(device), cfg.clusters, seed=cfg.seed)
+            result = (torch.cdist(f.to(device), centres).argmin(1).cpu().numpy(), len(centres))
+            del feats, f
+        cluster, k = group.broadcast(result)
+    learned["cluster_sizes"] = np.bincount(cluster, minlength=k).tolist()
+    return cluster, k
 
 
-def _palettes(ctx: Conversion, model: torch.nn.Module, rng: np.random.Generator, labels: np.ndarray,
-              cluster: np.ndarray, k: int, learned: dict[str, Any]) -> torch.Tensor:
-    """Stages 4-6: the (k, 2**bits, 3) LAB palettes from attended pixels, Lloyd rounds and refinement."""
+def _pools(ctx: Conversion, model: torch.nn.Module, rng: np.random.Generator,
+           sample: np.ndarray) -> torch.Tensor | None:
+    """Stage 4: ``sample_pixels`` attended pixels (weighted LAB) of each sampled image (global
+    positions ``sample``), drawn from its top ``attention_fraction`` Grad-CAM++ pixels for its
+    true label; all of them on rank 0, None on the others."""
     cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
-    n = len(cache)
-    # 4. Attention-guided pixels: Grad-CAM++ for the true label on a bounded random sample of
-    #    images; of each, ``sample_pixels`` drawn from its top ``attention_fraction`` pixels.
-    colours = 1 << cfg.bits
-    sample = np.sort(rng.choice(n, min(n, cfg.pool_images), replace=False))
-    pixels = torch.zeros(len(sample), cfg.sample_pixels, 3)
+    group = ctx.group
+    mine = np.flatnonzero(np.isin(ctx.positions, sample))  # local images in the sample, in position order
+    labels = np.array(cache.labels)
+    rows = np.zeros((len(mine), cfg.sample_pixels, 3), np.float32)
     with Stage(summary, "Grad-CAM++ + pools"):
         pos = 0
-        for chunk, images in progress_of(cache.batches(cfg.batch, sample), "grad-cam++",
-                                         total=-(-len(sample) // cfg.batch), unit="batches", enabled=progress):
-            for img, cam in zip(images, grad_cams(model, images, labels[chunk], cfg, device)):
+        for chunk, images in progress_of(cache.batches(cfg.batch, mine), "grad-cam++",
+                                         total=-(-len(mine) // cfg.batch), unit="batches", enabled=progress):
+            for i, img, cam in zip(chunk.tolist(), images, grad_cams(model, images, labels[chunk], cfg, device)):
                 px = top_pixels(torch.from_numpy(as_rgb(img, None))[None], cam[None], cfg.attention_fraction)[0]
-                pick = torch.from_numpy(rng.choice(len(px), cfg.sample_pixels, replace=len(px) < cfg.sample_pixels))
-                pixels[pos] = weighted(srgb_to_lab(px[pick]))
+                # one process draws in sample order; ranks draw per image, from (seed, position)
+                draw = np.random.default_rng([cfg.seed, int(ctx.positions[i])]) if group.distributed else rng
+                pick = torch.from_numpy(draw.choice(len(px), cfg.sample_pixels, replace=len(px) < cfg.sample_pixels))
+                rows[pos] = weighted(srgb_to_lab(px[pick])).numpy()
                 pos += 1
+    pooled = gather_rows(group, np.searchsorted(sample, ctx.positions[mine]), rows, len(sample))
+    return None if pooled is None else torch.from_numpy(pooled)
+
+
+def _palettes(ctx: Conversion, model: torch.nn.Module, rng: np.random.Generator, cluster: np.ndarray, k: int,
+              learned: dict[str, Any]) -> torch.Tensor:
+    """Stages 4-6: the (k, 2**bits, 3) LAB palettes from attended pixels, Lloyd rounds and
+    refinement: fitted on rank 0 from what every rank gathered, then broadcast."""
+    cfg, device, summary, progress, group = ctx.cfg, ctx.device, ctx.summary, ctx.progress, ctx.group
+    colours = 1 << cfg.bits
+    sample = np.sort(rng.choice(ctx.total, min(ctx.total, cfg.pool_images), replace=False))
+    pixels = _pools(ctx, model, rng, sample)
     # 5. Palettes: LAB k-means of each feature cluster's pooled pixels, then Lloyd rounds in
     #    which every sampled image chooses the palette that reconstructs it best and each
     #    palette is refitted to the images that chose it (see reassign.py).
-    with Stage(summary, "palettes"):
-        pixels = pixels.to(device)
-        member = torch.from_numpy(cluster[sample]).to(device)
-        palettes_w = torch.zeros(k, colours, 3, device=device)
-        everyone, _ = kmeans(pixels.reshape(-1, 3)[: cfg.pool_pixels], colours, seed=cfg.seed)
+    needed: list[np.ndarray] = []
+    if pixels is not None:
+        with Stage(summary, "palettes"):
+            pixels = pixels.to(device)
+            member = torch.from_numpy(cluster[sample]).to(device)
+            palettes_w = torch.zeros(k, colours, 3, device=device)
+            everyone, _ = kmeans(pixels.reshape(-1, 3)[: cfg.pool_pixels], colours, seed=cfg.seed)
+            for c in range(k):
+                own = pixels[member == c].reshape(-1, 3)[: cfg.pool_pixels]
+                palettes_w[c] = _pad(kmeans(own, colours, seed=cfg.seed + c)[0] if len(own) else everyone, colours)
+            palettes_w, chosen, history = lloyd(pixels, palettes_w, rounds=cfg.reassign, max_pixels=cfg.pool_pixels,
+                                                seed=cfg.seed)
+            palettes_lab = unweighted(palettes_w).cpu()
+            chosen_ids = chosen.cpu().numpy()
+            del pixels
+        learned["reassignment"] = {"mean_error_per_round": [round(e, 3) for e in history]}
+        # 6. Texture-preserving refinement of each palette on a few of the sampled images that chose it.
         for c in range(k):
-            own = pixels[member == c].reshape(-1, 3)[: cfg.pool_pixels]
-            palettes_w[c] = _pad(kmeans(own, colours, seed=cfg.seed + c)[0] if len(own) else everyone, colours)
-        palettes_w, chosen, history = lloyd(pixels, palettes_w, rounds=cfg.reassign, max_pixels=cfg.pool_pixels,
-                                            seed=cfg.seed)
-        palettes_lab = unweighted(palettes_w).cpu()
-        chosen_ids = chosen.cpu().numpy()
-        del pixels
-    learned["reassignment"] = {"mean_error_per_round": [round(e, 3) for e in history]}
-    # 6. Texture-preserving refinement of each palette on a few of the sampled images that chose it.
-    refine_log = []
-    with Stage(summary, "texture refinement"):
-        for c in progress_of(range(k), "refine", total=k, unit="palettes",
-                             enabled=progress and cfg.refine_steps > 0):
             members = sample[chosen_ids == c]
-            if cfg.refine_steps == 0 or len(members) == 0:
-                continue
-            chosen_images = rng.choice(members, min(len(members), cfg.refine_images), replace=False)
-            imgs = torch.from_numpy(np.stack([shrink(as_rgb(cache.image(int(i)), None), REFINE_PIXELS)
-                                              for i in chosen_images
-                                              if cache.shape(int(i))[:2] == cache.shape(int(chosen_images[0]))[:2]]))
-            palettes_lab[c], log = refine_palette(imgs.to(device), palettes_lab[c].to(device),
-                                                  steps=cfg.refine_steps, fidelity=cfg.fidelity)
-            palettes_lab[c] = palettes_lab[c].cpu()
-            refine_log.append(log)
-    learned["refinement"] = {
-        "mean_loss_before": float(np.mean([r["loss_before"] for r in refine_log])) if refine_log else None,
-        "mean_loss_after": float(np.mean([r["loss_after"] for r in refine_log])) if refine_log else None}
+            needed.append(rng.choice(members, min(len(members), cfg.refine_images), replace=False)
+                          if cfg.refine_steps and len(members) else np.zeros(0, np.int64))
+    images = _fetch(ctx, group.broadcast(needed))
+    result = None
+    if group.leader:
+        refine_log = []
+        with Stage(summary, "texture refinement"):
+            for c in progress_of(range(k), "refine", total=k, unit="palettes",
+                                 enabled=progress and cfg.refine_steps > 0):
+                if len(needed[c]) == 0:
+                    continue
+                first = images[int(needed[c][0])].shape[:2]
+                imgs = torch.from_numpy(np.stack([images[int(i)] for i in needed[c]
+                                                  if images[int(i)].shape[:2] == first]))
+                palettes_lab[c], log = refine_palette(imgs.to(device), palettes_lab[c].to(device),
+                                                      steps=cfg.refine_steps, fidelity=cfg.fidelity)
+                palettes_lab[c] = palettes_lab[c].cpu()
+                refine_log.append(log)
+        learned["refinement"] = {
+            "mean_loss_before": float(np.mean([r["loss_before"] for r in refine_log])) if refine_log else None,
+            "mean_loss_after": float(np.mean([r["loss_after"] for r in refine_log])) if refine_log else None}
+        result = (palettes_lab, learned, rng_state(rng))
+    palettes_lab, shared, state = group.broadcast(result)
+    learned.update(shared)
+    set_rng_state(rng, state)
     return palettes_lab
+
+
+def _fetch(ctx: Conversion, wanted: list[np.ndarray]) -> dict[int, np.ndarray]:
+    """On rank 0, the refinement images at the global positions ``wanted`` (RGB, at most
+    REFINE_PIXELS each), from whichever rank holds them; empty on the other ranks."""
+    flat = np.unique(np.concatenate(wanted)) if wanted else np.zeros(0, np.int64)
+    local = np.flatnonzero(np.isin(ctx.positions, flat))
+    mine = {int(ctx.positions[i]): shrink(as_rgb(ctx.cache.image(int(i)), None), REFINE_PIXELS) for i in local}
+    if not ctx.group.distributed:
+        return mine
+    out: dict[int, np.ndarray] = {}
+    for part in ctx.group.all_gather(mine):
+        out.update(part)
+    return out if ctx.group.leader else {}
 
 
 def choice_pixels(rgb: torch.Tensor, most: int = 64) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..distributed import Group
 from ..errors import DcqError
 from ..imaging import to_input
 from ..progress import progress as progress_of
@@ -52,15 +53,26 @@ class TrainReport:
 
 
 def train_attention(images: np.ndarray, labels: np.ndarray, classes: int, *, epochs: int, size: int,
-                    device: torch.device, seed: int, batch: int = 128,
-                    progress: bool = False) -> tuple[AttentionNet, TrainReport]:
-    """Train :class:`AttentionNet` from scratch (crop + flip augmentation, SGD, one-cycle)."""
+                    device: torch.device, seed: int, batch: int = 128, progress: bool = False,
+                    group: Group | None = None) -> tuple[AttentionNet, TrainReport]:
+    """Train :class:`AttentionNet` from scratch (crop + flip augmentation, SGD, one-cycle).
+
+    Over several processes (``group``) each rank trains on its ``images`` with DDP: batches of
+    ``batch // world`` per rank (the same global batch), as many steps on every rank (the
+    fewest any rank can make), gradients averaged, the same weights everywhere."""
+    group = group or Group()
     torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    model = AttentionNet(classes, images.shape[3]).to(device)
+    g = torch.Generator().manual_seed(seed + 1_000_003 * group.rank if group.distributed else seed)
+    net = AttentionNet(classes, images.shape[3]).to(device)
+    model: nn.Module = net
+    if group.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        batch = max(1, batch // group.world)
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    steps = max(1, epochs * (len(images) // batch))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=steps, pct_start=0.25)
+    steps = group.min(epochs * (len(images) // batch))  # 0: too few images for one batch, no training
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=max(1, steps), pct_start=0.25)
     x_all = torch.from_numpy(images)
     y_all = torch.from_numpy(labels.astype(np.int64))
     t0, step, correct, seen = time.perf_counter(), 0, 0, 0
@@ -87,8 +99,9 @@ def train_attention(images: np.ndarray, labels: np.ndarray, classes: int, *, epo
             step += 1
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-    model.eval()
-    return model, TrainReport(epochs, len(images), time.perf_counter() - t0, correct / max(seen, 1))
+    net.eval()
+    return net, TrainReport(epochs, group.sum(len(images)), time.perf_counter() - t0,
+                            group.sum(correct) / max(group.sum(seen), 1))
 
 
 def save_model(model: AttentionNet, path: str) -> None:
