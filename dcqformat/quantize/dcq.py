@@ -159,6 +159,7 @@ def _palettes(ctx: Conversion, model: torch.nn.Module, rng: np.random.Generator,
     #    which every sampled image chooses the palette that reconstructs it best and each
     #    palette is refitted to the images that chose it (see reassign.py).
     needed: list[np.ndarray] = []
+    palettes_lab = torch.zeros(0)
     if pixels is not None:
         with Stage(summary, "palettes"):
             pixels = pixels.to(device)
@@ -179,35 +180,37 @@ def _palettes(ctx: Conversion, model: torch.nn.Module, rng: np.random.Generator,
             members = sample[chosen_ids == c]
             needed.append(rng.choice(members, min(len(members), cfg.refine_images), replace=False)
                           if cfg.refine_steps and len(members) else np.zeros(0, np.int64))
-    images = _fetch(ctx, group.broadcast(needed))
-    result = None
-    if group.leader:
-        refine_log = []
-        with Stage(summary, "texture refinement"):
-            for c in progress_of(range(k), "refine", total=k, unit="palettes",
-                                 enabled=progress and cfg.refine_steps > 0):
-                if len(needed[c]) == 0:
-                    continue
-                first = images[int(needed[c][0])].shape[:2]
-                imgs = torch.from_numpy(np.stack([images[int(i)] for i in needed[c]
-                                                  if images[int(i)].shape[:2] == first]))
-                palettes_lab[c], log = refine_palette(imgs.to(device), palettes_lab[c].to(device),
-                                                      steps=cfg.refine_steps, fidelity=cfg.fidelity)
-                palettes_lab[c] = palettes_lab[c].cpu()
-                refine_log.append(log)
-        learned["refinement"] = {
-            "mean_loss_before": float(np.mean([r["loss_before"] for r in refine_log])) if refine_log else None,
-            "mean_loss_after": float(np.mean([r["loss_after"] for r in refine_log])) if refine_log else None}
-        result = (palettes_lab, learned, rng_state(rng))
-    palettes_lab, shared, state = group.broadcast(result)
+    # Each rank refines the palettes c = rank (mod world) on images gathered from every rank.
+    needed, palettes_lab, shared, state = group.broadcast(
+        (needed, palettes_lab, learned, rng_state(rng)) if group.leader else None)
     learned.update(shared)
     set_rng_state(rng, state)
+    images = _fetch(ctx, needed)
+    refined = {}
+    with Stage(summary, "texture refinement"):
+        for c in progress_of(range(group.rank, k, group.world), "refine", total=len(range(group.rank, k, group.world)),
+                             unit="palettes", enabled=progress and cfg.refine_steps > 0):
+            if len(needed[c]) == 0:
+                continue
+            first = images[int(needed[c][0])].shape[:2]
+            imgs = torch.from_numpy(np.stack([images[int(i)] for i in needed[c] if images[int(i)].shape[:2] == first]))
+            pal, log = refine_palette(imgs.to(device), palettes_lab[c].to(device), steps=cfg.refine_steps,
+                                      fidelity=cfg.fidelity)
+            refined[c] = (pal.cpu(), log)
+    for part in group.all_gather(refined):
+        for c, (pal, _) in part.items():
+            palettes_lab[c] = pal
+        refined.update(part)
+    logs = [refined[c][1] for c in sorted(refined)]
+    learned["refinement"] = {
+        "mean_loss_before": float(np.mean([r["loss_before"] for r in logs])) if logs else None,
+        "mean_loss_after": float(np.mean([r["loss_after"] for r in logs])) if logs else None}
     return palettes_lab
 
 
 def _fetch(ctx: Conversion, wanted: list[np.ndarray]) -> dict[int, np.ndarray]:
-    """On rank 0, the refinement images at the global positions ``wanted`` (RGB, at most
-    REFINE_PIXELS each), from whichever rank holds them; empty on the other ranks."""
+    """The refinement images at the global positions ``wanted`` (RGB, at most REFINE_PIXELS
+    each), from whichever rank holds them, on every rank."""
     flat = np.unique(np.concatenate(wanted)) if wanted else np.zeros(0, np.int64)
     local = np.flatnonzero(np.isin(ctx.positions, flat))
     mine = {int(ctx.positions[i]): shrink(as_rgb(ctx.cache.image(int(i)), None), REFINE_PIXELS) for i in local}
@@ -216,7 +219,7 @@ def _fetch(ctx: Conversion, wanted: list[np.ndarray]) -> dict[int, np.ndarray]:
     out: dict[int, np.ndarray] = {}
     for part in ctx.group.all_gather(mine):
         out.update(part)
-    return out if ctx.group.leader else {}
+    return out
 
 
 def choice_pixels(rgb: torch.Tensor, most: int = 64) -> torch.Tensor:
