@@ -114,9 +114,17 @@ def _decode_stream(src, base, bits, n, pal, out, chw):
                 _put(out, n, j * per_byte + k, pal, (byte >> (k * bits)) & mask, chw)
         for p in range(full * per_byte, n):
             _put(out, n, p, pal, _read_index(src, base, p, bits), chw)
-    else:
+    else:  # 3, 5, 6, 7 bits: a bit accumulator, one byte read when it runs low (never past the stream)
+        mask = (1 << bits) - 1
+        acc, have, at = np.int64(0), 0, base
         for p in range(n):
-            _put(out, n, p, pal, _read_index(src, base, p, bits), chw)
+            if have < bits:
+                acc |= np.int64(src[at]) << have
+                at += 1
+                have += 8
+            _put(out, n, p, pal, acc & mask, chw)
+            acc >>= bits
+            have -= bits
 
 
 @_kernel()
