@@ -180,8 +180,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     try:
         summary = convert(args.src, args.dst, cfg, progress=not args.quiet, samples_per_file=args.samples_per_file)
         leader = join(cfg.device).leader  # under torchrun, rank 0 reports
-    finally:
-        leave()
+    except BaseException:
+        leave(barrier=False)
+        raise
+    leave()
     if not leader:
         return 0
     print(f"wrote {args.dst}")

@@ -85,14 +85,19 @@ def join(device: str = "auto") -> Group:
     return Group(dist.get_rank(), dist.get_world_size())
 
 
-def leave() -> None:
-    """Leave the process group, when this process joined one."""
+def leave(barrier: bool = True) -> None:
+    """Leave the process group, when this process joined one (after the other ranks are done,
+    unless ``barrier`` is False: a rank that failed does not wait for the others)."""
     try:
         import torch.distributed as dist
     except ImportError:
         return
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if barrier:
+                dist.barrier()  # no rank tears the group down while another still talks to it
+        finally:
+            dist.destroy_process_group()
 
 
 def gather_rows(group: Group, positions: np.ndarray, rows: np.ndarray, total: int) -> np.ndarray | None:
