@@ -132,11 +132,15 @@ def plot(rows: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
     families = sorted({r["family"] for r in rows})
-    for fam in families:
+    colours = plt.get_cmap("tab20").colors
+    markers = {"packed": "o", "zstd": "s", "ctx": "^"}
+    for k, fam in enumerate(families):
         pts = sorted((r["bytes"], r["accuracy"], r["storage"]) for r in rows if r["family"] == fam)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=fam, alpha=0.8)
+        marker = markers.get(fam.rsplit(", ", 1)[-1], "D")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, ls="-", label=fam, alpha=0.85,
+                color=colours[k % len(colours)], lw=2.2 if fam.endswith("ctx") or "WEBP" in fam else 1.0)
     front = sorted((r["bytes"], r["accuracy"]) for r in rows if r["frontier"])
     ax.step([p[0] for p in front], [p[1] for p in front], "k--", where="post", lw=1, label="frontier")
     for r in rows:
@@ -147,7 +151,7 @@ def plot(rows: list[dict], out: Path) -> None:
     ax.set_xlabel("bytes per image (log)")
     ax.set_ylabel("proxy test accuracy % (CIFAR-10)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
     fig.savefig(out)
 
@@ -161,7 +165,11 @@ def main() -> None:  # noqa: C901
                     help="original, webpQ, jpegQ, and {dcq,mc,km}BITS with an optional 'd' suffix (dithered)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", default="benchmarks/results/frontier.png")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot from results/bench_frontier.json")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads(Path("benchmarks/results/bench_frontier.json").read_text())["rows"], Path(args.plot))
+        return
     torch.set_num_threads(args.threads)
     t0 = time.time()
     WORK.mkdir(parents=True, exist_ok=True)
