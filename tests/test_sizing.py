@@ -112,3 +112,31 @@ def test_cli_flags(photos, tmp_path):
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert Path(tmp_path / "y.dcq").exists()
+
+
+def _caltech() -> Path | None:
+    here = Path(__file__).resolve().parents[2]
+    for c in (Path("../shared/data/caltech101/train"), here / "shared/data/caltech101/train"):
+        if c.is_dir():
+            return c
+    return None
+
+
+@pytest.mark.skipif(_caltech() is None, reason="needs ../shared/data/caltech101")
+def test_caltech_photos_at_224(tmp_path):
+    """Real photos of varying sizes (some grayscale) with --resize 224: converted in a stated
+    memory bound (1.5 GB peak RSS, torch included), every image 224 px on its shorter side, and
+    read back with RandomResizedCrop."""
+    out = tmp_path / "cal.dcq"
+    code = (f"import resource, dcqformat; s = dcqformat.convert({str(_caltech())!r}, {str(out)!r}, bits=2, "
+            "resize=224, limit=60, clusters=4, model_epochs=1, codec='ctx', progress=False); "
+            "print(s.written, s.reported, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    written, reported, peak_kb = map(int, run.stdout.split())
+    assert written + reported == 60 and written > 50 and peak_kb < 1.5 * 2**20
+    r = dcqformat.open(out, verify=True)
+    assert (np.minimum(r.field("height"), r.field("width")) == 224).all()
+    ds = DCQDataset(out, augment=RandomResizedCrop(160, flip=0.5))
+    x, _ = next(iter(torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, num_workers=2)))
+    assert x.shape == (16, 3, 160, 160) and x.dtype == torch.uint8
