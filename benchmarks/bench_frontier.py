@@ -40,7 +40,7 @@ from dcqformat.conversion import ConvertConfig, convert
 from dcqformat.sources import tar_samples
 
 WORK = Path(os.environ.get("DCQ_FRONTIER_DIR", "out/frontier"))
-PALETTE_METHODS = {"dcq": "dcq", "mc": "mediancut", "km": "kmeans"}
+PALETTE_METHODS = {"dcq": "dcq", "mc": "mediancut", "km": "kmeans", "ap": "autopalette", "aps": "autopalette-shared"}
 DEFAULT = ["original", "webp0", "webp10", "webp30", "webp60", "jpeg50", "dcq1", "dcq2", "dcq3", "dcq4",
            "mc2", "mc4", "km2", "km4"]
 
@@ -162,7 +162,8 @@ def main() -> None:  # noqa: C901
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--configs", nargs="+", default=DEFAULT,
-                    help="original, webpQ, jpegQ, and {dcq,mc,km}BITS with an optional 'd' suffix (dithered)")
+                    help="original, webpQ, jpegQ, and {dcq,mc,km,ap,aps}BITS with an optional 'd' suffix (dithered; "
+                         "ap: autopalette, aps: autopalette-shared)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", default="benchmarks/results/frontier.png")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from results/bench_frontier.json")

@@ -54,7 +54,8 @@ def estimates(cache: ImageCache, cfg: ConvertConfig, sample: int = 64) -> list[E
                     idx = dither(img[None], pal[None].astype(np.uint8))[0]
                 maps.append(idx)
             k = 1 << bits
-            palettes = (cfg.clusters if cfg.method == "dcq" else n) * k * cfg.channels / n
+            shared = cfg.method in ("dcq", "autopalette-shared")
+            palettes = (min(cfg.clusters, n) if shared else n) * k * cfg.channels / n
             for codec in DECODE_ORDER:
                 if codec == "ctx" and bits > 4:
                     continue

@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("src", metavar="SRC")
     s.add_argument("dst", metavar="DST")
     s.add_argument("--method", default="dcq", choices=QUANTIZERS,
-                   help="dcq (default): shared cluster palettes; the others: one palette per image")
+                   help="dcq (default): shared cluster palettes; autopalette: AutoPalette's palette network "
+                        "(per image; autopalette-shared pools its colours into --clusters palettes); mediancut, "
+                        "octree, kmeans: one palette per image")
     s.add_argument("--bits", type=int, default=2, choices=L.BITS, help="bits per pixel (default 2)")
     s.add_argument("--clusters", type=int, default=256, help="shared palettes (dcq; default 256)")
     s.add_argument("--reassign", type=int, default=4, help="rounds in which images choose their best palette and "
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint instead of training one")
     s.add_argument("--mae-epochs", type=int, default=30, help="MAE training epochs (default 30; on a CPU also "
                    "capped at 240 s, see --mae-seconds)")
+    s.add_argument("--palette-seconds", type=float, default=None, help="autopalette: time limit of the palette "
+                   "network's training (default: 180 on a CPU, none on a GPU)")
     s.add_argument("--mae-seconds", type=float, default=None, help="MAE training time limit (default: 240 on a "
                    "CPU, none on a GPU)")
     s.add_argument("--keep", type=float, default=1.0, metavar="FRACTION",

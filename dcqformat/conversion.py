@@ -24,6 +24,7 @@ from .options import ConvertConfig
 from .progress import progress as progress_of
 from .quantize import baselines
 from .quantize.attention import Dropper, mae_stage
+from .quantize.autopalette import convert_autopalette
 from .quantize.checkpoint import Checkpoints, file_settings, fingerprint
 from .quantize.config import ConvertSummary, Row, Stage, Written, pick_device, write_rows
 from .quantize.context import Conversion
@@ -156,7 +157,12 @@ def convert(src: str | os.PathLike[str] | Any, dst: str | Path, cfg: ConvertConf
     try:
         if cfg.keep < 1:
             _select(ctx)
-        summary.add(convert_dcq(ctx, dst) if cfg.method == "dcq" else _convert_baseline(ctx, dst))
+        if cfg.method == "dcq":
+            summary.add(convert_dcq(ctx, dst))
+        elif cfg.method.startswith("autopalette"):
+            summary.add(convert_autopalette(ctx, dst))
+        else:
+            summary.add(_convert_baseline(ctx, dst))
     finally:
         ctx.cache.close()
     checkpoints.finish()

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import _layout as L
 
-QUANTIZERS = ("dcq", "mediancut", "octree", "kmeans")
+QUANTIZERS = ("dcq", "mediancut", "octree", "kmeans", "autopalette", "autopalette-shared")
 SELECTIONS = ("random", "dq", "adq", "graphcut")
 CLUSTER_FEATURES = ("shallow", "lab", "both")
 SELECT_FEATURES = ("gradient", "penultimate")
@@ -55,6 +55,7 @@ class ConvertConfig:
     mae_epochs: int = 30
     mae_images: int = 10000
     mae_seconds: float | None = None  # None: 240 s on a CPU, no limit on a GPU
+    palette_seconds: float | None = None  # autopalette's network: None = 180 s on a CPU, no limit on a GPU
     keep: float = 1.0  # sample selection: the fraction of each class to keep
     select: str = "dq"  # random, dq, adq or graphcut
     bins: int = 10
@@ -124,10 +125,10 @@ class ConvertConfig:
         floats: dict[str, tuple[float, float, bool]] = {
             "attention_fraction": (0.0, 1.0, False), "fidelity": (0.0, 1e6, True), "drop_patches": (0.0, 1.0, True),
             "keep": (0.0, 1.0, False), "adq_alpha": (0.0, 1.0, True), "mae_seconds": (0.0, math.inf, False),
-            "bytes_per_image": (0.0, math.inf, False)}
+            "bytes_per_image": (0.0, math.inf, False), "palette_seconds": (0.0, math.inf, False)}
         for name, (least, most, closed) in floats.items():
             v = getattr(self, name)
-            if v is None and name in ("mae_seconds", "bytes_per_image"):
+            if v is None and name in ("mae_seconds", "bytes_per_image", "palette_seconds"):
                 continue
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
                 and (least <= v if closed else least < v) and v <= most

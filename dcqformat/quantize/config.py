@@ -68,7 +68,7 @@ class ConvertSummary:
         rows = [("samples in", f"{self.samples_in:,}"), ("written", f"{self.written:,}"),
                 ("reported (unreadable)", f"{self.reported:,}"), ("method", cfg.method),
                 ("bits", str(cfg.bits)), ("codec", cfg.codec),
-                ("clusters", str(cfg.clusters) if cfg.method == "dcq" else "per image"),
+                ("clusters", str(cfg.clusters) if cfg.method in ("dcq", "autopalette-shared") else "per image"),
                 ("device", self.device), ("file bytes", f"{self.file_bytes:,}"),
                 ("bytes / image", f"{self.file_bytes / max(self.written, 1):,.1f}"),
                 ("x smaller than raw uint8", f"{self.raw_bytes / max(self.file_bytes, 1):.1f}")]
