@@ -75,10 +75,12 @@ def pillow(images: np.ndarray, fmt: str, quality: int) -> tuple[np.ndarray, floa
     return pixels, float(np.mean([len(b) for b in blobs])), decode
 
 
-def palette_file(method: str, bits: int, src: Path, dither: bool) -> Path:
-    path = WORK / f"{method}-{bits}bit{'-dither' if dither else ''}.dcq"
+def palette_file(method: str, bits: int, src: Path, dither: bool, without: str = "") -> Path:
+    path = WORK / f"{method}-{bits}bit{'-dither' if dither else ''}{'-no' + without if without else ''}.dcq"
     if not path.exists():
-        extra = {"dither": True} if dither else {}
+        extra: dict = {"dither": True} if dither else {}
+        if without:
+            extra["palette_losses"] = ",".join(t for t in ("max", "balance", "align") if t != without)
         convert(str(src), path, ConvertConfig(method=method, bits=bits, **extra), progress=False)
     return path
 
@@ -197,10 +199,11 @@ def main() -> None:  # noqa: C901
                          "accuracy": 100 * float(np.mean(accs)), "per_seed": accs,
                          "decode_img_s": per_core_rate(dec, min(2000, len(x)))})
         else:
-            dither = cfg.endswith("d")
-            key, bits = cfg.rstrip("d")[:-1], int(cfg.rstrip("d")[-1])
+            base, _, without = cfg.partition("-no")  # e.g. ap2-nomax: autopalette without L_m
+            dither = base.endswith("d")
+            key, bits = base.rstrip("d")[:-1], int(base.rstrip("d")[-1])
             method = PALETTE_METHODS[key]
-            path = palette_file(method, bits, src, dither)
+            path = palette_file(method, bits, src, dither, without)
             with dcqformat.open(path) as r:
                 order = np.argsort(r.source_indices)
                 assert np.array_equal(r.labels[order], y)
@@ -215,8 +218,9 @@ def main() -> None:  # noqa: C901
                 rate = per_core_rate(lambda r=r, idx=idx: [r.decode_batch(idx[s : s + 256])
                                                            for s in range(0, idx.size, 256)], idx.size)
                 kernels.set_parallel(True)
-                name = f"{method}{' dithered' if dither else ''} {bits}-bit, {codec}"
-                rows.append({"storage": name, "family": f"{method}{' dithered' if dither else ''}, {codec}",
+                variant = (" dithered" if dither else "") + (f" without L_{without}" if without else "")
+                name = f"{method}{variant} {bits}-bit, {codec}"
+                rows.append({"storage": name, "family": f"{method}{variant}, {codec}",
                              "bytes": f.stat().st_size / len(r), "accuracy": 100 * float(np.mean(accs)),
                              "per_seed": accs, "decode_img_s": rate})
         print(f"  {rows[-1]['storage']}: {rows[-1]['accuracy']:.2f}% at {rows[-1]['bytes']:.0f} B "

@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "capped at 240 s, see --mae-seconds)")
     s.add_argument("--palette-seconds", type=float, default=None, help="autopalette: time limit of the palette "
                    "network's training (default: 180 on a CPU, none on a GPU)")
+    s.add_argument("--palette-losses", default="max,balance,align", help="autopalette: the auxiliary losses to "
+                   "use (default all three; the paper's ablation drops one)")
     s.add_argument("--mae-seconds", type=float, default=None, help="MAE training time limit (default: 240 on a "
                    "CPU, none on a GPU)")
     s.add_argument("--keep", type=float, default=1.0, metavar="FRACTION",

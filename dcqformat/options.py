@@ -56,6 +56,7 @@ class ConvertConfig:
     mae_images: int = 10000
     mae_seconds: float | None = None  # None: 240 s on a CPU, no limit on a GPU
     palette_seconds: float | None = None  # autopalette's network: None = 180 s on a CPU, no limit on a GPU
+    palette_losses: str = "max,balance,align"  # autopalette's auxiliary losses (the paper's ablation drops one)
     keep: float = 1.0  # sample selection: the fraction of each class to keep
     select: str = "dq"  # random, dq, adq or graphcut
     bins: int = 10
@@ -118,6 +119,10 @@ class ConvertConfig:
                 raise OptionError(name, f"must be true or false, got {getattr(self, name)!r}")
         if self.center_crop and self.resize is None:
             raise OptionError("center_crop", "needs resize (the side of the square)")
+        losses = [t for t in str(self.palette_losses).split(",") if t]
+        if not isinstance(self.palette_losses, str) or any(t not in ("max", "balance", "align") for t in losses):
+            raise OptionError("palette_losses",
+                              f"must be a comma list of max, balance, align, got {self.palette_losses!r}")
         if self.codec == "ctx" and self.bits > 4:
             raise OptionError("bits", f"codec ctx codes 1..4 bits, got {self.bits} (use packed or zstd)")
         if self.channels not in L.CHANNELS:

@@ -101,3 +101,15 @@ def test_cli_end_to_end(tmp_path, method):
     info = subprocess.run([sys.executable, "-m", "dcqformat", "info", str(out)], capture_output=True, text=True)
     assert "palette_network" in info.stdout and "final_losses" in info.stdout
     assert json.loads(json.dumps(r.meta))["quantizer"]["name"] == method
+
+
+def test_ablation_switches_a_loss_off(tmp_path):
+    gradient_npz(tmp_path / "src.npz", n=24, side=12, step=12, noise=25, classes=list("ab"), seed=4)
+    s = dcqformat.convert(str(tmp_path / "src.npz"), tmp_path / "a.dcq", method="autopalette", bits=1,
+                          model_epochs=1, palette_losses="balance,align", progress=False)
+    assert s.written == 24
+    weights = dcqformat.open(tmp_path / "a.dcq").meta["quantizer"]["palette_network"]["weights"]
+    assert weights == {"max": 0.0, "balance": 1.0, "align": 3.0}
+    with pytest.raises(ValueError, match="palette_losses"):
+        dcqformat.convert(str(tmp_path / "src.npz"), tmp_path / "b.dcq", method="autopalette", palette_losses="typo",
+                          progress=False)

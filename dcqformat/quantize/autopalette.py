@@ -186,7 +186,9 @@ def convert_autopalette(ctx: Any, dst: Any) -> Any:
     with Stage(summary, "palette network"):
         train_x = np.stack([as_rgb(cache.image(int(i)), cfg.model_size) for i in pick])
         net, report = train_palette_net(train_x, np.where(labels[pick] >= 0, labels[pick], 0), classes, cfg.bits,
-                                        epochs=cfg.model_epochs, seed=cfg.seed, device=device, seconds=seconds)
+                                        epochs=cfg.model_epochs, seed=cfg.seed, device=device, seconds=seconds,
+                                        use=tuple(t in cfg.palette_losses.split(",")  # type: ignore[arg-type]
+                                                  for t in ("max", "balance", "align")))
     learned: dict[str, Any] = {"palette_network": report_meta(report)}
     k = 1 << cfg.bits
 
