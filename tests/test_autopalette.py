@@ -63,14 +63,18 @@ def test_soft_quantize_of_a_hard_map_is_the_mean_colours():
     assert torch.allclose(img[0, :, 0, 0], colours[0, 0], atol=1e-6)
 
 
-def test_hard_decode_is_argmax_and_mean_colours():
+@pytest.mark.parametrize("rule", ["argmax", "nearest"])
+def test_hard_decode_and_mean_colours(rule):
     torch.manual_seed(0)
     net = PaletteNet(4).eval()
     img = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
-    idx, pal = hard_palette(net, img, torch.device("cpu"))
+    idx, pal = hard_palette(net, img, torch.device("cpu"), rule)
     with torch.no_grad():
-        want = net(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255).argmax(1)[0].numpy()
-    np.testing.assert_array_equal(idx, want)
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+        m = net(x)
+        _, soft = soft_quantize(x, m)
+        want = m.argmax(1)[0] if rule == "argmax" else torch.cdist(x.flatten(2)[0].T, soft[0]).argmin(1).reshape(6, 7)
+    np.testing.assert_array_equal(idx, want.numpy())
     for k in np.unique(idx):
         np.testing.assert_array_equal(pal[k], np.round(img[idx == k].astype(float).mean(0)).astype(np.uint8))
 
