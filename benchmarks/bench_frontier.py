@@ -12,7 +12,8 @@ reported in every codec (packed, zstd, ctx): the codec changes the bytes, never 
 Decode speed is images per second on one core (one thread), in the same run.
 
 Trained accuracies are cached in out/frontier/ (one JSON per configuration and seed), so a run
-that stops can be continued; bytes and decode speeds are measured afresh every run. Writes
+that stops can be continued; bytes and decode speeds are measured afresh every run. The cache
+is keyed by configuration name: after changing a quantizer, delete its files there. Writes
 benchmarks/results/bench_frontier.json and a PNG plot of accuracy against bytes with the
 frontier (the configurations no other beats in both) marked.
 """
