@@ -18,10 +18,11 @@ import dcqformat
 from dcqformat.conversion import ConvertConfig, convert
 
 PINNED = {
-    # 2026-11-24: META's quantizer config gained dither, bytes_per_image, resize, center_crop and
-    # max_size (every section but META byte-identical to the digests before, checked)
-    "packed": "93ad43171a4097b6ec16706ad0000825def5a3eb62a3ab3c184161b4cf4dacb3",
-    "zstd": "9dedb515c7ee3a63f2affb0c33174e560e0ef275fe98d0fee441fa0f6d898340",
+    # 2026-11-24: META's quantizer config gained dither, bytes_per_image, resize, center_crop,
+    # max_size, palette_seconds and palette_losses (every section but META byte-identical to the
+    # digests before, checked)
+    "packed": "ad928d98ed05e13dac3873287c4b7ce3227e595c1121e77a525a4ec2ea24e8b1",
+    "zstd": "dd98c6c018b1348fb71f92345fc413518ebf74ede58495f0ac52e5da5e001c6b",
 }
 
 
