@@ -23,13 +23,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..imaging import as_rgb
+from ..progress import progress as progress_of
 from ..simple_quant import pillow_quantize
+from .attention import Dropper, mae_stage
+from .color import srgb_to_lab, unweighted, weighted
+from .config import Stage, Written, write_rows
+from .context import Conversion
+from .dcq import assign_shared, file_meta
+from .dither import dither
+from .kmeans import kmeans
+from .palette import to_uint8
 
 ALIGN_WEIGHT = 3.0
 ALIGN_FRACTION = 0.3
@@ -178,20 +189,9 @@ def report_meta(report: PaletteReport) -> dict[str, Any]:
     return {k: v for k, v in asdict(report).items() if k != "seconds"}
 
 
-def convert_autopalette(ctx: Any, dst: Any) -> Any:
+def convert_autopalette(ctx: Conversion, dst: str | Path) -> Written:
     """``--method autopalette`` (per-image palettes) or ``autopalette-shared`` over the cached
     images, written to ``dst``; returns what was written."""
-    from ..imaging import as_rgb
-    from ..progress import progress as progress_of
-    from .attention import Dropper, mae_stage
-    from .color import srgb_to_lab, unweighted, weighted
-    from .config import Stage, write_rows
-    from .dcq import choice_pixels, file_meta
-    from .dither import dither
-    from .kmeans import kmeans
-    from .palette import assign, to_uint8
-    from .reassign import best_palettes
-
     cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
     rng = np.random.default_rng(cfg.seed)
     labels = np.array(cache.labels)
@@ -218,7 +218,7 @@ def convert_autopalette(ctx: Any, dst: Any) -> Any:
     shared = None
     if cfg.method == "autopalette-shared":
         with Stage(summary, "shared palettes"):
-            pals = np.stack([per_image(cache.image(int(i)))[1] for i in range(n)])  # (n, K, 3)
+            pals = np.stack([hard_palette(net, as_rgb(cache.image(i), None), device)[1] for i in range(n)])
             lab = weighted(srgb_to_lab(torch.from_numpy(pals).float() / 255))  # (n, K, 3)
             lab = torch.gather(lab, 1, lab[..., :1].argsort(1).expand(-1, -1, 3))  # each palette by lightness
             groups = min(cfg.clusters, n)
@@ -228,17 +228,14 @@ def convert_autopalette(ctx: Any, dst: Any) -> Any:
                 own = lab[member == c].reshape(-1, 3)
                 out[c] = kmeans(own, k, seed=cfg.seed + c)[0] if len(own) >= k else lab.reshape(-1, 3)[:k]
             shared = to_uint8(unweighted(out))  # (groups, K, 3)
-            shared_w = weighted(srgb_to_lab(shared.float() / 255))
+            shared_w = weighted(srgb_to_lab(shared.float().to(device) / 255))
         learned["shared_palettes"] = groups
 
     def quantize(img: np.ndarray) -> tuple[np.ndarray, Any]:
         if shared is None:
             return per_image(img)
-        rgb = torch.from_numpy(as_rgb(img, None))[None]
-        pid = best_palettes(choice_pixels(rgb), shared_w)
-        if cfg.dither:
-            return dither(rgb.numpy(), shared.numpy()[pid.numpy()])[0], int(pid[0])
-        return assign(rgb, shared, pid)[0].numpy(), int(pid[0])
+        idx, pid = assign_shared([img], shared, shared_w, device, cfg.dither)[0]
+        return idx, int(pid)
 
     def stored(pal: Any) -> Any:
         if isinstance(pal, int):

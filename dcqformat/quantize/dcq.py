@@ -56,17 +56,7 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
     # 7. Every image takes the stored palette that reconstructs it best; every pixel its
     #    nearest colour in it; streamed in batches and written (with drop masks and the MAE).
     def quantize(images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        out: list[tuple[np.ndarray, np.ndarray]] = []
-        shapes = {im.shape for im in images}
-        for group in [images] if len(shapes) == 1 else [[im] for im in images]:
-            rgb = torch.from_numpy(np.stack([as_rgb(im, None) for im in group])).to(device)
-            ids = best_palettes(choice_pixels(rgb), stored_w)
-            if cfg.dither:
-                idx = dither(rgb.cpu().numpy(), palettes.numpy()[ids.cpu().numpy()])
-            else:
-                idx = assign(rgb, palettes.to(device), ids).cpu().numpy()
-            out += zip(idx, ids.cpu().numpy())
-        return out
+        return assign_shared(images, palettes, stored_w, device, cfg.dither)
 
     dropper = Dropper(ctx)
     mae = mae_stage(ctx, lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)], dropper.patch)
@@ -219,6 +209,25 @@ def _fetch(ctx: Conversion, wanted: list[np.ndarray]) -> dict[int, np.ndarray]:
     out: dict[int, np.ndarray] = {}
     for part in ctx.group.all_gather(mine):
         out.update(part)
+    return out
+
+
+def assign_shared(images: list[np.ndarray], palettes: torch.Tensor, palettes_w: torch.Tensor, device: torch.device,
+                  dithered: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(indices, palette id)`` of each image: the shared palette (of ``palettes`` (P, K, 3) uint8
+    on the CPU, ``palettes_w`` the same in weighted LAB on ``device``) that reconstructs its
+    choice pixels best, and each pixel's nearest colour in it (Floyd-Steinberg when ``dithered``).
+    Images of one size go as one batch."""
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    shapes = {im.shape for im in images}
+    for group in [images] if len(shapes) == 1 else [[im] for im in images]:
+        rgb = torch.from_numpy(np.stack([as_rgb(im, None) for im in group])).to(device)
+        ids = best_palettes(choice_pixels(rgb), palettes_w)
+        if dithered:
+            idx = dither(rgb.cpu().numpy(), palettes.numpy()[ids.cpu().numpy()])
+        else:
+            idx = assign(rgb, palettes.to(device), ids).cpu().numpy()
+        out += zip(idx, ids.cpu().numpy())
     return out
 
 
