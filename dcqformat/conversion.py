@@ -70,8 +70,7 @@ def _load(src: Any, cfg: ConvertConfig, summary: ConvertSummary, progress: bool,
         if total is not None and group.distributed:
             total = len(range(group.rank, total, group.world))
         for item in progress_of(iter_images(source, cfg.channels, cfg.alpha, sizing, share), "load", total=total,
-                                unit="img",
-                                enabled=progress):
+                                unit="img", enabled=progress):
             if cfg.limit is not None and (item.index if group.distributed else summary.samples_in) >= cfg.limit:
                 limited = True
                 break
@@ -148,12 +147,12 @@ def convert(src: str | os.PathLike[str] | Any, dst: str | Path, cfg: ConvertConf
             "provenance": {**provenance, "samples_in": summary.samples_in, "reported": summary.reported,
                            "problems": summary.problems[:100], "dcqformat": __version__,
                            "torch": torch.__version__, "device": str(device)}}
-    positions = None
+    positions, total = None, None
     if group.distributed:  # the global position of each image: its rank in the sorted source indices of all
         everyone = np.sort(np.concatenate(group.all_gather(np.asarray(cache.sources, np.int64))))
-        positions = np.searchsorted(everyone, np.asarray(cache.sources, np.int64))
+        positions, total = np.searchsorted(everyone, np.asarray(cache.sources, np.int64)), len(everyone)
     ctx = Conversion(cache, classes, cfg, device, summary, meta, progress, samples_per_file, checkpoints, group,
-                     positions)
+                     positions, total)
     try:
         if cfg.keep < 1:
             _select(ctx)

@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 
 def attention_model(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
                     rng: np.random.Generator, progress: bool = False, group: Group | None = None,
-                    positions: np.ndarray | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+                    positions: np.ndarray | None = None,
+                    total: int | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The user's checkpoint, or a small CNN trained on (a bounded sample of) the source; and
     how it was made. Over several processes (``group``; ``positions``: the global position of
-    each cached image) every rank trains on its images of the sample, with DDP."""
+    each cached image, of ``total`` in all) every rank trains on its images of the sample, with DDP."""
     group = group or Group()
     labels = np.array(cache.labels)
     top = group.all_gather(int(labels.max()) + 1 if len(labels) else 1)
@@ -36,7 +37,7 @@ def attention_model(cache: ImageCache, classes: list[str], cfg: ConvertConfig, d
     if cfg.model:
         return load_model(cfg.model, device), {"checkpoint": cfg.model}
     positions = np.arange(len(cache)) if positions is None else positions
-    total = group.sum(len(cache))
+    total = len(cache) if total is None else total
     pick = np.sort(rng.choice(total, min(total, cfg.model_images), replace=False))
     mine = np.flatnonzero(np.isin(positions, pick))
     train_x = np.stack([as_rgb(cache.image(int(i)), cfg.model_size) for i in mine]) if len(mine) else \

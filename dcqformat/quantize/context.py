@@ -36,6 +36,7 @@ class Conversion:
     checkpoints: Checkpoints = field(default_factory=lambda: Checkpoints(None, "", False, False))
     group: Group = field(default_factory=Group)  # the processes converting together (dcqformat.distributed)
     shared_positions: np.ndarray | None = None  # over several ranks: the global position of each cached image
+    shared_total: int | None = None  # over several ranks: the images of all of them
     _model: torch.nn.Module | None = field(default=None, repr=False)
 
     @property
@@ -45,8 +46,8 @@ class Conversion:
 
     @property
     def total(self) -> int:
-        """Images in the whole dataset, over every rank."""
-        return self.group.sum(len(self.cache))
+        """Images in the whole dataset, over every rank (no collective: known at construction)."""
+        return self.shared_total if self.shared_total is not None else len(self.cache)
 
     def attention_model(self, rng: np.random.Generator | None = None) -> torch.nn.Module:
         """The attention model: trained (or loaded) on first use, drawing its training sample
@@ -61,7 +62,7 @@ class Conversion:
                     set_rng_state(rng, info["rng"])
                 else:
                     self._model, report = attention_model(self.cache, self.classes, self.cfg, self.device, rng,
-                                                          self.progress, self.group, self.positions)
+                                                          self.progress, self.group, self.positions, self.total)
                     model = self._model
                     if hasattr(model, "classes"):  # trained here (a TorchScript checkpoint is the user's file)
                         ck.save("model", {}, {"report": report, "rng": rng_state(rng)},
