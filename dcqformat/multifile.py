@@ -4,8 +4,8 @@ A dataset directory holds part files and ``manifest.json`` (``{"format": "dcq-se
 [{"path", "samples", "bytes"}], "samples", "classes", "bits", "channels"}``); ``dcq convert
 --samples-per-file N`` writes one. :func:`resolve` turns a file, a directory, a glob or a list
 into the files, and :class:`DcqSet` reads them as one dataset: sample ``i`` of the set is sample
-``i - start[f]`` of file ``f``, palettes are numbered across files, and batch decoding makes one
-call per file that the batch touches.
+``i - start[f]`` of file ``f``, palettes are numbered across files, and a batch's streams are
+gathered from every file it touches into one buffer and decoded in one call.
 """
 
 from __future__ import annotations
@@ -147,11 +147,15 @@ class DcqSet(RecordViews):
         return self.readers[0].weights_blob()
 
     # -- decoding ---------------------------------------------------------------------------
-    def parts(self, indices: Iterable[int] | np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """``(file, positions in the batch, indices in the file)`` for each file a batch touches."""
+    def _indices(self, indices: Iterable[int] | np.ndarray) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"sample index out of range for {len(self)} samples")
+        return idx
+
+    def parts(self, indices: Iterable[int] | np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(file, positions in the batch, indices in the file)`` for each file a batch touches."""
+        idx = self._indices(indices)
         files = np.searchsorted(self.starts, idx, side="right") - 1
         for f in np.unique(files).tolist():
             pos = np.flatnonzero(files == f)
@@ -186,9 +190,7 @@ class DcqSet(RecordViews):
         gathered into one buffer, a copy of the batch's payload bytes only; palette ids numbered
         across the set. Files whose streams are their payloads (``packed``) are gathered in one
         kernel call from a table of the whole set; others (``zstd``) are decompressed file by file."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-            raise IndexError(f"sample index out of range for {len(self)} samples")
+        idx = self._indices(indices)
         if self._table is not None:
             return self._table.streams(idx)
         parts = [(f, pos, self.readers[f].streams(local)) for f, pos, local in self.parts(idx)]

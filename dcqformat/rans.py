@@ -227,17 +227,7 @@ def _decode_two(data, start1, end1, start2, end2, h, w, bits, cum, work1, work2,
 def _pack(out, base, work, h, w, mask_data, mo, patch_h, patch_w, bits):
     """Bit-pack a decoded map's kept pixels in stream order at ``out[base]`` (spec §5, §7)."""
     if mo < 0:
-        n = h * w
-        start = 0
-        if bits != 3:  # whole bytes at once
-            per = 8 // bits
-            start = n - n % per
-            for j in range(n // per):
-                v = np.int64(0)
-                for t in range(per):
-                    v |= np.int64(work[j * per + t]) << (t * bits)
-                out[base + j] = v
-        for i in range(start, n):
+        for i in range(h * w):
             _put_index(out, base, i, bits, work[i])
         return
     j = 0  # masked: kept patches in grid order, each row-major
