@@ -31,21 +31,36 @@ def attention_model(cache: ImageCache, classes: list[str], cfg: ConvertConfig, d
     how it was made. Over several processes (``group``; ``positions``: the global position of
     each cached image, of ``total`` in all) every rank trains on its images of the sample, with DDP."""
     group = group or Group()
-    labels = np.array(cache.labels)
-    top = group.all_gather(int(labels.max()) + 1 if len(labels) else 1)
-    n_classes = max(len(classes), max(top), 1)
+    n_classes = class_count(cache, classes, group)
     if cfg.model:
         return load_model(cfg.model, device), {"checkpoint": cfg.model}
+    train_x, train_y = training_sample(cache, cfg, rng, positions, total)
+    model, report = train_attention(train_x, train_y, n_classes, epochs=cfg.model_epochs,
+                                    size=cfg.model_size, device=device, seed=cfg.seed, progress=progress, group=group)
+    return model, asdict(report)
+
+
+def class_count(cache: ImageCache, classes: list[str], group: Group | None = None) -> int:
+    """Classes a model trained on the dataset predicts: the named ones, or as many as the labels
+    (of every rank) need."""
+    labels = cache.labels
+    top = (group or Group()).all_gather(int(max(labels)) + 1 if len(labels) else 1)
+    return max(len(classes), max(top), 1)
+
+
+def training_sample(cache: ImageCache, cfg: ConvertConfig, rng: np.random.Generator,
+                    positions: np.ndarray | None = None, total: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The images (at ``cfg.model_size``) and labels (-1 as 0) of a model's training sample:
+    ``cfg.model_images`` positions of the whole dataset drawn from ``rng``, this rank's of them
+    (``positions``: the global position of each cached image, of ``total``)."""
     positions = np.arange(len(cache)) if positions is None else positions
     total = len(cache) if total is None else total
     pick = np.sort(rng.choice(total, min(total, cfg.model_images), replace=False))
     mine = np.flatnonzero(np.isin(positions, pick))
+    labels = np.array(cache.labels)
     train_x = np.stack([as_rgb(cache.image(int(i)), cfg.model_size) for i in mine]) if len(mine) else \
         np.zeros((0, cfg.model_size, cfg.model_size, 3), np.uint8)
-    train_y = np.where(labels[mine] >= 0, labels[mine], 0)
-    model, report = train_attention(train_x, train_y, n_classes, epochs=cfg.model_epochs,
-                                    size=cfg.model_size, device=device, seed=cfg.seed, progress=progress, group=group)
-    return model, asdict(report)
+    return train_x, np.where(labels[mine] >= 0, labels[mine], 0)
 
 
 def grad_cams(model: torch.nn.Module, images: list[np.ndarray], labels: np.ndarray, cfg: ConvertConfig,

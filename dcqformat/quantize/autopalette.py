@@ -33,7 +33,7 @@ from torch import nn
 from ..imaging import as_rgb
 from ..progress import progress as progress_of
 from ..simple_quant import pillow_quantize
-from .attention import Dropper, mae_stage
+from .attention import Dropper, class_count, mae_stage, training_sample
 from .color import srgb_to_lab, unweighted, weighted
 from .config import Stage, Written, write_rows
 from .context import Conversion
@@ -193,15 +193,11 @@ def convert_autopalette(ctx: Conversion, dst: str | Path) -> Written:
     """``--method autopalette`` (per-image palettes) or ``autopalette-shared`` over the cached
     images, written to ``dst``; returns what was written."""
     cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
-    rng = np.random.default_rng(cfg.seed)
-    labels = np.array(cache.labels)
     n = len(cache)
-    classes = max(len(ctx.classes), int(labels.max()) + 1 if n else 1, 1)
-    pick = np.sort(rng.choice(n, min(n, cfg.model_images), replace=False))
     seconds = cfg.palette_seconds if cfg.palette_seconds is not None else (180.0 if device.type == "cpu" else None)
     with Stage(summary, "palette network"):
-        train_x = np.stack([as_rgb(cache.image(int(i)), cfg.model_size) for i in pick])
-        net, report = train_palette_net(train_x, np.where(labels[pick] >= 0, labels[pick], 0), classes, cfg.bits,
+        train_x, train_y = training_sample(cache, cfg, np.random.default_rng(cfg.seed))
+        net, report = train_palette_net(train_x, train_y, class_count(cache, ctx.classes), cfg.bits,
                                         epochs=cfg.model_epochs, seed=cfg.seed, device=device, seconds=seconds,
                                         use=tuple(t in cfg.palette_losses.split(",")  # type: ignore[arg-type]
                                                   for t in ("max", "balance", "align")))
