@@ -1,7 +1,7 @@
 """Accuracy per byte: the proxy accuracy against bytes per image for every storage a user could pick.
 
 Usage: python -m benchmarks.bench_frontier [--train 10000] [--epochs 10] [--seeds 0 1]
-           [--configs original webp30 dcq3 ...] [--plot benchmarks/results/frontier.png]
+           [--configs original webp30 dcq3 ...] [--plot benchmarks/results/frontier.png] [--name NAME]
 
 The training set and network of bench_accuracy (10,000 random CIFAR-10 training images, fixed
 small CNN, 10 epochs, crop + flip; tested on the original 10,000 test images; final epoch, mean
@@ -170,6 +170,8 @@ def main() -> None:  # noqa: C901
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", default="benchmarks/results/frontier.png")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from results/bench_frontier.json")
+    ap.add_argument("--name", default="bench_frontier", help="results file name (default bench_frontier; another "
+                    "name keeps a partial comparison from replacing the frontier's results)")
     args = ap.parse_args()
     if args.plot_only:
         plot(json.loads(Path("benchmarks/results/bench_frontier.json").read_text())["rows"], Path(args.plot))
@@ -228,7 +230,7 @@ def main() -> None:  # noqa: C901
               f"({time.time() - t0:.0f} s)", file=sys.stderr)
         partial = sorted(rows, key=lambda r: r["bytes"])
         frontier(partial)
-        save("bench_frontier", {"args": vars(args), "rows": partial, "complete": False, "seconds": time.time() - t0})
+        save(args.name, {"args": vars(args), "rows": partial, "complete": False, "seconds": time.time() - t0})
     rows.sort(key=lambda r: r["bytes"])
     frontier(rows)
     print(f"CIFAR-10, {args.train} training images, {args.epochs} epochs, seeds {args.seeds}; "
@@ -236,7 +238,7 @@ def main() -> None:  # noqa: C901
     print(table(rows, [("storage", "storage", ""), ("bytes", "B/image", ",.0f"), ("accuracy", "accuracy %", ".2f"),
                        ("decode_img_s", "decode img/s/core", ",.0f"), ("frontier", "on frontier", "")]))
     plot(rows, Path(args.plot))
-    out = save("bench_frontier", {"args": vars(args), "rows": rows, "complete": True, "seconds": time.time() - t0})
+    out = save(args.name, {"args": vars(args), "rows": rows, "complete": True, "seconds": time.time() - t0})
     print(f"written {out} and {args.plot}")
 
 
