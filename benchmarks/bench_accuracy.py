@@ -41,8 +41,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench_accuracy", help="name of the results file (benchmarks/results/NAME.json)")
     ap.add_argument("--dcq", default="", help="extra DCQ settings, e.g. 'clusters=64,cluster_features=lab' or "
                     "'drop_patches=0.25'")
-    ap.add_argument("--reconstruct", default="mae", choices=["mae", "mean"],
-                    help="how dropped patches are refilled (files converted with drop_patches)")
+    ap.add_argument("--reconstruct", nargs="+", default=["mae"], choices=["mae", "smooth", "mean", "none"],
+                    help="how dropped patches are refilled (files converted with drop_patches): a row for each")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -75,16 +75,20 @@ def main() -> None:
                     conv_s = time.time() - t
                 r = dcqformat.open(path, verify=True)
                 order = np.argsort(r.source_indices)
-                x, size = decode_all(path, r, order, args.reconstruct), path.stat().st_size
+                size = path.stat().st_size
                 assert np.array_equal(r.labels[order], train["y"])
-            accs = [train_eval(x, train["y"], test_x, test_y, args.epochs, seed) for seed in args.seeds]
-            name = method + (f" ({args.dcq})" if method == "dcq" and args.dcq else "")
-            if method != "original" and r.patch_size is not None:
-                name += f", refill {args.reconstruct}"
-            rows.append({"method": name, "bits": "-" if method == "original" else bits,
-                         "accuracy": 100 * float(np.mean(accs)), "per_seed": [100 * a for a in accs],
-                         "bytes_per_image": size / len(x), "convert_s": conv_s})
-            print(f"  {method} {bits}-bit: {rows[-1]['accuracy']:.2f}% {rows[-1]['per_seed']}", file=sys.stderr)
+            modes = args.reconstruct if method != "original" and r.patch_size is not None else [None]
+            for mode in modes:
+                if method != "original":
+                    x = decode_all(path, r, order, mode or "none")
+                accs = [train_eval(x, train["y"], test_x, test_y, args.epochs, seed) for seed in args.seeds]
+                name = method + (f" ({args.dcq})" if method == "dcq" and args.dcq else "")
+                if mode is not None:
+                    name += f", refill {mode}"
+                rows.append({"method": name, "bits": "-" if method == "original" else bits,
+                             "accuracy": 100 * float(np.mean(accs)), "per_seed": [100 * a for a in accs],
+                             "bytes_per_image": size / len(x), "convert_s": conv_s})
+                print(f"  {name} {bits}-bit: {rows[-1]['accuracy']:.2f}% {rows[-1]['per_seed']}", file=sys.stderr)
     orig = next((r["accuracy"] for r in rows if r["method"] == "original"), None)
     recovery = {}
     for bits in args.bits:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from . import SPEC_VERSION, __version__, commands
 from . import _layout as L
 from .errors import DcqError
-from .options import CLUSTER_FEATURES, QUANTIZERS, SELECT_FEATURES, SELECTIONS, OptionError
+from .options import CLUSTER_FEATURES, MAE_SIZES, MAE_WEIGHTS, QUANTIZERS, SELECT_FEATURES, SELECTIONS, OptionError
 from .sample_data import DATASETS
 
 EPILOG = """examples:
@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint instead of training one")
     s.add_argument("--mae-epochs", type=int, default=30, help="MAE training epochs (default 30; on a CPU also "
                    "capped at 240 s, see --mae-seconds)")
+    s.add_argument("--mae-size", default="auto", choices=MAE_SIZES, help="the MAE's size: auto (default: "
+                   "the largest that costs at most a tenth of what dropping saves on this dataset) or tiny, small, "
+                   "base, large")
+    s.add_argument("--mae-weights", default="int8", choices=MAE_WEIGHTS, help="how the file stores the MAE: "
+                   "int8 (default, a scale per tensor; a quarter of float32) or float16")
     s.add_argument("--palette-seconds", type=float, default=None, help="autopalette: time limit of the palette "
                    "network's training (default: 180 on a CPU, none on a GPU)")
     s.add_argument("--palette-losses", default="max,balance,align", help="autopalette: the auxiliary losses to "

@@ -239,14 +239,14 @@ def resample_planes(images: np.ndarray, tables: np.ndarray, boxes: np.ndarray, f
     the sampling rules are :func:`decode_crops`'. Outside the image: the table's value of 0."""
     n, c, h, w = images.shape
     oh, ow = size
-    data = np.concatenate([np.ascontiguousarray(images).reshape(-1), np.zeros(1, np.uint8)])
+    data = np.ascontiguousarray(images).reshape(-1)
     out = np.empty((n, c, oh, ow), tables.dtype)
     rounding = 0.5 if tables.dtype.kind in "ui" else 0.0
     hs, ws = np.full(n, h, np.int64), np.full(n, w, np.int64)
     boxes = np.ascontiguousarray(boxes, np.float64)
     flips = np.ascontiguousarray(flips, np.bool_)
-    for ch in range(c):
-        target = np.empty((n, 1, oh, ow), tables.dtype)
+    target = np.empty((n, 1, oh, ow), tables.dtype)
+    for ch in range(c):  # one call per channel: the value outside the image is the channel's
         offsets = (np.arange(n, dtype=np.int64) * c + ch) * (h * w)
         kernels.decode_resample_batch(data, offsets, hs, ws, np.full(n, ch, np.int64), tables,
                                       tables[ch, 0].copy(), 8, boxes, flips, bilinear, rounding, target, True)

@@ -171,19 +171,27 @@ def decode_masked_batch(data, offsets, palette_ids, palettes, bits, height, widt
             _decode_stream(data, offsets[b], bits, n, pal, o, chw)
             continue
         channels = pal.shape[1]
+        kept = 0
+        for g in range(gh * gw):
+            if not (mask_data[mask_offsets[b] + (g >> 3)] >> (g & 7)) & 1:
+                kept += (min(patch_h, height - (g // gw) * patch_h)) * (min(patch_w, width - (g % gw) * patch_w))
+        idx = np.empty(kept, np.uint8)
+        _unpack_all(data, offsets[b], bits, kept, idx)  # the kept pixels' indices, then placed patch by patch
         pos = 0
         for g in range(gh * gw):
             dropped = (mask_data[mask_offsets[b] + (g >> 3)] >> (g & 7)) & 1
             y0 = (g // gw) * patch_h
             x0 = (g % gw) * patch_w
+            x1 = min(x0 + patch_w, width)
             for y in range(y0, min(y0 + patch_h, height)):
-                for x in range(x0, min(x0 + patch_w, width)):
-                    pixel = y * width + x
-                    if dropped:
-                        for c in range(channels):
-                            o[c * n + pixel if chw else pixel * channels + c] = 0
-                    else:
-                        _put(o, n, pixel, pal, _read_index(data, offsets[b], pos, bits), chw)
+                if dropped and chw:
+                    for c in range(channels):
+                        o[c * n + y * width + x0 : c * n + y * width + x1] = 0
+                elif dropped:
+                    o[(y * width + x0) * channels : (y * width + x1) * channels] = 0
+                else:
+                    for x in range(x0, x1):
+                        _put(o, n, y * width + x, pal, idx[pos], chw)
                         pos += 1
     return out
 

@@ -18,6 +18,8 @@ CLUSTER_FEATURES = ("shallow", "lab", "both")
 SELECT_FEATURES = ("gradient", "penultimate")
 ALPHA_MODES = ("drop", "composite")
 ON_ERROR = ("skip", "fail")
+MAE_SIZES = ("auto", "tiny", "small", "base", "large")  # dcqformat.mae.sizing.SIZES, named without torch
+MAE_WEIGHTS = ("int8", "float16")
 
 
 class OptionError(ValueError):
@@ -55,6 +57,8 @@ class ConvertConfig:
     mae_epochs: int = 30
     mae_images: int = 10000
     mae_seconds: float | None = None  # None: 240 s on a CPU, no limit on a GPU
+    mae_size: str = "auto"  # the MAE's width and depth: auto (from the data, mae.sizing) or a named size
+    mae_weights: str = "int8"  # how WGHT stores the MAE's matrices: int8 (per-tensor scale) or float16
     palette_seconds: float | None = None  # autopalette's network: None = 180 s on a CPU, no limit on a GPU
     palette_losses: str = "max,balance,align"  # autopalette's auxiliary losses (the paper's ablation drops one)
     keep: float = 1.0  # sample selection: the fraction of each class to keep
@@ -96,7 +100,7 @@ class ConvertConfig:
         """Raise :class:`OptionError` naming the first setting out of its range."""
         for name, choices in (("method", QUANTIZERS), ("select", SELECTIONS), ("cluster_features", CLUSTER_FEATURES),
                               ("select_features", SELECT_FEATURES), ("alpha", ALPHA_MODES), ("on_error", ON_ERROR),
-                              ("codec", tuple(L.CODECS))):
+                              ("codec", tuple(L.CODECS)), ("mae_size", MAE_SIZES), ("mae_weights", MAE_WEIGHTS)):
             if getattr(self, name) not in choices:
                 raise OptionError(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         ints: dict[str, tuple[int, int | None]] = {

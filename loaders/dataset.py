@@ -16,6 +16,7 @@ from dcqformat.multifile import DcqSet, open_set, resolve
 from dcqformat.reader import DcqReader, Layout
 
 from .augment import output_size
+from .cache import DEFAULT_LIMIT, RefillCache
 from .reconstruct import Mode, Reconstructor, refill_and_crop
 from .tables import channel_tables, normalized_fill, normalized_table
 
@@ -39,6 +40,9 @@ class DCQDataset(Dataset):
             colour) or ``"none"`` (zeros; ``get_batch(..., masks=True)`` also returns the dropped
             pixels of the output as bool (N, H, W)). Visible pixels are exact.
         snap: snap refilled pixels to the image's palette.
+        refill_cache: keep refilled images for later epochs (``"mae"``, ``"smooth"`` and snapped
+            refills; :class:`~dcqformat.loaders.cache.RefillCache`, shared by the DataLoader
+            workers): ``True`` (default) up to 2 GiB, a number of bytes, or ``False``.
 
     Items are always ``(image, label)``. DataLoader batches are decoded by one parallel call
     through ``__getitems__``. The file is opened lazily in each process, and the dataset pickles
@@ -59,6 +63,7 @@ class DCQDataset(Dataset):
         output: Literal["tensor", "numpy", "pil"] = "tensor",
         reconstruct: Mode = "mae",
         snap: bool = False,
+        refill_cache: bool | int = True,
     ) -> None:
         if layout not in ("CHW", "HWC"):
             raise ValueError(f"layout must be 'CHW' or 'HWC', got {layout!r}")
@@ -81,6 +86,12 @@ class DCQDataset(Dataset):
         self.masked = reader.has_masks
         self.reconstructor = Reconstructor(reconstruct, weights=reader.weights_blob(), patch=reader.patch_size,
                                            snap=snap) if self.masked and reader.patch_size else None
+        self.refill_cache: RefillCache | None = None
+        rec = self.reconstructor
+        if refill_cache and rec is not None and (rec.mode in ("mae", "smooth") or (rec.snap and rec.mode != "none")):
+            limit = DEFAULT_LIMIT if refill_cache is True else int(refill_cache)
+            shapes = np.asarray(reader.shapes)
+            self.refill_cache = RefillCache(np.column_stack([shapes, np.full(len(shapes), reader.channels)]), limit)
         self.classes: list[str] = reader.classes or []
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
@@ -199,7 +210,7 @@ class DCQDataset(Dataset):
         boxes, flips, size, interp = self._windows(idx, generator)
         tables = channel_tables(r.channels, self.mean, self.std, self._table is not None)
         out, hidden = refill_and_crop(r.streams(idx), r.palette_set, rec, tables, boxes, flips, size,
-                                      interp == "bilinear", self.layout == "CHW")
+                                      interp == "bilinear", self.layout == "CHW", self.refill_cache, idx)
         if masks is not None and hidden is not None:
             masks.append(hidden)
         return out

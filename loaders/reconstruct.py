@@ -1,5 +1,6 @@
-"""Refilling dropped patches after batch decode: by the file's MAE, by the image's mean colour,
-or not at all (zeros, and the mask goes to the caller).
+"""Refilling dropped patches after batch decode: by the file's MAE, by harmonic inpainting from
+the visible pixels around them, by the image's mean colour, or not at all (zeros, and the mask
+goes to the caller).
 
 Reconstruction works on whole decoded images (the MAE sees the full patch grid), so for masked
 files the fused decode+crop of the plain path is split in two: decode to uint8, refill, then
@@ -9,21 +10,24 @@ crop/flip/resize (and normalise) the pixels with the same kernel, each colour ch
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
-from dcqformat import DcqError, DcqReader
+from dcqformat import DcqError, DcqReader, kernels
 from dcqformat.decode import PaletteSet, Streams, decode_images, resample_planes
+from dcqformat.inpaint import OMEGA, iterations, smooth_fill
 
+from .cache import RefillCache
 from .tables import channel_tables
 
 if TYPE_CHECKING:
     from dcqformat.mae import MAE
 
-Mode = Literal["mae", "mean", "none"]
-MODES = ("mae", "mean", "none")
+Mode = Literal["mae", "smooth", "mean", "none"]
+MODES = ("mae", "smooth", "mean", "none")
 
 
 def pixel_mask(dropped: torch.Tensor, patch: tuple[int, int], height: int, width: int) -> torch.Tensor:
@@ -36,8 +40,9 @@ class Reconstructor:
     """Fills dropped patches of uint8 (N, C, H, W) batches; picklable, builds its MAE lazily.
 
     Args:
-        mode: ``"mae"`` (the file's MAE, one forward pass per batch), ``"mean"`` (each image's
-            mean visible colour) or ``"none"`` (leave zeros).
+        mode: ``"mae"`` (the file's MAE, one forward pass per batch), ``"smooth"`` (harmonic
+            inpainting from the visible pixels, :mod:`dcqformat.inpaint`; needs no weights),
+            ``"mean"`` (each image's mean visible colour) or ``"none"`` (leave zeros).
         weights: the MAE as safetensors bytes (the file's WGHT section); needed for ``"mae"``.
         patch: the file's (patch_h, patch_w).
         snap: replace each filled pixel by the nearest colour of the image's palette.
@@ -80,7 +85,11 @@ class Reconstructor:
             return images
         n, c, h, w = images.shape
         hidden = pixel_mask(dropped, self.patch, h, w)
-        if self.mode == "mean":
+        if self.mode == "smooth":  # a CPU kernel: device tensors go there and back
+            planes = images.cpu().numpy().copy()
+            smooth_fill(planes, hidden[:, 0].cpu().numpy(), iterations(max(self.patch)), OMEGA)
+            filled = torch.from_numpy(planes).to(images.device)
+        elif self.mode == "mean":
             keep = (~hidden).to(torch.float32)
             mean = (images.float() * keep).sum((2, 3), keepdim=True) / keep.sum((2, 3), keepdim=True).clamp(min=1)
             filled = torch.where(hidden, mean.round().to(torch.uint8).expand_as(images), images)
@@ -107,30 +116,93 @@ def crop_pixels(images: np.ndarray, tables: np.ndarray, boxes: np.ndarray, flips
 
 def refill_and_crop(streams: Streams, palettes: PaletteSet, rec: Reconstructor, tables: np.ndarray,
                     boxes: np.ndarray, flips: np.ndarray, size: tuple[int, int], bilinear: bool,
-                    chw: bool) -> tuple[np.ndarray, np.ndarray | None]:
+                    chw: bool, cache: RefillCache | None = None,
+                    indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The one refill path (DCQDataset, the WebDataset decoder, dcq export, the benchmarks).
 
     Decodes the samples of ``streams`` as whole images, one batch per image size, refills their
     dropped patches as ``rec`` says, then crops/flips/resizes (and normalises through the
     per-channel ``tables``) them to ``size``. Returns the batch and, for ``reconstruct="none"``,
     its (n, OH, OW) dropped-pixel mask.
+
+    ``"none"`` and ``"mean"`` never leave the palette: the index maps are cropped through one
+    table per sample whose extra entry is the fill (:func:`_crop_indexed`). The other modes keep
+    refilled images in ``cache`` (a :class:`RefillCache`; ``indices`` are the samples' numbers).
     """
     n, c = len(streams), tables.shape[0]
     out = np.empty((n, c, *size) if chw else (n, *size, c), tables.dtype)
     hidden = np.zeros((n, *size), bool) if rec.mode == "none" else None
+    indexed = (rec.mode == "none" or (rec.mode == "mean" and not rec.snap)) and streams.bits < 8
     for h, w in sorted({(int(a), int(b)) for a, b in zip(streams.heights, streams.widths)}):
         pos = np.flatnonzero((streams.heights == h) & (streams.widths == w))
         part = streams.take(pos)
-        full = decode_images(part, palettes, np.empty((pos.size, c, h, w), np.uint8), True)
-        dropped = torch.from_numpy(part.grids(rec.patch))
-        own = torch.from_numpy(palettes.palettes[part.palette_ids]) if rec.snap else None
-        filled = rec.fill(torch.from_numpy(full), dropped, own)
-        out[pos] = crop_pixels(filled.numpy(), tables, boxes[pos], flips[pos], size, bilinear, chw)
-        if hidden is not None:
-            m = pixel_mask(dropped, rec.patch, h, w).numpy().astype(np.uint8)
-            hidden[pos] = crop_pixels(m, channel_tables(1, None, None, False), boxes[pos], flips[pos], size,
-                                      False, True)[:, 0] != 0
+        if indexed:
+            out[pos] = _crop_indexed(part, palettes, rec.mode, tables, boxes[pos], flips[pos], size, bilinear, chw,
+                                     hidden, pos)
+            continue
+        full = np.empty((pos.size, c, h, w), np.uint8)
+        todo = np.ones(pos.size, bool) if cache is None or indices is None else ~cache.get(indices[pos], full)
+        if todo.any():
+            rows = np.flatnonzero(todo)
+            sub = part.take(rows) if rows.size < pos.size else part
+            dropped = torch.from_numpy(sub.grids(rec.patch))
+            own = torch.from_numpy(palettes.palettes[sub.palette_ids]) if rec.snap else None
+            decoded = decode_images(sub, palettes, np.empty((rows.size, c, h, w), np.uint8), True)
+            full[rows] = rec.fill(torch.from_numpy(decoded), dropped, own).numpy()
+            if cache is not None and indices is not None:
+                cache.put(indices[pos][rows], full[rows])
+        out[pos] = crop_pixels(full, tables, boxes[pos], flips[pos], size, bilinear, chw)
     return out, hidden
+
+
+def _crop_indexed(part: Streams, palettes: PaletteSet, mode: str, tables: np.ndarray, boxes: np.ndarray,
+                  flips: np.ndarray, size: tuple[int, int], bilinear: bool, chw: bool,
+                  hidden: np.ndarray | None, pos: np.ndarray) -> np.ndarray:
+    """Samples of one size (bits < 8) refilled by ``"none"`` (level 0) or ``"mean"`` (the
+    rounded mean visible colour) and cropped in one fused pass over their index maps.
+
+    Each map holds index + 1 for a decoded pixel and 0 for a dropped one; sample k's table is
+    its palette's values through ``tables`` behind one extra entry, the fill's value. The same
+    pixels, so the same output, as refilling decoded images and cropping them (tests check it).
+    """
+    m, k = len(part), 1 << part.bits
+    h, w = part.size() or (0, 0)
+    shifted = PaletteSet(np.arange(1, k + 1, dtype=np.uint8).reshape(1, k, 1), part.bits)
+    maps = decode_images(replace(part, palette_ids=np.zeros(m, np.int64)), shifted,
+                         np.empty((m, h, w, 1), np.uint8), False).reshape(m, h * w)
+    c = tables.shape[0]
+    pal = palettes.palettes[part.palette_ids]  # (m, K, C)
+    table = np.empty((m, k + 1, c), tables.dtype)
+    level = np.zeros((m, c), np.int64)
+    if mode == "mean":  # Reconstructor.fill's float32 mean, rounded half to even, from index counts
+        if k <= 16:  # a comparison per index beats bincount's scatter for small palettes
+            counts = np.stack([np.count_nonzero(maps == v, axis=1) for v in range(1, k + 1)], 1)
+        else:
+            counts = np.bincount((maps.astype(np.int64) + (np.arange(m) * (k + 1))[:, None]).reshape(-1),
+                                 minlength=m * (k + 1)).reshape(m, k + 1)[:, 1:]
+        sums = (counts[:, :, None] * pal).sum(1)
+        kept = np.maximum(counts.sum(1), 1)
+        level = np.round(sums.astype(np.float32) / kept.astype(np.float32)[:, None]).astype(np.int64)
+    for ch in range(c):
+        table[:, 1:, ch] = tables[ch, pal[..., ch], 0]
+        table[:, 0, ch] = tables[ch, level[:, ch], 0]
+    data = maps.reshape(-1)
+    offsets = np.arange(m, dtype=np.int64) * (h * w)
+    hs, ws = np.full(m, h, np.int64), np.full(m, w, np.int64)
+    boxes = np.ascontiguousarray(boxes, np.float64)
+    flips = np.ascontiguousarray(flips, np.bool_)
+    out = np.empty((m, c, *size) if chw else (m, *size, c), tables.dtype)
+    kernels.decode_resample_batch(data, offsets, hs, ws, np.arange(m, dtype=np.int64), table,
+                                  tables[:, 0, 0].copy(), 8, boxes, flips, bilinear,
+                                  0.5 if tables.dtype.kind in "ui" else 0.0, out, chw)
+    if hidden is not None:  # the dropped pixels of the output: index 0, sampled nearest
+        marks = np.zeros((1, k + 1, 1), np.uint8)
+        marks[0, 0, 0] = 1
+        seen = np.empty((m, 1, *size), np.uint8)
+        kernels.decode_resample_batch(data, offsets, hs, ws, np.zeros(m, np.int64), marks, np.zeros(1, np.uint8), 8,
+                                      boxes, flips, False, 0.5, seen, True)
+        hidden[pos] = seen[:, 0] != 0
+    return out
 
 
 def refilled_images(reader: DcqReader, indices: np.ndarray, rec: Reconstructor) -> np.ndarray:

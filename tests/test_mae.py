@@ -1,5 +1,7 @@
 """Patch dropping and the MAE: masks from attention, the model, its storage, its training."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -42,17 +44,62 @@ def test_fill_keeps_visible_pixels_and_ignores_hidden_ones(shape):
     assert torch.equal(model.fill(scrambled, dropped), out)
 
 
-def test_weights_round_trip_as_float16_safetensors():
+@pytest.mark.parametrize("precision, tol", [("float16", 2e-3), ("int8", None)])
+def test_weights_round_trip(precision, tol):
     torch.manual_seed(0)
     model = MAE(MAEConfig(dim=48, heads=2, depth=1)).eval()
-    blob = mae_to_bytes(model)
+    blob = mae_to_bytes(model, precision)
     again = mae_from_bytes(blob)
     assert again.config == model.config
     for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
-        assert torch.allclose(a, b, atol=2e-3, rtol=2e-3), k
+        # int8: within half a step of the tensor's scale (max |w| / 127); vectors stay float16
+        atol = tol if tol is not None and a.ndim >= 2 else float(a.abs().max()) / 254 * 1.001 if a.ndim >= 2 else 2e-3
+        assert torch.allclose(a, b, atol=atol, rtol=2e-3 if a.ndim < 2 else 0), k
     assert b"pickle" not in blob[:200]
     with pytest.raises(DcqError, match="MAE"):
         mae_from_bytes(__import__("safetensors.numpy").numpy.save({"x": np.zeros(3, np.float32)}))
+
+
+def test_int8_weights_are_a_quarter_of_float32_and_refill_alike():
+    torch.manual_seed(0)
+    model = MAE(MAEConfig()).eval()
+    f16, i8 = mae_to_bytes(model, "float16"), mae_to_bytes(model, "int8")
+    values = sum(p.numel() for p in model.parameters())
+    assert len(f16) > 2 * values and len(i8) < 1.1 * values
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    dropped = random_drop(4, 64, 0.25, torch.Generator().manual_seed(0)).reshape(4, 8, 8)
+    a, b = mae_from_bytes(f16).fill(images, dropped), mae_from_bytes(i8).fill(images, dropped)
+    assert (a.int() - b.int()).abs().float().mean() < 2.0
+
+
+def test_float16_format_1_still_reads():
+    """Files written before int8 weights (format dcq-mae/1, every tensor F16) read unchanged."""
+    from safetensors.numpy import save
+
+    model = MAE(MAEConfig(dim=48, heads=2, depth=1)).eval()
+    tensors = {k: v.numpy().astype(np.float16) for k, v in model.state_dict().items()}
+    info = json.dumps({"format": "dcq-mae/1", "config": model.config.to_dict()}, sort_keys=True)
+    again = mae_from_bytes(save(tensors, metadata={"dcq-mae": info}))
+    assert torch.allclose(again.embed.weight, model.embed.weight, atol=2e-3)
+    int8 = mae_to_bytes(model, "int8").replace(b"dcq-mae/2", b"dcq-mae/1")
+    with pytest.raises(DcqError, match="expected dtype F16, found I8"):
+        mae_from_bytes(int8)
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_int8_scale_is_refused(scale):
+    from safetensors.numpy import load, save
+
+    model = MAE(MAEConfig(dim=48, heads=2, depth=1)).eval()
+    blob = mae_to_bytes(model, "int8")
+    tensors = load(blob)
+    tensors["embed.weight.scale"] = np.array(scale, np.float32)
+    info = json.dumps({"format": "dcq-mae/2", "config": model.config.to_dict()}, sort_keys=True)
+    with pytest.raises(DcqError, match="embed.weight.scale"):
+        mae_from_bytes(save(tensors, metadata={"dcq-mae": info}))
+    del tensors["embed.weight.scale"]
+    with pytest.raises(DcqError, match="embed.weight.scale"):
+        mae_from_bytes(save(tensors, metadata={"dcq-mae": info}))
 
 
 def test_training_learns_to_fill_better_than_the_mean():

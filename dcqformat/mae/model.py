@@ -4,6 +4,11 @@ A ViT encoder sees only the kept patches; a light decoder puts a learned mask to
 dropped position and predicts those patches' pixels. Position embeddings are fixed 2-D sine-
 cosine tables, so one model serves any grid size. Inputs are pixels in [0, 1], (N, C, H, W);
 images whose sides are not multiples of the patch are padded with zeros and cropped back.
+
+With ``prior=1`` the model refines a harmonic fill (:mod:`dcqformat.inpaint`) instead of
+painting from nothing: each dropped token of the decoder also embeds the harmonic fill of its
+patch, and the head predicts the correction to it (zero at initialisation, so an untrained or
+briefly trained model is never worse than the fill it starts from).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from ..inpaint import OMEGA, iterations, smooth_fill
 
 
 @dataclass
@@ -25,6 +32,7 @@ class MAEConfig:
     decoder_dim: int = 64
     decoder_depth: int = 1
     mlp_ratio: float = 2.0
+    prior: int = 0  # 0: paint dropped patches from the mask token; 1: refine their harmonic fill
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,7 +58,7 @@ class MAEConfig:
     def check(self) -> None:
         """Raise ValueError unless every setting is in its range (before anything is built)."""
         ranges = {"patch": (1, 256), "channels": (1, 3), "dim": (1, 4096), "depth": (0, 64), "heads": (1, 64),
-                  "decoder_dim": (1, 4096), "decoder_depth": (0, 64), "mlp_ratio": (0.25, 16.0)}
+                  "decoder_dim": (1, 4096), "decoder_depth": (0, 64), "mlp_ratio": (0.25, 16.0), "prior": (0, 1)}
         for k, (lo, hi) in ranges.items():
             v = getattr(self, k)
             if not (lo <= v <= hi):  # NaN fails too
@@ -96,6 +104,10 @@ class MAE(nn.Module):
         self.decoder_norm = nn.LayerNorm(c.decoder_dim)
         self.head = nn.Linear(c.decoder_dim, patch_values)
         nn.init.normal_(self.mask_token, std=0.02)
+        if c.prior:
+            self.prior_embed = nn.Linear(patch_values, c.decoder_dim)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     # -- patches ---------------------------------------------------------------------------
     def grid(self, h: int, w: int) -> tuple[int, int]:
@@ -118,9 +130,22 @@ class MAE(nn.Module):
         return x[:, :, :h, :w]
 
     # -- the model -------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    def prior_fill(self, x: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        """The harmonic fill (N, C, H, W) in [0, 1] of images ``x`` whose patches ``dropped``
+        (N, L) are hidden: computed on the CPU on 8-bit pixels, as the loaders' "smooth" refill."""
+        n, _, h, w = x.shape
+        gh, gw = self.grid(h, w)
+        p = self.config.patch
+        hidden = dropped.reshape(n, gh, gw).repeat_interleave(p, 1).repeat_interleave(p, 2)[:, :h, :w]
+        pixels = (x.detach() * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy().copy()
+        smooth_fill(pixels, hidden.cpu().numpy(), iterations(p), OMEGA)
+        return torch.from_numpy(pixels).to(x.device, torch.float32) / 255
+
+    def forward(self, x: torch.Tensor, dropped: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted patches (N, L, p * p * C) of images ``x`` whose patches ``dropped`` (N, L)
-        bool are hidden from the encoder (their pixels are never read)."""
+        bool are hidden from the encoder (their pixels are never read). A model with
+        ``config.prior`` refines ``prior``, the harmonic fill (:meth:`prior_fill`, computed when
+        not given)."""
         n, _, h, w = x.shape
         gh, gw = self.grid(h, w)
         tokens = self.embed(self.patchify(x)) + sincos_2d(gh, gw, self.config.dim).to(x)
@@ -133,13 +158,19 @@ class MAE(nn.Module):
         encoded = self.to_decoder(self.norm(self.encoder(visible, src_key_padding_mask=padding)))
         full = torch.zeros(n, gh * gw, encoded.shape[2], dtype=encoded.dtype, device=x.device)
         full = full.scatter(1, index[..., None].expand(-1, -1, encoded.shape[2]), encoded)
-        full = torch.where(dropped[..., None], self.mask_token.to(full), full)
+        token = self.mask_token.to(full)[None, None]
+        base = None  # the harmonic fill's patches, which the head corrects
+        if self.config.prior:
+            base = self.patchify(self.prior_fill(x, dropped) if prior is None else prior)
+            token = token + self.prior_embed(base)
+        full = torch.where(dropped[..., None], token, full)
         full = full + sincos_2d(gh, gw, self.config.decoder_dim).to(full)
-        return self.head(self.decoder_norm(self.decoder(full)))
+        out = self.head(self.decoder_norm(self.decoder(full)))
+        return out if base is None else out + base
 
-    def loss(self, x: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, dropped: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """Mean squared error of the predicted pixels of the dropped patches."""
-        pred = self.forward(x, dropped)
+        pred = self.forward(x, dropped, prior)
         err = (pred - self.patchify(x)).pow(2).mean(2)
         return (err * dropped).sum() / dropped.sum().clamp(min=1)
 

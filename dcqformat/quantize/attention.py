@@ -12,7 +12,8 @@ import torch
 from ..distributed import Group
 from ..errors import DcqError
 from ..imaging import ImageCache, as_rgb, model_input
-from ..mae import MAEConfig, load_mae, mae_to_bytes, train_mae
+from ..mae import load_mae, mae_to_bytes, train_mae
+from ..mae.sizing import mae_config, size_name
 from ..progress import note
 from .config import ConvertConfig, Stage
 from .drop import drop_mask, native_patch
@@ -134,7 +135,8 @@ def _mae(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], lis
             if model.config.patch != patch:
                 raise DcqError(f"{cfg.mae}: its MAE works on {model.config.patch} px patches, "
                                f"the drop masks use {patch}")
-            return MaeOutcome(mae_to_bytes(model), {"config": model.config.to_dict(), "from": str(cfg.mae)}, {})
+            return MaeOutcome(mae_to_bytes(model, cfg.mae_weights),
+                              {"config": model.config.to_dict(), "from": str(cfg.mae), "weights": cfg.mae_weights}, {})
         shapes = [cache.shape(i) for i in range(len(cache))]
         common = max(set(shapes), key=shapes.count)
         rng = np.random.default_rng(cfg.seed + 7)
@@ -142,12 +144,15 @@ def _mae(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], lis
         pick = np.sort(rng.choice(pool, min(len(pool), cfg.mae_images), replace=False))
         quantized = np.stack([q for chunk, images in cache.batches(cfg.batch, pick) for q in quantize(chunk, images)])
         seconds = cfg.mae_seconds if cfg.mae_seconds is not None else (240.0 if device.type == "cpu" else None)
-        config = MAEConfig(patch=patch, channels=common[2])
+        config = mae_config(cfg.mae_size, images=ctx.total, height=common[0], width=common[1], channels=common[2],
+                            patch=patch, fraction=cfg.drop_patches, bits=cfg.bits, codec=cfg.codec,
+                            precision=cfg.mae_weights)
         model, report = train_mae(quantized, cfg.drop_patches, config, epochs=cfg.mae_epochs, seconds=seconds,
                                   device=device, seed=cfg.seed, progress=progress)
         if report.stopped_by_time:
             note(f"MAE training stopped by its time limit ({seconds:.0f} s) after {report.steps} of "
                  f"{report.steps_planned} steps", progress)
-    meta = {"config": config.to_dict(), "trained_on": "quantized images, random masking at the drop ratio",
+    meta = {"config": config.to_dict(), "size": cfg.mae_size if cfg.mae_size != "auto" else f"auto: {size_name(config)}",
+            "weights": cfg.mae_weights, "trained_on": "quantized images, random masking at the drop ratio",
             **{k: v for k, v in asdict(report).items() if k not in ("seconds", "device")}}
-    return MaeOutcome(mae_to_bytes(model), meta, asdict(report))
+    return MaeOutcome(mae_to_bytes(model, cfg.mae_weights), meta, asdict(report))
