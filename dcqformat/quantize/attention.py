@@ -152,7 +152,8 @@ def _mae(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], lis
         if report.stopped_by_time:
             note(f"MAE training stopped by its time limit ({seconds:.0f} s) after {report.steps} of "
                  f"{report.steps_planned} steps", progress)
-    meta = {"config": config.to_dict(), "size": cfg.mae_size if cfg.mae_size != "auto" else f"auto: {size_name(config)}",
-            "weights": cfg.mae_weights, "trained_on": "quantized images, random masking at the drop ratio",
+    size = cfg.mae_size if cfg.mae_size != "auto" else f"auto: {size_name(config)}"
+    meta = {"config": config.to_dict(), "size": size, "weights": cfg.mae_weights,
+            "trained_on": "quantized images, random masking at the drop ratio",
             **{k: v for k, v in asdict(report).items() if k not in ("seconds", "device")}}
     return MaeOutcome(mae_to_bytes(model, cfg.mae_weights), meta, asdict(report))
