@@ -76,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "one (--reconstruct).")
     s.add_argument("file")
     s.add_argument("out", metavar="OUT")
-    s.add_argument("--reconstruct", default="auto", choices=["auto", "mae", "mean", "none"],
-                   help="refill dropped patches: auto (default: the file's MAE if any, else none), mae, mean "
-                        "(the image's mean colour) or none (black)")
+    s.add_argument("--reconstruct", default="auto", choices=["auto", "mae", "smooth", "mean", "none"],
+                   help="refill dropped patches: auto (default: the file's MAE if any, else smooth), mae, smooth "
+                        "(harmonic inpainting from the visible pixels), mean (the image's mean colour) or none "
+                        "(black)")
     s.add_argument("--limit", type=_count(0), default=None, help="export only the first N samples")
     s.add_argument("--names-from", default=None, metavar="SRC", help="name PNGs after the source's files "
                    "(the dataset FILE was converted from) instead of by source index")

@@ -14,9 +14,7 @@ from .reader import DcqReader
 
 def refilling_decoder(r: DcqReader, mode: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
     """Samples -> (N, H, W, C) uint8, dropped patches refilled as ``mode`` says (auto: by the
-    file's MAE when it has one, else left black); samples of several sizes one by one."""
-    if mode == "auto":
-        mode = "mae" if r.weights_blob() is not None else "none"
+    file's MAE when it has one, else by harmonic inpainting); samples of several sizes one by one."""
     decode: Callable[[np.ndarray], np.ndarray]
     if not r.has_masks or mode == "none":
         decode = r.decode_batch

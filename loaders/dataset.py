@@ -35,10 +35,12 @@ class DCQDataset(Dataset):
         dtype: ``torch.uint8`` (default) or ``torch.float32`` (values / 255, then ``mean`` and
             ``std`` if given, computed through the palettes at no extra cost).
         output: ``"tensor"`` (default), ``"numpy"`` or ``"pil"`` (for PIL-only transforms).
-        reconstruct: how dropped patches are refilled, for files that have them: ``"mae"``
-            (default: the file's MAE, one forward pass per batch), ``"mean"`` (the image's mean
-            colour) or ``"none"`` (zeros; ``get_batch(..., masks=True)`` also returns the dropped
-            pixels of the output as bool (N, H, W)). Visible pixels are exact.
+        reconstruct: how dropped patches are refilled, for files that have them: ``"auto"``
+            (default: the file's MAE when it has one, else ``"smooth"``), ``"mae"`` (the file's
+            MAE, one forward pass per batch), ``"smooth"`` (harmonic inpainting from the visible
+            pixels, no model), ``"mean"`` (the image's mean colour) or ``"none"`` (zeros;
+            ``get_batch(..., masks=True)`` also returns the dropped pixels of the output as bool
+            (N, H, W)). Visible pixels are exact.
         snap: snap refilled pixels to the image's palette.
         refill_cache: keep refilled images for later epochs (``"mae"``, ``"smooth"`` and snapped
             refills; :class:`~dcqformat.loaders.cache.RefillCache`, shared by the DataLoader
@@ -61,7 +63,7 @@ class DCQDataset(Dataset):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         output: Literal["tensor", "numpy", "pil"] = "tensor",
-        reconstruct: Mode = "mae",
+        reconstruct: Mode = "auto",
         snap: bool = False,
         refill_cache: bool | int = True,
     ) -> None:

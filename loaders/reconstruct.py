@@ -26,8 +26,8 @@ from .tables import channel_tables
 if TYPE_CHECKING:
     from dcqformat.mae import MAE
 
-Mode = Literal["mae", "smooth", "mean", "none"]
-MODES = ("mae", "smooth", "mean", "none")
+Mode = Literal["auto", "mae", "smooth", "mean", "none"]
+MODES = ("auto", "mae", "smooth", "mean", "none")
 
 
 def pixel_mask(dropped: torch.Tensor, patch: tuple[int, int], height: int, width: int) -> torch.Tensor:
@@ -40,7 +40,8 @@ class Reconstructor:
     """Fills dropped patches of uint8 (N, C, H, W) batches; picklable, builds its MAE lazily.
 
     Args:
-        mode: ``"mae"`` (the file's MAE, one forward pass per batch), ``"smooth"`` (harmonic
+        mode: ``"auto"`` (the file's MAE when it has one, else ``"smooth"``), ``"mae"`` (the
+            file's MAE, one forward pass per batch), ``"smooth"`` (harmonic
             inpainting from the visible pixels, :mod:`dcqformat.inpaint`; needs no weights),
             ``"mean"`` (each image's mean visible colour) or ``"none"`` (leave zeros).
         weights: the MAE as safetensors bytes (the file's WGHT section); needed for ``"mae"``.
@@ -53,6 +54,8 @@ class Reconstructor:
                  device: str | torch.device = "cpu") -> None:
         if mode not in MODES:
             raise ValueError(f"reconstruct must be one of {MODES}, got {mode!r}")
+        if mode == "auto":
+            mode = "mae" if weights is not None else "smooth"
         if mode == "mae" and weights is None:
             raise DcqError("reconstruct='mae' needs the file's MAE weights (WGHT section), found none; "
                            "use reconstruct='mean' or 'none', or convert with --drop-patches (it trains one)")

@@ -129,7 +129,7 @@ class BatchDecoder:
 
     def __init__(self, sidecar: str | os.PathLike[str], *, augment: Any = None, layout: str = "CHW",
                  dtype: torch.dtype = torch.uint8, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, reconstruct: Mode = "mae", snap: bool = False) -> None:
+                 std: Sequence[float] | None = None, reconstruct: Mode = "auto", snap: bool = False) -> None:
         side = dcqformat.open(local_sidecar(sidecar))
         self.reconstructor = None if side.patch_size is None else Reconstructor(
             reconstruct, weights=side.weights_blob(), patch=side.patch_size, snap=snap)
@@ -275,7 +275,7 @@ def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str] | No
                  shuffle: int = 1000, augment: Any = None, layout: str = "CHW", dtype: torch.dtype = torch.uint8,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  resampled: bool = False, epoch_batches: int | None = None, partial: bool = True,
-                 handler: Callable[[Exception], bool] = wds.reraise_exception, reconstruct: Mode = "mae",
+                 handler: Callable[[Exception], bool] = wds.reraise_exception, reconstruct: Mode = "auto",
                  snap: bool = False, seed: int = 0) -> wds.DataPipeline:
     """A WebDataset pipeline of decoded ``(images, labels)`` batches from .dcq shards.
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 import dcqformat
 from dcqformat import DcqError, bitpack, sample_data
 from dcqformat.conversion import ConvertConfig, convert
+from dcqformat.inpaint import OMEGA, iterations, smooth_fill
 from dcqformat.loaders import DCQDataset, RandomCrop
 from dcqformat.mae import load_mae
 
@@ -56,7 +57,7 @@ def test_convert_drops_the_least_attended_quarter_and_embeds_the_mae(dropped_fil
     assert f"from about {summary.mae_bytes * len(r) / saved:,.0f} images" in summary.drop_balance(2)
 
 
-@pytest.mark.parametrize("mode", ["mae", "mean", "none"])
+@pytest.mark.parametrize("mode", ["mae", "smooth", "mean", "none"])
 def test_dataset_modes_keep_visible_pixels(dropped_file, mode):
     d, x, _, _ = dropped_file
     r = dcqformat.open(d / "d.dcq")
@@ -74,6 +75,10 @@ def test_dataset_modes_keep_visible_pixels(dropped_file, mode):
         elif mode == "mean":
             kept = plain[~hidden].astype(np.float64).mean(0)
             assert np.abs(img[hidden].astype(np.float64) - kept).max() <= 0.5 + 1e-9
+        elif mode == "smooth":
+            planes = np.ascontiguousarray(plain.transpose(2, 0, 1))[None]
+            want = smooth_fill(planes, hidden[None], iterations(4), OMEGA)[0].transpose(1, 2, 0)
+            assert np.array_equal(img, want)
         else:
             assert img[hidden].any()  # filled with something
 
@@ -110,7 +115,7 @@ def test_augment_float_and_workers(dropped_file):
 
 def test_device_decoder_equals_the_cpu_path(dropped_file):
     d, _, _, _ = dropped_file
-    for mode in ("mae", "mean", "none"):
+    for mode in ("mae", "smooth", "mean", "none"):
         ds = DCQDataset(d / "d.dcq", reconstruct=mode)
         batch = next(iter(DataLoader(ds.packed_view(), batch_size=12)))
         packed, pids, grids, labels = batch
@@ -128,12 +133,13 @@ def test_file_without_mae_and_reuse(dropped_file, tmp_path):
     with pytest.raises(DcqError, match="4 px patches, the drop masks use 8"):  # an MAE must fit the masks
         convert(str(d / "x.npz"), tmp_path / "bad.dcq", ConvertConfig(drop_patches=0.25, patch_size=8,
                                                                       mae=str(d / "d.dcq"), **FAST), progress=False)
-    # a masked file without weights: 'mae' says what is missing, 'mean' works
+    # a masked file without weights: 'mae' says what is missing; the default refills smoothly
     w = dcqformat.DcqWriter(tmp_path / "m.dcq", bits=2, palettes=np.zeros((1, 4, 3), np.uint8), patch_size=4)
     w.add(np.zeros((8, 8), np.uint8), palette=0, label=0, dropped=np.array([[1, 0], [0, 0]], bool))
     w.close()
     with pytest.raises(DcqError, match="MAE weights"):
-        DCQDataset(tmp_path / "m.dcq")
+        DCQDataset(tmp_path / "m.dcq", reconstruct="mae")
+    assert DCQDataset(tmp_path / "m.dcq").reconstructor.mode == "smooth"
     assert DCQDataset(tmp_path / "m.dcq", reconstruct="mean")[0][0].shape == (3, 8, 8)
 
 
@@ -166,7 +172,7 @@ def test_webdataset_pipeline_refills_like_the_dataset(dropped_file, tmp_path):
     from dcqformat.loaders.wds import encode_dcqi
 
     samples = [(parse_dcqi(encode_dcqi(r, i)), int(r.labels[i])) for i in range(12)]
-    for mode in ("mae", "mean", "none"):
+    for mode in ("mae", "smooth", "mean", "none"):
         got = BatchDecoder(side, reconstruct=mode)(samples)
         want = DCQDataset(d / "d.dcq", reconstruct=mode).get_batch(np.arange(12))
         assert all(torch.equal(a, b) for a, b in zip(got, want)), mode

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from .model import MAE, MAEConfig
+from .store import mae_to_bytes
 
 # width, depth and heads of the encoder; width of the decoder (one layer)
 SIZES: dict[str, dict[str, int]] = {
@@ -27,13 +26,9 @@ CODEC_RATIO = {"packed": 1.0, "zstd": 0.7, "ctx": 0.45}
 
 
 def weight_bytes(config: MAEConfig, precision: str = "int8") -> int:
-    """Bytes of the tensors of ``config`` as :func:`~dcqformat.mae.mae_to_bytes` stores them
-    (the safetensors header, a few hundred bytes, not counted)."""
-    with torch.device("meta"):
-        tensors = MAE(config).state_dict().values()
-    per_matrix = 1 if precision == "int8" else 2
-    return sum(t.numel() * (per_matrix if t.ndim >= 2 else 2) + (4 if precision == "int8" and t.ndim >= 2 else 0)
-               for t in tensors)
+    """Bytes of the WGHT section of ``config``: :func:`~dcqformat.mae.mae_to_bytes` of the model,
+    header included (the values do not change the size)."""
+    return len(mae_to_bytes(MAE(config), precision))
 
 
 def saved_bytes(images: int, height: int, width: int, patch: int, fraction: float, bits: int, codec: str) -> float:
