@@ -133,10 +133,10 @@ def convert(src: str | os.PathLike[str] | Any, dst: str | Path, cfg: ConvertConf
     summary.config = cfg
     out = Path(dst)
     work: Path | None = Path(cfg.work_dir) if cfg.work_dir else out.parent / f".{out.name}.work"
-    if group.distributed:
-        work = None  # ranks do not keep stages (yet): a killed distributed conversion starts over
+    if group.distributed and work is not None:  # each rank keeps its stages in its own directory
+        work = work / f"rank-{group.rank}-of-{group.world}"
     try:
-        checkpoints = Checkpoints(work, fingerprint(cfg, cache) if work else "", cfg.resume, progress)
+        checkpoints = Checkpoints(work, fingerprint(cfg, cache) if work else "", cfg.resume, progress, group)
     except BaseException:
         cache.close()
         raise

@@ -5,6 +5,7 @@ same bytes from a second run, and the loaders read the result as one dataset."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -20,10 +21,10 @@ ARGS = ["--bits", "2", "--clusters", "3", "--epochs", "2", "--refine-steps", "3"
         "--mae-epochs", "1", "--mae-seconds", "1000"]
 
 
-def torchrun(src, dst, *extra):
+def torchrun(src, dst, *extra, kill_after=""):
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                            "--standalone", "-m", "dcqformat", "convert", str(src), str(dst), *ARGS, *extra],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "DCQ_KILL_AFTER": kill_after})
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +77,21 @@ def test_the_loaders_read_the_ranks_parts_as_one(runs):
     by_source = {int(s): i for i, s in enumerate(one.reader.source_indices)}
     for i, s in enumerate(many.reader.source_indices.tolist()):
         assert np.array_equal(many[i][0].numpy(), one[by_source[s]][0].numpy())
+
+
+def test_killed_ranks_resume_to_the_same_bytes(runs, tmp_path):
+    """Both ranks killed after the palettes (issue 18, item 2 under torchrun): the same command
+    resumes from the ranks' kept stages and writes the uninterrupted run's bytes."""
+    src, (reference, _, _) = runs
+    out = tmp_path / "out"
+    killed = torchrun(src, out, kill_after="palettes")
+    assert killed.returncode != 0 and not out.exists()
+    work = tmp_path / ".out.work"
+    assert {p.name for p in work.iterdir()} == {"rank-0-of-2", "rank-1-of-2"}
+    again = torchrun(src, out)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming from" in again.stdout + again.stderr
+    assert [f.name for f in resolve(out)] == [f.name for f in resolve(reference)]
+    for f in resolve(reference):
+        assert f.read_bytes() == (out / f.name).read_bytes()
+    assert not work.exists()

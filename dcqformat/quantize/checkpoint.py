@@ -10,6 +10,10 @@ decoded images' labels, sources, sizes and leading bytes) and continues after th
 finished stage: the file it writes is byte-identical to an uninterrupted run's. A directory of
 another conversion is replaced, with a note. It is removed when the conversion succeeds;
 ``--no-resume`` starts over.
+
+Under torchrun each rank keeps its own directory inside it (``rank-R-of-W``). The ranks resume
+after the stages that all of them finished (a rank killed first may have finished fewer), so
+their collective calls stay in step.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..distributed import Group
 from ..errors import DcqError
 from ..imaging import ImageCache
 from ..options import ConvertConfig
@@ -61,9 +66,11 @@ def fingerprint(cfg: ConvertConfig, cache: ImageCache) -> str:
 class Checkpoints:
     """The work directory of one conversion (``directory`` None: nothing is kept)."""
 
-    def __init__(self, directory: Path | None, key: str, resume: bool, progress: bool) -> None:
+    def __init__(self, directory: Path | None, key: str, resume: bool, progress: bool,
+                 group: Group | None = None) -> None:
         self.directory, self.key = directory, key
         self.done: list[str] = []
+        self.group = group or Group()
         if directory is None:
             return
         state = directory / STATE
@@ -75,15 +82,29 @@ class Checkpoints:
             except (OSError, ValueError):
                 old = {}
             if resume and old.get("fingerprint") == key:
-                self.done = [s for s in old.get("done", []) if isinstance(s, str)]
+                self.done = self._common([s for s in old.get("done", []) if isinstance(s, str)])
                 if self.done:
                     note(f"resuming from {directory}: {', '.join(self.done)} done", progress)
             else:
+                self._common([])
                 if resume and old:
                     note(f"{directory} holds another conversion's stages: starting over", progress)
                 shutil.rmtree(directory)
+        else:
+            self._common([])
         directory.mkdir(parents=True, exist_ok=True)
         self._write_state()
+
+    def _common(self, done: list[str]) -> list[str]:
+        """The stages every rank finished: the longest prefix of all ranks' lists (one collective
+        call on every rank, whatever it found)."""
+        lists = self.group.all_gather(done)
+        common: list[str] = []
+        for stages in zip(*lists):
+            if len(set(stages)) != 1:
+                break
+            common.append(stages[0])
+        return common
 
     def _write_state(self) -> None:
         assert self.directory is not None
@@ -121,6 +142,10 @@ class Checkpoints:
     def finish(self) -> None:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
+            if self.group.distributed:  # the ranks' directories sit in the conversion's: the last one out removes it
+                self.group.barrier()
+                if self.group.leader:
+                    shutil.rmtree(self.directory.parent, ignore_errors=True)
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
