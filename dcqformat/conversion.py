@@ -26,10 +26,11 @@ from .quantize import baselines
 from .quantize.attention import Dropper, mae_stage
 from .quantize.autopalette import convert_autopalette
 from .quantize.checkpoint import Checkpoints, file_settings, fingerprint
-from .quantize.config import ConvertSummary, Row, Stage, Written, pick_device, write_rows
+from .quantize.config import ConvertSummary, Stage, pick_device
 from .quantize.context import Conversion
 from .quantize.dcq import convert_dcq, file_meta
 from .quantize.dither import dither
+from .quantize.output import Row, Written, write_rows
 from .select import select
 from .sources import Sizing, expand_braces, iter_images, open_source
 from .writer import remove_stale_temporaries
@@ -220,16 +221,17 @@ def _convert_baseline(ctx: Conversion, dst: str | Path) -> Written:
     mae = mae_stage(ctx, lambda chunk, images: [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)],
                     dropper.patch)
 
-    def rows() -> Iterator[Row]:
-        for chunk, images in progress_of(cache.batches(cfg.batch), cfg.method, total=-(-len(cache) // cfg.batch),
-                                         unit="batches", enabled=progress):
+    def rows(start: int) -> Iterator[Row]:
+        for chunk, images in progress_of(cache.batches(cfg.batch, start=start), cfg.method,
+                                         total=-(-(len(cache) - start) // cfg.batch), unit="batches", enabled=progress):
             for i, img, dropped in zip(chunk.tolist(), images, dropper.masks(chunk, images)):
                 idx, pal = quantize(i, img)
                 yield idx, pal, cache.labels[i], cache.sources[i], dropped
 
     with Stage(summary, "quantize + write"):
-        written = write_rows(dst, cfg, file_meta(ctx, dropper, mae), None, rows(), dropper.patch,
-                             mae.weights if mae else None, ctx.samples_per_file, ctx.group)
+        written = write_rows(dst, cfg, file_meta(ctx, dropper, mae), None, rows, dropper.patch,
+                             mae.weights if mae else None, ctx.samples_per_file, ctx.group,
+                             ctx.checkpoints.parts(Path(dst)), progress)
     written.mae = mae.report if mae else {}
     return written
 

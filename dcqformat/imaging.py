@@ -53,10 +53,11 @@ class ImageCache:
         shapes = {r[1:] for r in self._records}
         return next(iter(shapes)) if len(shapes) == 1 else None
 
-    def batches(self, size: int, indices: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
-        """(indices, images) in batches of ``size``, in order."""
+    def batches(self, size: int, indices: np.ndarray | None = None,
+                start: int = 0) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+        """(indices, images) in batches of ``size``, in order, from position ``start``."""
         order = np.arange(len(self)) if indices is None else np.asarray(indices)
-        for s in range(0, len(order), size):
+        for s in range(start, len(order), size):
             chunk = order[s : s + size]
             yield chunk, [self.image(int(i)) for i in chunk]
 

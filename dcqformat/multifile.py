@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -324,7 +324,7 @@ class DcqSetWriter:
     """
 
     def __init__(self, directory: PathLike, samples_per_file: int, *, into: PathLike | None = None,
-                 prefix: str = "part", **writer_args: Any) -> None:
+                 prefix: str = "part", on_part: Callable[[Path], None] | None = None, **writer_args: Any) -> None:
         if samples_per_file < 1:
             raise ValueError(f"samples_per_file must be >= 1, got {samples_per_file}")
         self.directory = Path(directory)
@@ -336,7 +336,7 @@ class DcqSetWriter:
             self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}.", dir=self.directory.parent))
         else:  # one writer of several (ranks) filling a temporary directory that finish_set publishes
             self._tmp = Path(into)
-        self.per_file, self.args = samples_per_file, writer_args
+        self.per_file, self.args, self.on_part = samples_per_file, writer_args, on_part
         self.parts: list[Path] = []
         self._writer: DcqWriter | None = None
         self._weights: bytes | None = None
@@ -346,6 +346,8 @@ class DcqSetWriter:
         if self._writer is None or self._writer.count >= self.per_file:
             if self._writer is not None:
                 self._writer.close()
+                if self.on_part is not None:
+                    self.on_part(self.parts[-1])
             path = self._tmp / f"{self.prefix}-{len(self.parts):05d}.dcq"
             self._writer = DcqWriter(path, **self.args)
             if self._weights is not None:
@@ -353,9 +355,16 @@ class DcqSetWriter:
             self.parts.append(path)
         return self._writer
 
+    def resume(self, parts: list[Path]) -> None:
+        """Continue after ``parts``, full part files already in the directory (before any sample)."""
+        if self.parts:
+            raise ValueError("resume before the first sample")
+        self.parts = list(parts)
+        self.count = len(parts) * self.per_file
+
     def set_weights(self, safetensors_bytes: bytes) -> None:
         """Weights for every part (give them before the samples)."""
-        if self.parts:
+        if self._writer is not None:
             raise ValueError("give the weights before the first sample")
         self._weights = bytes(safetensors_bytes)
 
@@ -369,7 +378,10 @@ class DcqSetWriter:
 
     def close(self) -> Path:
         try:
-            (self._writer or self._current()).close()  # an empty dataset still gets one (empty) part
+            if self._writer is not None:
+                self._writer.close()
+            elif not self.parts:  # an empty dataset still gets one (empty) part
+                self._current().close()
             if not self.shared:
                 finish_set(self._tmp, self.directory)
         except BaseException:

@@ -95,3 +95,16 @@ def test_killed_ranks_resume_to_the_same_bytes(runs, tmp_path):
     for f in resolve(reference):
         assert f.read_bytes() == (out / f.name).read_bytes()
     assert not work.exists()
+
+
+def test_killed_ranks_keep_their_finished_parts(runs, tmp_path):
+    src, (_, _, reference) = runs
+    out = tmp_path / "out"
+    killed = torchrun(src, out, "--samples-per-file", "10", kill_after="part-1")
+    assert killed.returncode != 0 and not out.exists()
+    again = torchrun(src, out, "--samples-per-file", "10")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "finished part files kept" in again.stdout + again.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference.iterdir())
+    for f in reference.iterdir():
+        assert f.read_bytes() == (out / f.name).read_bytes(), f.name

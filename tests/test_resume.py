@@ -70,3 +70,36 @@ def test_a_work_dir_that_is_not_one_is_left_alone(source, tmp_path):
         dcqformat.convert(str(source), tmp_path / "x.dcq", method="mediancut", work_dir=str(precious),
                           progress=False)
     assert (precious / "thesis.tex").read_text() == "do not delete"
+
+
+PARTS_RUN = """
+import sys, dcqformat
+dcqformat.convert(sys.argv[1], sys.argv[2], samples_per_file=6, progress=True, bits=2, clusters=3, model_epochs=1,
+                  refine_steps=2, drop_patches=0.25, mae_epochs=1, mae_seconds=1000, batch=4)
+"""
+
+
+def _convert_parts(src, dst, kill_after=""):
+    return subprocess.run([sys.executable, "-c", PARTS_RUN, str(src), str(dst)], capture_output=True, text=True,
+                          env={**os.environ, "DCQ_KILL_AFTER": kill_after}, timeout=600)
+
+
+def test_finished_part_files_are_kept(source, tmp_path):
+    """A dataset directory killed after its third part: the rerun keeps the three parts, skips the
+    rows they hold, and the directory equals an uninterrupted run's; nothing at the destination
+    before it is complete."""
+    reference = tmp_path / "ref"
+    assert _convert_parts(source, reference).returncode == 0
+    out = tmp_path / "out"
+    killed = _convert_parts(source, out, kill_after="part-2")
+    assert killed.returncode == -9 and not out.exists()
+    kept = sorted(p.name for p in (tmp_path / ".out.work" / "parts").glob("*.dcq"))
+    assert kept[:3] == ["part-00000.dcq", "part-00001.dcq", "part-00002.dcq"]
+    again = _convert_parts(source, out)
+    assert again.returncode == 0, again.stderr
+    assert "3 finished part files kept: continuing after sample 18" in again.stderr
+    names = sorted(p.name for p in reference.iterdir())
+    assert names == sorted(p.name for p in out.iterdir()) and len(names) == 8  # 7 parts of 40 samples, manifest
+    for name in names:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    assert not (tmp_path / ".out.work").exists()

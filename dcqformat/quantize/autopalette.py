@@ -35,11 +35,12 @@ from ..progress import progress as progress_of
 from ..simple_quant import pillow_quantize
 from .attention import Dropper, class_count, mae_stage, training_sample
 from .color import srgb_to_lab, unweighted, weighted
-from .config import Stage, Written, write_rows
+from .config import Stage
 from .context import Conversion
 from .dcq import assign_shared, file_meta
 from .dither import dither
 from .kmeans import kmeans
+from .output import Written, write_rows
 from .palette import to_uint8
 
 ALIGN_WEIGHT = 3.0
@@ -250,16 +251,17 @@ def convert_autopalette(ctx: Conversion, dst: str | Path) -> Written:
 
     mae = mae_stage(ctx, colours, dropper.patch)
 
-    def rows() -> Any:
-        for chunk, images in progress_of(cache.batches(cfg.batch), "autopalette", total=-(-n // cfg.batch),
-                                         unit="batches", enabled=progress):
+    def rows(start: int) -> Any:
+        for chunk, images in progress_of(cache.batches(cfg.batch, start=start), "autopalette",
+                                         total=-(-(n - start) // cfg.batch), unit="batches", enabled=progress):
             for i, img, dropped in zip(chunk.tolist(), images, dropper.masks(chunk, images)):
                 idx, pal = quantize(img)
                 yield idx, stored(pal), cache.labels[i], cache.sources[i], dropped
 
     palettes = None if shared is None else (shared.numpy() if cfg.channels == 3 else shared.numpy()[:, :, :1])
     with Stage(summary, "assign + write"):
-        written = write_rows(dst, cfg, file_meta(ctx, dropper, mae, learned), palettes, rows(), dropper.patch,
-                             mae.weights if mae else None, ctx.samples_per_file, ctx.group)
+        written = write_rows(dst, cfg, file_meta(ctx, dropper, mae, learned), palettes, rows, dropper.patch,
+                             mae.weights if mae else None, ctx.samples_per_file, ctx.group,
+                             ctx.checkpoints.parts(Path(dst)), progress)
     written.mae = mae.report if mae else {}
     return written

@@ -3,7 +3,8 @@
 ``dcq convert SRC DST`` keeps, beside ``DST``, a work directory (``.DST.work/``, or
 ``--work-dir``) holding what each finished stage produced: the attention model
 (safetensors), the clusters, the palettes and the MAE (npz, safetensors), each with the state
-of the random generator after it. Nothing is pickled (npz files are read with
+of the random generator after it, and the finished part files of a dataset directory
+(:mod:`.output`). Nothing is pickled (npz files are read with
 ``allow_pickle=False``). A rerun of the same command over the same data finds the directory,
 checks its fingerprint (the settings that shape the result, the library version, and the
 decoded images' labels, sources, sizes and leading bytes) and continues after the last
@@ -39,6 +40,7 @@ from ..progress import note
 # Settings that do not change the output: a resumed run may differ in them.
 NEUTRAL = ("work_dir", "resume", "device", "batch")
 STATE = "state.json"
+PARTS = "parts"
 
 
 def settings(cfg: ConvertConfig) -> dict[str, Any]:
@@ -94,6 +96,18 @@ class Checkpoints:
             self._common([])
         directory.mkdir(parents=True, exist_ok=True)
         self._write_state()
+        if self.group.distributed and not all(self.group.all_gather(bool(self.done))) and self.group.leader:
+            shutil.rmtree(directory.parent / PARTS, ignore_errors=True)  # some rank starts over: so do the parts
+
+    def parts(self, dst: Path) -> Path | None:
+        """Where the part files of a dataset directory ``dst`` are written and kept across a kill:
+        ``parts/`` of the work directory (of the ranks' common one under torchrun); None without
+        a work directory or when it is on another file system than ``dst`` (parts are renamed)."""
+        if self.directory is None:
+            return None
+        base = self.directory.parent if self.group.distributed else self.directory
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        return base / PARTS if os.stat(base).st_dev == os.stat(dst.parent).st_dev else None
 
     def _common(self, done: list[str]) -> list[str]:
         """The stages every rank finished: the longest prefix of all ranks' lists (one collective

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
-from ..bitpack import dropped_pixels, mask_nbytes
-from ..distributed import Group
-from ..multifile import DcqSetWriter, finish_set
 from ..options import QUANTIZERS, ConvertConfig, OptionError
-from ..writer import DcqWriter
 
-__all__ = ["QUANTIZERS", "ConvertConfig", "ConvertSummary", "OptionError", "Row", "Stage", "Written", "pick_device",
-           "write_rows"]
+if TYPE_CHECKING:
+    from .output import Written
+
+__all__ = ["QUANTIZERS", "ConvertConfig", "ConvertSummary", "OptionError", "Stage", "pick_device"]
 
 
 @dataclass
@@ -115,59 +109,3 @@ class Stage:
         self.summary.stages[self.name] = self.summary.stages.get(self.name, 0.0) + time.perf_counter() - self.t
 
 
-# A quantized sample on its way to the writer: indices, palette (id of a stored one, or its
-# colours), label, source index, drop mask (or None).
-Row = tuple[np.ndarray, "int | np.ndarray", int, int, "np.ndarray | None"]
-
-
-@dataclass
-class Written:
-    """What writing the file produced, for the summary (:meth:`ConvertSummary.add`)."""
-
-    written: int = 0
-    raw_bytes: int = 0
-    dropped_pixels: int = 0
-    mask_bytes: int = 0
-    mae_bytes: int = 0
-    mae: dict[str, Any] = field(default_factory=dict)
-
-
-def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palettes: np.ndarray | None,
-               rows: Iterable[Row], patch: int | None = None, weights: bytes | None = None,
-               samples_per_file: int | None = None, group: Group | None = None) -> Written:
-    """Write the file (or, with ``samples_per_file``, a dataset directory of part files): ``meta``,
-    the ``palettes`` (or one per row), the rows, the MAE weights. Over several ranks (``group``)
-    each writes its rows into part files of its own (``part-rRRR-KKKKK.dcq``) in a temporary
-    directory that rank 0 made, and rank 0 writes the manifest and renames it into place."""
-    group = group or Group()
-    out = Written(mae_bytes=len(weights) if weights is not None else 0)
-    args: dict[str, Any] = {"bits": cfg.bits, "channels": cfg.channels, "palettes": palettes, "codec": cfg.codec,
-                            "meta": meta, "patch_size": patch}
-    shared = None
-    if group.distributed:
-        assert samples_per_file is not None, "ranks write part files"
-        dst = Path(dst)
-        if group.leader:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-        shared = group.broadcast(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent) if group.leader else None)
-        writer: Any = DcqSetWriter(dst, samples_per_file, into=shared, prefix=f"part-r{group.rank:03d}", **args)
-    else:
-        writer = DcqSetWriter(dst, samples_per_file, **args) if samples_per_file else DcqWriter(dst, **args)
-    with writer as w:
-        if weights is not None:
-            w.set_weights(weights)
-        for idx, pal, label, src_index, dropped in rows:
-            pid = pal if isinstance(pal, int) else w.add_palette(pal)
-            w.add(idx, palette=pid, label=label, source_index=src_index, dropped=dropped)
-            out.written += 1
-            out.raw_bytes += idx.size * cfg.channels
-            if dropped is not None and patch is not None:
-                h, wd = idx.shape[:2]
-                out.dropped_pixels += int(dropped_pixels(dropped, patch, patch, h, wd).sum())
-                out.mask_bytes += mask_nbytes(h, wd, patch, patch)
-    if shared is not None:
-        ok = group.all_gather(True)  # every rank's parts are complete
-        if group.leader and all(ok):
-            finish_set(shared, dst)
-        group.barrier()  # the dataset is in place for everyone
-    return out

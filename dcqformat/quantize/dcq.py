@@ -15,10 +15,11 @@ from ..progress import progress as progress_of
 from .attention import Dropper, MaeOutcome, grad_cams, mae_stage
 from .checkpoint import rng_state, set_rng_state
 from .color import srgb_to_lab, unweighted, weighted
-from .config import Row, Stage, Written, write_rows
+from .config import Stage
 from .context import Conversion
 from .dither import dither
 from .kmeans import kmeans
+from .output import Row, Written, write_rows
 from .palette import assign, refine_palette, to_uint8, top_pixels
 from .reassign import best_palettes, lloyd
 
@@ -61,16 +62,16 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
     dropper = Dropper(ctx)
     mae = mae_stage(ctx, lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)], dropper.patch)
 
-    def rows() -> Iterator[Row]:
-        for chunk, images in progress_of(cache.batches(cfg.batch), "assign + write", total=-(-n // cfg.batch),
-                                         unit="batches", enabled=progress):
+    def rows(start: int) -> Iterator[Row]:
+        for chunk, images in progress_of(cache.batches(cfg.batch, start=start), "assign + write",
+                                         total=-(-(n - start) // cfg.batch), unit="batches", enabled=progress):
             for i, (idx, pid), dropped in zip(chunk.tolist(), quantize(images), dropper.masks(chunk, images)):
                 yield idx, int(pid), cache.labels[i], cache.sources[i], dropped
 
     meta = file_meta(ctx, dropper, mae, learned)
     with Stage(summary, "assign + write"):
-        written = write_rows(dst, cfg, meta, stored, rows(), dropper.patch, mae.weights if mae else None,
-                             ctx.samples_per_file, ctx.group)
+        written = write_rows(dst, cfg, meta, stored, rows, dropper.patch, mae.weights if mae else None,
+                             ctx.samples_per_file, ctx.group, ctx.checkpoints.parts(Path(dst)), progress)
     written.mae = mae.report if mae else {}
     return written
 
