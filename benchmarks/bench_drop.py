@@ -54,7 +54,7 @@ def write(src: dcqformat.DcqReader, path: Path, n: int, codec: str, drop: float,
     if drop:
         config = mae_config("auto", images=n, height=32, width=32, channels=3, patch=4, fraction=drop,
                             bits=src.bits, codec=codec)
-        mae = (size_name(config), mae_to_bytes(MAE(config)))
+        mae = ("none", b"") if config is None else (size_name(config), mae_to_bytes(MAE(config)))
     with dcqformat.DcqWriter(path, bits=src.bits, palettes=np.array(src.palettes), codec=codec,
                              patch_size=4 if drop else None) as w:
         for k in range(n):
@@ -65,7 +65,7 @@ def write(src: dcqformat.DcqReader, path: Path, n: int, codec: str, drop: float,
                 dropped[rng.choice(64, int(64 * drop + 0.5), replace=False)] = True
                 dropped = dropped.reshape(8, 8)
             w.add(src.indices(i), palette=int(src.palette_ids[i]), label=int(src.labels[i]), dropped=dropped)
-        if mae:
+        if mae and mae[1]:
             w.set_weights(mae[1])
     size = path.stat().st_size
     path.unlink()
@@ -145,6 +145,7 @@ def mae_cost(plain_file: Path) -> list[dict]:
     for name in SIZES:
         config = mae_config(name, images=1, height=32, width=32, channels=3, patch=4, fraction=0.25, bits=2,
                             codec="packed")
+        assert config is not None
         t = time.perf_counter()
         _, report = train_mae(x, 0.25, config, epochs=1)
         rows.append({"size": name, "seconds_per_step": (time.perf_counter() - t) / report.steps,

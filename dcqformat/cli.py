@@ -155,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mae-epochs", type=int, default=30, help="MAE training epochs (default 30; on a CPU also "
                    "capped at 240 s, see --mae-seconds)")
     s.add_argument("--mae-size", default="auto", choices=MAE_SIZES, help="the MAE's size: auto (default: "
-                   "the largest that costs at most a tenth of what dropping saves on this dataset) or tiny, small, "
-                   "base, large")
+                   "the largest that costs at most a tenth of what dropping saves on this dataset, none when even "
+                   "tiny would cost more), none (no MAE: the loaders refill with the harmonic fill) or tiny, "
+                   "small, base, large")
     s.add_argument("--mae-weights", default="int8", choices=MAE_WEIGHTS, help="how the file stores the MAE: "
                    "int8 (default, a scale per tensor; a quarter of float32) or float16")
     s.add_argument("--palette-seconds", type=float, default=None, help="autopalette: time limit of the palette "

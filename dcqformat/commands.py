@@ -50,8 +50,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"dropped patches: {d.fraction} of each image's {d.patch} px patches ({d.importance})")
     if meta.mae is not None:
         wght = next((s["length"] for s in info["sections"] if s["tag"] == "WGHT"), 0)
-        _say(f"MAE (refills dropped patches in the loaders): {json.dumps(meta.mae.get('config'))}, "
-              f"{wght:,} bytes of weights")
+        size = f"size {meta.mae['size']}, " if isinstance(meta.mae.get("size"), str) else ""
+        kind = f" ({meta.mae['weights']})" if isinstance(meta.mae.get("weights"), str) else ""
+        _say(f"MAE (refills dropped patches in the loaders): {size}{json.dumps(meta.mae.get('config'))}, "
+             f"{wght:,} bytes of weights{kind}")
     if meta.selection is not None:
         sel = meta.selection
         counts = "" if sel.kept is None or sel.samples_in is None else f" ({sel.kept:,} of {sel.samples_in:,})"

@@ -18,7 +18,7 @@ CLUSTER_FEATURES = ("shallow", "lab", "both")
 SELECT_FEATURES = ("gradient", "penultimate")
 ALPHA_MODES = ("drop", "composite")
 ON_ERROR = ("skip", "fail")
-MAE_SIZES = ("auto", "tiny", "small", "base", "large")  # dcqformat.mae.sizing.SIZES, named without torch
+MAE_SIZES = ("auto", "none", "tiny", "small", "base", "large")  # dcqformat.mae.sizing.SIZES, named without torch
 MAE_WEIGHTS = ("int8", "float16")
 
 

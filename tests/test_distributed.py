@@ -17,7 +17,7 @@ import dcqformat
 from dcqformat.loaders import DCQDataset
 from dcqformat.multifile import MANIFEST, resolve
 
-ARGS = ["--bits", "2", "--clusters", "3", "--epochs", "2", "--refine-steps", "3", "--drop-patches", "0.25",
+ARGS = ["--bits", "2", "--clusters", "3", "--epochs", "2", "--refine-steps", "3", "--drop-patches", "0.25", "--mae-size", "tiny",
         "--mae-epochs", "1", "--mae-seconds", "1000"]
 
 

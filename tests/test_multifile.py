@@ -26,10 +26,10 @@ def converted(tmp_path_factory):
     d = tmp_path_factory.mktemp("multi")
     gradient_npz(d / "src.npz", n=50, side=16, step=12, noise=40, classes=list("abcde"), seed=2)
     one = d / "one.dcq"
-    dcqformat.convert(str(d / "src.npz"), one, method="mediancut", drop_patches=0.25, mae_epochs=1,
+    dcqformat.convert(str(d / "src.npz"), one, method="mediancut", drop_patches=0.25, mae_size="tiny", mae_epochs=1,
                       model_epochs=1, progress=False)
     many = d / "many"
-    summary = dcqformat.convert(str(d / "src.npz"), many, method="mediancut", drop_patches=0.25, mae_epochs=1,
+    summary = dcqformat.convert(str(d / "src.npz"), many, method="mediancut", drop_patches=0.25, mae_size="tiny", mae_epochs=1,
                                 model_epochs=1, progress=False, samples_per_file=16)
     return d, one, many, summary
 
@@ -123,7 +123,7 @@ def test_one_gather_per_batch_equals_file_by_file(converted, tmp_path, codec):
     d, one, many, _ = converted
     if codec == "zstd":
         many = tmp_path / "zstd"
-        dcqformat.convert(str(d / "src.npz"), many, method="mediancut", drop_patches=0.25, mae_epochs=1,
+        dcqformat.convert(str(d / "src.npz"), many, method="mediancut", drop_patches=0.25, mae_size="tiny", mae_epochs=1,
                           model_epochs=1, progress=False, samples_per_file=16, codec="zstd")
     s = DcqSet(resolve(many))
     assert (s._table is not None) == (codec == "packed")

@@ -17,7 +17,7 @@ from dcqformat.loaders import DCQDataset, RandomCrop
 from dcqformat.mae import load_mae
 
 FAST = {"model_epochs": 1, "model_images": 200, "refine_steps": 2, "refine_images": 4, "clusters": 4,
-        "mae_epochs": 4, "mae_images": 200}
+        "mae_epochs": 4, "mae_images": 200, "mae_size": "tiny"}
 
 
 @pytest.fixture(scope="module")

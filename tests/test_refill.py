@@ -115,18 +115,40 @@ def test_cache_is_shared_by_workers_and_equals_refilling(tmp_path, masked_file, 
 
 def test_mae_size_follows_the_data():
     kw = {"height": 32, "width": 32, "channels": 3, "patch": 4, "fraction": 0.25, "bits": 2}
-    assert size_name(mae_config("auto", images=2000, codec="packed", **kw)) == "tiny"
-    assert size_name(mae_config("auto", images=50000, codec="packed", **kw)) == "small"
-    assert size_name(mae_config("auto", images=1_281_167, codec="ctx", **kw)) == "large"
+    def auto(images, codec="packed"):
+        config = mae_config("auto", images=images, codec=codec, **kw)
+        return None if config is None else size_name(config)
+
+    assert auto(2000) is None and auto(10000) == "tiny" and auto(50000) == "small" and auto(1_281_167, "ctx") == "large"
     assert size_name(mae_config("small", images=10, codec="ctx", **kw)) == "small"
+    assert mae_config("none", images=10**9, codec="packed", **kw) is None
     for name in SIZES:
         config = mae_config(name, images=1, codec="packed", **kw)
-        assert config.prior == 1
+        assert config is not None and config.prior == 1
         assert weight_bytes(config) == len(mae_to_bytes(MAE(config), "int8"))
         assert weight_bytes(config, "float16") > 1.7 * weight_bytes(config)
     # the tiny model pays for itself from a few hundred CIFAR-sized images (packed 2-bit, 25% dropped)
     tiny = mae_config("tiny", images=1, codec="packed", **kw)
-    assert weight_bytes(tiny) / saved_bytes(1, 32, 32, 4, 0.25, 2, "packed") < 1000
+    assert tiny is not None and weight_bytes(tiny) / saved_bytes(1, 32, 32, 4, 0.25, 2, "packed") < 1000
+
+
+def test_few_images_get_no_mae_and_refill_smoothly(tmp_path):
+    """auto on 60 images: no model would pay, so none is trained or stored; the loaders refill
+    with the harmonic fill, and the file is smaller than without dropping."""
+    from dcqformat import sample_data
+    from dcqformat.conversion import convert
+
+    photos = sample_data.load_photo_crops(32)
+    np.savez(tmp_path / "x.npz", x=np.stack(photos.images)[:60], y=photos.labels[:60])
+    fast = {"model_epochs": 1, "refine_steps": 1, "clusters": 3, "progress": False}
+    dropped = convert(str(tmp_path / "x.npz"), tmp_path / "d.dcq", drop_patches=0.25, **fast)
+    plain = convert(str(tmp_path / "x.npz"), tmp_path / "p.dcq", **fast)
+    with dcqformat.open(tmp_path / "d.dcq") as r:
+        assert r.weights_blob() is None and "mae" not in r.meta and r.patch_size == (4, 4)
+    assert dropped.mae_bytes == 0 and not dropped.mae and dropped.file_bytes < plain.file_bytes
+    ds = DCQDataset(tmp_path / "d.dcq")
+    assert ds.reconstructor is not None and ds.reconstructor.mode == "smooth"
+    assert ds.get_batch(np.arange(8))[0].shape == (8, 3, 32, 32)
 
 
 def test_prior_model_starts_at_the_harmonic_fill():

@@ -13,7 +13,7 @@ from common import gradient_npz
 import dcqformat
 from dcqformat import DcqError
 
-ARGS = ["--bits", "2", "--clusters", "3", "--epochs", "1", "--refine-steps", "2", "--drop-patches", "0.25",
+ARGS = ["--bits", "2", "--clusters", "3", "--epochs", "1", "--refine-steps", "2", "--drop-patches", "0.25", "--mae-size", "tiny",
         "--mae-epochs", "1", "--mae-seconds", "1000"]
 
 
@@ -75,7 +75,8 @@ def test_a_work_dir_that_is_not_one_is_left_alone(source, tmp_path):
 PARTS_RUN = """
 import sys, dcqformat
 dcqformat.convert(sys.argv[1], sys.argv[2], samples_per_file=6, progress=True, bits=2, clusters=3, model_epochs=1,
-                  refine_steps=2, drop_patches=0.25, mae_epochs=1, mae_seconds=1000, batch=4)
+                  refine_steps=2, drop_patches=0.25, mae_size="tiny", mae_epochs=1,
+                  mae_seconds=1000, batch=4)
 """
 
 

@@ -1,5 +1,6 @@
 """The MAE's size, chosen from the dataset: the largest model that costs at most a tenth of what
-dropping saves, so that the embedded weights never eat the gain of dropping.
+dropping saves, so that the embedded weights never eat the gain of dropping; none at all when
+even the smallest would (the loaders' harmonic fill needs no weights).
 
 What dropping saves is estimated before anything is written: each image loses ``fraction`` of
 its pixels at ``bits`` each, shrunk by the codec's usual ratio (the entropy codecs code fewer
@@ -41,19 +42,22 @@ def saved_bytes(images: int, height: int, width: int, patch: int, fraction: floa
 
 
 def mae_config(size: str, *, images: int, height: int, width: int, channels: int, patch: int, fraction: float,
-               bits: int, codec: str, precision: str = "int8") -> MAEConfig:
-    """The MAE config of ``size`` ("tiny" .. "large"), or for "auto" the largest size whose
-    weights cost at most :data:`SHARE` of :func:`saved_bytes` (at least "tiny")."""
+               bits: int, codec: str, precision: str = "int8") -> MAEConfig | None:
+    """The MAE config of ``size`` ("tiny" .. "large"; "none": None), or for "auto" the largest
+    size whose weights cost at most :data:`SHARE` of :func:`saved_bytes`, None when not even
+    "tiny" does (the harmonic fill then refills for free)."""
     def config(name: str) -> MAEConfig:  # every size refines the harmonic fill (prior 1)
         return MAEConfig(patch=patch, channels=channels, prior=1, **SIZES[name])
 
+    if size == "none":
+        return None
     if size != "auto":
         if size not in SIZES:
             raise ValueError(f"MAE size must be auto or one of {', '.join(SIZES)}, got {size!r}")
         return config(size)
     budget = SHARE * saved_bytes(images, height, width, patch, fraction, bits, codec)
     fitting = [name for name in SIZES if weight_bytes(config(name), precision) <= budget]
-    return config(fitting[-1] if fitting else "tiny")
+    return config(fitting[-1]) if fitting else None
 
 
 def size_name(config: MAEConfig) -> str:

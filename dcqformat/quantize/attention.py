@@ -111,23 +111,28 @@ class MaeOutcome:
 def mae_stage(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]],
               patch: int | None) -> MaeOutcome | None:
     """The MAE that refills dropped patches of side ``patch`` (the drop masks'), as safetensors
-    bytes (None without dropping): ``cfg.mae`` reused, or one trained on quantized images
-    (``quantize(chunk, images)``) of the most common size, a bounded random sample of them."""
+    bytes: ``cfg.mae`` reused, or one trained on quantized images (``quantize(chunk, images)``)
+    of the most common size, a bounded random sample of them. None without dropping, and when
+    no model is wanted (``--mae-size none``, or ``auto`` on too few images for the smallest to
+    pay): the loaders then refill with the harmonic fill."""
     if patch is None:
         return None
     ck = ctx.checkpoints
     if ck.has("mae"):  # a resumed conversion: the MAE of the killed run
         arrays, info = ck.load("mae")
-        return MaeOutcome(arrays["weights"].tobytes(), info["meta"], info["report"])
+        return MaeOutcome(arrays["weights"].tobytes(), info["meta"], info["report"]) if info else None
     # over several ranks the MAE is trained on rank 0's images and given to every rank
     outcome = ctx.group.broadcast(_mae(ctx, quantize, patch) if ctx.group.leader else None)
-    ck.save("mae", {"weights": np.frombuffer(outcome.weights, np.uint8)}, {"meta": outcome.meta,
-                                                                           "report": outcome.report})
+    if outcome is None:
+        ck.save("mae", {"weights": np.zeros(0, np.uint8)}, {})
+    else:
+        ck.save("mae", {"weights": np.frombuffer(outcome.weights, np.uint8)}, {"meta": outcome.meta,
+                                                                               "report": outcome.report})
     return outcome
 
 
 def _mae(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]],
-         patch: int) -> MaeOutcome:
+         patch: int) -> MaeOutcome | None:
     cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
     with Stage(summary, "MAE"):
         if cfg.mae:
@@ -147,6 +152,11 @@ def _mae(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], lis
         config = mae_config(cfg.mae_size, images=ctx.total, height=common[0], width=common[1], channels=common[2],
                             patch=patch, fraction=cfg.drop_patches, bits=cfg.bits, codec=cfg.codec,
                             precision=cfg.mae_weights)
+        if config is None:
+            why = "--mae-size none" if cfg.mae_size == "none" else \
+                f"on {ctx.total:,} images even the smallest MAE would cost more than it is worth"
+            note(f"no MAE ({why}): the loaders refill dropped patches with the harmonic fill", progress)
+            return None
         model, report = train_mae(quantized, cfg.drop_patches, config, epochs=cfg.mae_epochs, seconds=seconds,
                                   device=device, seed=cfg.seed, progress=progress)
         if report.stopped_by_time:
