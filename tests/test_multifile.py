@@ -29,8 +29,8 @@ def converted(tmp_path_factory):
     dcqformat.convert(str(d / "src.npz"), one, method="mediancut", drop_patches=0.25, mae_size="tiny", mae_epochs=1,
                       model_epochs=1, progress=False)
     many = d / "many"
-    summary = dcqformat.convert(str(d / "src.npz"), many, method="mediancut", drop_patches=0.25, mae_size="tiny", mae_epochs=1,
-                                model_epochs=1, progress=False, samples_per_file=16)
+    summary = dcqformat.convert(str(d / "src.npz"), many, method="mediancut", drop_patches=0.25, mae_size="tiny",
+                                mae_epochs=1, model_epochs=1, progress=False, samples_per_file=16)
     return d, one, many, summary
 
 
@@ -123,8 +123,8 @@ def test_one_gather_per_batch_equals_file_by_file(converted, tmp_path, codec):
     d, one, many, _ = converted
     if codec == "zstd":
         many = tmp_path / "zstd"
-        dcqformat.convert(str(d / "src.npz"), many, method="mediancut", drop_patches=0.25, mae_size="tiny", mae_epochs=1,
-                          model_epochs=1, progress=False, samples_per_file=16, codec="zstd")
+        dcqformat.convert(str(d / "src.npz"), many, method="mediancut", drop_patches=0.25, mae_size="tiny",
+                          mae_epochs=1, model_epochs=1, progress=False, samples_per_file=16, codec="zstd")
     s = DcqSet(resolve(many))
     assert (s._table is not None) == (codec == "packed")
     single = dcqformat.open(one)

@@ -13,8 +13,8 @@ from common import gradient_npz
 import dcqformat
 from dcqformat import DcqError
 
-ARGS = ["--bits", "2", "--clusters", "3", "--epochs", "1", "--refine-steps", "2", "--drop-patches", "0.25", "--mae-size", "tiny",
-        "--mae-epochs", "1", "--mae-seconds", "1000"]
+ARGS = ["--bits", "2", "--clusters", "3", "--epochs", "1", "--refine-steps", "2", "--drop-patches", "0.25",
+        "--mae-size", "tiny", "--mae-epochs", "1", "--mae-seconds", "1000"]
 
 
 @pytest.fixture(scope="module")
