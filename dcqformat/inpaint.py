@@ -33,46 +33,57 @@ def smooth_fill(images, hidden, sweeps, omega):
     n, c, h, w = images.shape
     om = np.float32(omega)
     for b in prange(n):
-        for ch in range(c):
-            img = images[b, ch]
-            hid = hidden[b]
-            total = 0.0
-            count = 0
+        hid = hidden[b]
+        # the hidden pixels, even ones (y + x) first, each with its neighbours' flat positions
+        count = 0
+        for y in range(h):
+            for x in range(w):
+                if hid[y, x]:
+                    count += 1
+        order = np.empty(count, np.int64)
+        k = 0
+        for colour in range(2):
             for y in range(h):
-                for x in range(w):
-                    if not hid[y, x]:
-                        total += img[y, x]
-                        count += 1
-            start = np.float32(total / count) if count else np.float32(0.0)
-            v = np.empty((h, w), np.float32)
-            for y in range(h):
-                for x in range(w):
-                    v[y, x] = start if hid[y, x] else np.float32(img[y, x])
-            for _ in range(sweeps):
-                for colour in range(2):
-                    for y in range(h):
-                        for x in range((y + colour) % 2, w, 2):
-                            if not hid[y, x]:
-                                continue
-                            s = np.float32(0.0)
-                            k = 0
-                            if y > 0:
-                                s += v[y - 1, x]
-                                k += 1
-                            if y + 1 < h:
-                                s += v[y + 1, x]
-                                k += 1
-                            if x > 0:
-                                s += v[y, x - 1]
-                                k += 1
-                            if x + 1 < w:
-                                s += v[y, x + 1]
-                                k += 1
-                            if k:
-                                a = s / np.float32(k)
-                                v[y, x] = v[y, x] + om * (a - v[y, x])
-            for y in range(h):
-                for x in range(w):
+                for x in range((y + colour) % 2, w, 2):
                     if hid[y, x]:
-                        img[y, x] = np.uint8(min(max(np.floor(v[y, x] + np.float32(0.5)), 0.0), 255.0))
+                        order[k] = y * w + x
+                        k += 1
+        near = np.full((count, 4), -1, np.int64)
+        for j in range(count):
+            y, x = order[j] // w, order[j] % w
+            if y > 0:
+                near[j, 0] = order[j] - w
+            if y + 1 < h:
+                near[j, 1] = order[j] + w
+            if x > 0:
+                near[j, 2] = order[j] - 1
+            if x + 1 < w:
+                near[j, 3] = order[j] + 1
+        v = np.empty(h * w, np.float32)
+        for ch in range(c):
+            img = images[b, ch].reshape(h * w)
+            total = 0.0
+            seen = 0
+            for p in range(h * w):
+                if not hid[p // w, p % w]:
+                    total += img[p]
+                    seen += 1
+            start = np.float32(total / seen) if seen else np.float32(0.0)
+            for p in range(h * w):
+                v[p] = np.float32(img[p])
+            for j in range(count):
+                v[order[j]] = start
+            for _ in range(sweeps):
+                for j in range(count):  # the even half-sweep, then the odd one: order holds them so
+                    s = np.float32(0.0)
+                    m = 0
+                    for e in range(4):
+                        if near[j, e] >= 0:
+                            s += v[near[j, e]]
+                            m += 1
+                    if m:
+                        a = s / np.float32(m)
+                        v[order[j]] = v[order[j]] + om * (a - v[order[j]])
+            for j in range(count):
+                img[order[j]] = np.uint8(min(max(np.floor(v[order[j]] + np.float32(0.5)), 0.0), 255.0))
     return images
