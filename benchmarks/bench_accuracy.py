@@ -41,7 +41,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench_accuracy", help="name of the results file (benchmarks/results/NAME.json)")
     ap.add_argument("--dcq", default="", help="extra DCQ settings, e.g. 'clusters=64,cluster_features=lab' or "
                     "'drop_patches=0.25'")
-    ap.add_argument("--reconstruct", nargs="+", default=["mae"], choices=["mae", "smooth", "mean", "none"],
+    ap.add_argument("--reconstruct", nargs="+", default=["mae"],
+                    choices=[m + s for m in ("mae", "smooth", "mean", "none") for s in ("", "+snap")],
                     help="how dropped patches are refilled (files converted with drop_patches): a row for each")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

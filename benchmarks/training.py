@@ -65,7 +65,8 @@ def decode_all(path: Path, r: dcqformat.DcqReader, order: np.ndarray, reconstruc
     deterministic and runs before augmentation, so this equals refilling on the fly)."""
     if r.patch_size is None:
         return r.decode_batch(order)
-    rec = Reconstructor(reconstruct, weights=r.weights_blob(), patch=r.patch_size)
+    mode, _, snap = reconstruct.partition("+")  # "smooth+snap": snapped to each image's palette
+    rec = Reconstructor(mode, weights=r.weights_blob(), patch=r.patch_size, snap=snap == "snap")  # type: ignore[arg-type]
     return np.concatenate([refilled_images(r, order[s : s + 1000], rec) for s in range(0, len(order), 1000)])
 
 
