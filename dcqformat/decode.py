@@ -91,9 +91,15 @@ class Streams:
         """(n, gh, gw) drop masks of samples of one size (all False for unmasked samples)."""
         size = self.size()
         assert size is not None, "grids() needs samples of one size"
-        out = np.zeros((len(self), *bitpack.grid_shape(*size, *patch)), bool)
-        for k in np.flatnonzero(self.masked).tolist():
-            out[k] = self.dropped(k)
+        gh, gw = bitpack.grid_shape(*size, *patch)
+        out = np.zeros((len(self), gh, gw), bool)
+        rows = np.flatnonzero(self.masked)
+        if rows.size:  # one gather and one unpack for every mask (same size: same byte count)
+            assert self.mask_data is not None and self.mask_offsets is not None
+            nbytes = bitpack.mask_nbytes(*size, *patch)
+            raw = self.mask_data[self.mask_offsets[rows][:, None] + np.arange(nbytes)]
+            bits = np.unpackbits(raw, axis=1, bitorder="little")[:, : gh * gw]
+            out[rows] = bits.reshape(-1, gh, gw).astype(bool)
         return out
 
     def rows(self, nbytes: int) -> np.ndarray:
