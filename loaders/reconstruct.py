@@ -2,10 +2,12 @@
 the visible pixels around them, by the image's mean colour, or not at all (zeros, and the mask
 goes to the caller).
 
-Reconstruction works on whole decoded images (the MAE sees the full patch grid), so for masked
-files the fused decode+crop of the plain path is split in two: decode to uint8, refill, then
-crop/flip/resize (and normalise) the pixels with the same kernel, each colour channel read as an
-8-bit "indexed" plane through a per-channel table. Visible pixels stay exactly as decoded.
+Reconstruction by the MAE or the harmonic fill works on whole decoded images (the MAE sees
+the full patch grid), so for those the fused decode+crop of the plain path is split in two:
+decode to uint8, refill (or read the refill cache), then crop/flip/resize (and normalise) the
+pixels with the same kernel, each colour channel read as an 8-bit "indexed" plane through a
+per-channel table. ``"none"`` and ``"mean"`` stay fused: index maps cropped through one table per
+image whose extra entry is the fill. Visible pixels stay exactly as decoded.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class Reconstructor:
             mode = "mae" if weights is not None else "smooth"
         if mode == "mae" and weights is None:
             raise DcqError("reconstruct='mae' needs the file's MAE weights (WGHT section), found none; "
-                           "use reconstruct='mean' or 'none', or convert with --drop-patches (it trains one)")
+                           "use reconstruct='smooth' (or auto), 'mean' or 'none', or convert with --drop-patches "
+                           "--mae-size tiny or larger (it trains one)")
         self.mode, self.weights, self.snap = mode, weights, snap
         self.patch: tuple[int, int] = (int(patch[0]), int(patch[1]))
         self.device = torch.device(device)
