@@ -19,10 +19,10 @@ from dcqformat.conversion import ConvertConfig, convert
 
 PINNED = {
     # 2026-11-24: META's quantizer config gained dither, bytes_per_image, resize, center_crop,
-    # max_size, palette_seconds and palette_losses (every section but META byte-identical to the
-    # digests before, checked)
-    "packed": "ad928d98ed05e13dac3873287c4b7ce3227e595c1121e77a525a4ec2ea24e8b1",
-    "zstd": "dd98c6c018b1348fb71f92345fc413518ebf74ede58495f0ac52e5da5e001c6b",
+    # max_size, palette_seconds and palette_losses; then mae_size and mae_weights (each time the
+    # digest without the new keys was the one before, checked)
+    "packed": "88ae35fba75f452890d92ca57b26d5a2e0cf07728703ca0906b1e69e2663e7fa",
+    "zstd": "7a6d4e21b3c44c0d5d15a7b07c16da5fa0a9724e59e512c40a8424324c2ce8ee",
 }
 
 
