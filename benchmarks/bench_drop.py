@@ -85,7 +85,7 @@ def sizes() -> list[dict]:
             saved_per_image = (plain - (dropped - len(weights))) / n
             rows.append({"images": n, "codec": codec, "plain_per_image": plain / n, "drop_per_image": dropped / n,
                          "vs_plain": dropped / plain, "mae_size": name, "mae_bytes": len(weights),
-                         "pays_from": int(np.ceil(len(weights) / max(saved_per_image, 1e-9)))})
+                         "pays_from": max(1, int(np.ceil(len(weights) / max(saved_per_image, 1e-9))))})
             print(f"  size {n} {codec}: {rows[-1]['vs_plain']:.3f}x", file=sys.stderr)
     return rows
 
