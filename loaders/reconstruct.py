@@ -20,7 +20,7 @@ import torch
 
 from dcqformat import DcqError, DcqReader, kernels
 from dcqformat.decode import PaletteSet, Streams, decode_images, resample_planes
-from dcqformat.inpaint import OMEGA, iterations, smooth_fill
+from dcqformat.inpaint import harmonic_fill
 
 from .cache import RefillCache
 from .tables import channel_tables
@@ -92,8 +92,7 @@ class Reconstructor:
         n, c, h, w = images.shape
         hidden = pixel_mask(dropped, self.patch, h, w)
         if self.mode == "smooth":  # a CPU kernel: device tensors go there and back
-            planes = images.cpu().numpy().copy()
-            smooth_fill(planes, hidden[:, 0].cpu().numpy(), iterations(max(self.patch)), OMEGA)
+            planes = harmonic_fill(images.cpu().numpy().copy(), hidden[:, 0].cpu().numpy(), max(self.patch))
             filled = torch.from_numpy(planes).to(images.device)
         elif self.mode == "mean":
             keep = (~hidden).to(torch.float32)
@@ -158,6 +157,10 @@ def refill_and_crop(streams: Streams, palettes: PaletteSet, rec: Reconstructor, 
             if cache is not None and indices is not None:
                 cache.put(indices[pos][rows], full[rows])
         out[pos] = crop_pixels(full, tables, boxes[pos], flips[pos], size, bilinear, chw)
+        if hidden is not None:  # "none" on 8-bit maps: the pixel masks cropped like the pixels
+            m = pixel_mask(torch.from_numpy(part.grids(rec.patch)), rec.patch, h, w).numpy().astype(np.uint8)
+            hidden[pos] = crop_pixels(m, channel_tables(1, None, None, False), boxes[pos], flips[pos], size,
+                                      False, True)[:, 0] != 0
     return out, hidden
 
 

@@ -159,3 +159,19 @@ def test_prior_model_starts_at_the_harmonic_fill():
     dropped = torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.3
     want = Reconstructor("smooth", weights=None, patch=(4, 4)).fill(images.clone(), dropped)
     assert torch.equal(model.fill(images, dropped), want)
+
+
+def test_none_masks_of_8_bit_files(tmp_path):
+    """8-bit maps have no spare index for the indexed path: their "none" masks come from the
+    refill-then-crop path, and must still mark the dropped pixels."""
+    path = tmp_path / "e.dcq"
+    rng = np.random.default_rng(1)
+    dropped = rng.random((3, 4, 4)) < 0.4
+    with dcqformat.DcqWriter(path, bits=8, palettes=rng.integers(0, 256, (1, 256, 3), dtype=np.uint8),
+                             patch_size=4) as w:
+        for d in dropped:
+            w.add(rng.integers(0, 256, (16, 16), dtype=np.uint8), palette=0, label=0, dropped=d)
+    ds = DCQDataset(path, reconstruct="none", layout="HWC")
+    images, _, masks = ds.get_batch(np.arange(3), masks=True)
+    want = torch.from_numpy(dropped.repeat(4, 1).repeat(4, 2))
+    assert torch.equal(masks, want) and not images[want].any()
