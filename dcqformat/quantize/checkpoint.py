@@ -78,25 +78,24 @@ class Checkpoints:
         state = directory / STATE
         if directory.exists() and not state.exists() and any(directory.iterdir()):
             raise DcqError(f"{directory}: not a dcq work directory (no {STATE}); give --work-dir an empty or new one")
+        found: list[str] = []  # the stages this rank finished before
         if directory.exists():
             try:
                 old = json.loads(state.read_text())
             except (OSError, ValueError):
                 old = {}
             if resume and old.get("fingerprint") == key:
-                self.done = self._common([s for s in old.get("done", []) if isinstance(s, str)])
-                if self.done:
-                    note(f"resuming from {directory}: {', '.join(self.done)} done", progress)
+                found = [s for s in old.get("done", []) if isinstance(s, str)]
             else:
-                self._common([])
                 if resume and old:
                     note(f"{directory} holds another conversion's stages: starting over", progress)
                 shutil.rmtree(directory)
-        else:
-            self._common([])
+        self.done = self._common(found)
+        if self.done:
+            note(f"resuming from {directory}: {', '.join(self.done)} done", progress)
         directory.mkdir(parents=True, exist_ok=True)
         self._write_state()
-        if self.group.distributed and not all(self.group.all_gather(bool(self.done))) and self.group.leader:
+        if self.group.distributed and not self.done and self.group.leader:
             shutil.rmtree(directory.parent / PARTS, ignore_errors=True)  # some rank starts over: so do the parts
 
     def parts(self, dst: Path) -> Path | None:
