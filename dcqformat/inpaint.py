@@ -21,6 +21,12 @@ def iterations(patch: int) -> int:
     return max(10, 4 * int(patch))
 
 
+def harmonic_fill(images: np.ndarray, hidden: np.ndarray, patch: int) -> np.ndarray:
+    """The harmonic fill of spec §9.2, in place: ``images`` (N, C, H, W) uint8 where ``hidden``
+    (N, H, W) is set, for dropped patches of side ``patch`` (the larger side)."""
+    return smooth_fill(images, hidden, iterations(patch), OMEGA)
+
+
 @_kernel(parallel=True)
 def smooth_fill(images, hidden, sweeps, omega):
     """Fill the pixels of ``images`` (N, C, H, W) uint8 where ``hidden`` (N, H, W) is nonzero, in place.

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..inpaint import OMEGA, iterations, smooth_fill
+from ..inpaint import harmonic_fill
 
 
 @dataclass
@@ -138,8 +138,7 @@ class MAE(nn.Module):
         p = self.config.patch
         hidden = dropped.reshape(n, gh, gw).repeat_interleave(p, 1).repeat_interleave(p, 2)[:, :h, :w]
         pixels = (x.detach() * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy().copy()
-        smooth_fill(pixels, hidden.cpu().numpy(), iterations(p), OMEGA)
-        return torch.from_numpy(pixels).to(x.device, torch.float32) / 255
+        return torch.from_numpy(harmonic_fill(pixels, hidden.cpu().numpy(), p)).to(x.device, torch.float32) / 255
 
     def forward(self, x: torch.Tensor, dropped: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted patches (N, L, p * p * C) of images ``x`` whose patches ``dropped`` (N, L)
