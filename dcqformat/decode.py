@@ -5,12 +5,12 @@ for zstd, decompressed), where each starts, each sample's size and palette, and 
 of samples with dropped patches. :meth:`dcqformat.DcqReader.streams` makes one from a file's
 memory map, :func:`dcqformat.dcqi.streams_of` from ``.dcqi`` WebDataset members; the functions
 below decode it, whatever it came from: whole images (:func:`decode_images`) and fused
-crops/flips/resizes (:func:`decode_crops`). Refilling dropped patches needs torch and lives in
-:mod:`dcqformat.loaders.reconstruct`.
+crops/flips/resizes (:func:`decode_crops`; :func:`decode_masked_crops` with dropped patches
+set to a value or the image's mean colour). Refilling dropped patches with a model or the
+harmonic fill needs whole images and lives in :mod:`dcqformat.loaders.reconstruct`.
 
 Only this module (and the reader's checks) calls :mod:`dcqformat.kernels`; the NumPy twins in
-:mod:`dcqformat.bitpack` and :mod:`dcqformat.resample` serve the tests, except the one marked
-slow path (crops of masked samples through the reader API; the loaders refill those first).
+:mod:`dcqformat.bitpack` and :mod:`dcqformat.resample` serve the tests only.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from . import bitpack, kernels, resample
+from . import bitpack, kernels
 from .kernels import set_parallel
 
 __all__ = ["PaletteSet", "Streams", "concat", "crop_arguments", "decode_crops", "decode_images", "decode_indices",
-           "kept_pixels", "resample_planes", "set_parallel"]
+           "decode_masked_crops", "kept_pixels", "resample_planes", "set_parallel"]
 
 _LUT_CACHE_BYTES = 64 << 20
 
@@ -226,15 +226,35 @@ def decode_crops(s: Streams, table: np.ndarray, fill: np.ndarray, boxes: np.ndar
                                       fill, part.bits, boxes[plain], flips[plain], bilinear, rounding, target, chw)
         if target is not out:
             out[plain] = target
-    size = out.shape[2:] if chw else out.shape[1:3]
-    for k in np.flatnonzero(masked).tolist():  # slow path, see the module's docstring
-        h, w = int(s.heights[k]), int(s.widths[k])
-        dropped = s.dropped(k)
-        assert dropped is not None and s.patch is not None
-        indices = decode_indices(s.take(np.array([k])))[0]
-        out[k] = resample.resample_masked(table[int(s.palette_ids[k])][indices],
-                                          bitpack.dropped_pixels(dropped, *s.patch, h, w), tuple(boxes[k]),
-                                          bool(flips[k]), (int(size[0]), int(size[1])), bilinear, fill, rounding, chw)
+    rows = np.flatnonzero(masked)
+    if rows.size:
+        part = s.take(rows) if rows.size < len(s) else s
+        target = out if rows.size == len(s) else np.empty((rows.size, *out.shape[1:]), out.dtype)
+        decode_masked_crops(part, table, np.tile(fill, (rows.size, 1)), fill, boxes[rows], flips[rows], target,
+                            bilinear=bilinear, chw=chw)
+        if target is not out:
+            out[rows] = target
+    return out
+
+
+def decode_masked_crops(s: Streams, table: np.ndarray, drop: np.ndarray, fill: np.ndarray, boxes: np.ndarray,
+                        flips: np.ndarray, out: np.ndarray, *, bilinear: bool, chw: bool,
+                        mean_of: tuple[np.ndarray, np.ndarray] | None = None,
+                        hidden: np.ndarray | None = None) -> np.ndarray:
+    """:func:`decode_crops` of samples with dropped patches (plain ones too) in one fused pass
+    (:func:`kernels.decode_masked_resample_batch`): a dropped pixel takes ``drop[k]`` (N, C),
+    or with ``mean_of = (colours, values)`` the value in ``values`` (C, 256) of the sample's
+    mean kept colour, its palette ``colours[palette_ids[k]]`` (uint8, ``table``'s colours).
+    ``hidden`` (N, OH, OW) bool, when given, is set where the nearest source pixel is dropped."""
+    rounding = 0.5 if table.dtype.kind in "ui" else 0.0
+    colours, values = mean_of if mean_of is not None else (np.zeros((0, 1, 1), np.uint8),
+                                                           np.zeros((0, 256), table.dtype))
+    assert s.patch is not None and s.mask_data is not None and s.mask_offsets is not None
+    kernels.decode_masked_resample_batch(
+        s.data, s.offsets, s.heights, s.widths, s.palette_ids, table, drop, fill, s.bits, s.mask_data,
+        s.mask_offsets, s.patch[0], s.patch[1], colours, values, np.ascontiguousarray(boxes, np.float64),
+        np.ascontiguousarray(flips, np.bool_), bilinear, rounding, out, chw,
+        hidden if hidden is not None else np.zeros((0, 1, 1), np.bool_))
     return out
 
 

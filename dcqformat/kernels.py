@@ -364,6 +364,31 @@ def _bilinear(idx, w, r0, r1, ry, c0, c1, rx, pal, rounding, o, chw):
                     o[y, x, c] = v
 
 
+@_helper
+def _axis(start, span, size, flip, bilinear, i0, i1, frac):
+    """Source positions along one axis of an output of ``i0.shape[0]`` pixels, the window
+    ``start, span`` of an image ``size`` long: nearest (``i0``) or two taps and the weight of the
+    second (bilinear); ``flip`` mirrors the output."""
+    n = i0.shape[0]
+    for i in range(n):
+        f = start + ((n - 1 - i if flip else i) + 0.5) * (span / n)
+        if bilinear:
+            t = min(max(f - 0.5, 0.0), size - 1.0)
+            i0[i] = int(t)
+            i1[i] = min(i0[i] + 1, size - 1)
+            frac[i] = t - i0[i]
+        else:
+            i0[i] = int(np.floor(f))
+
+
+@_helper
+def _taps(box, flip, h, w, bilinear, r0, r1, ry, c0, c1, rx):
+    """Rows and columns of an output for the window ``box = (y0, x0, h, w)`` (:func:`_axis`);
+    see :func:`decode_resample_batch`."""
+    _axis(box[0], box[2], h, False, bilinear, r0, r1, ry)
+    _axis(box[1], box[3], w, flip, bilinear, c0, c1, rx)
+
+
 @_kernel(parallel=True)
 def decode_resample_batch(data, offsets, heights, widths, table_ids, table, fill, bits, boxes, flips, bilinear,
                           rounding, out, chw):
@@ -383,40 +408,97 @@ def decode_resample_batch(data, offsets, heights, widths, table_ids, table, fill
     for b in prange(offsets.shape[0]):
         h = heights[b]
         w = widths[b]
-        pal = table[table_ids[b]]
         idx = np.empty(h * w, np.uint8)
         _unpack_all(data, offsets[b], bits, h * w, idx)
-        # Source rows and columns (nearest) or the two taps and weight (bilinear), once each.
-        r0 = np.empty(oh, np.int64)
-        r1 = np.empty(oh, np.int64)
-        ry = np.zeros(oh, np.float64)
-        c0 = np.empty(ow, np.int64)
-        c1 = np.empty(ow, np.int64)
-        rx = np.zeros(ow, np.float64)
-        for y in range(oh):
-            fy = boxes[b, 0] + (y + 0.5) * (boxes[b, 2] / oh)
-            if bilinear:
-                t = min(max(fy - 0.5, 0.0), h - 1.0)
-                r0[y] = int(t)
-                r1[y] = min(r0[y] + 1, h - 1)
-                ry[y] = t - r0[y]
-            else:
-                r0[y] = int(np.floor(fy))
-        for x in range(ow):
-            xs = ow - 1 - x if flips[b] else x
-            fx = boxes[b, 1] + (xs + 0.5) * (boxes[b, 3] / ow)
-            if bilinear:
-                t = min(max(fx - 0.5, 0.0), w - 1.0)
-                c0[x] = int(t)
-                c1[x] = min(c0[x] + 1, w - 1)
-                rx[x] = t - c0[x]
-            else:
-                c0[x] = int(np.floor(fx))
-        o = out[b]
+        r0, r1, ry = np.empty(oh, np.int64), np.empty(oh, np.int64), np.zeros(oh, np.float64)
+        c0, c1, rx = np.empty(ow, np.int64), np.empty(ow, np.int64), np.zeros(ow, np.float64)
+        _taps(boxes[b], flips[b], h, w, bilinear, r0, r1, ry, c0, c1, rx)
         if bilinear:
-            _bilinear(idx, w, r0, r1, ry, c0, c1, rx, pal, rounding, o, chw)
+            _bilinear(idx, w, r0, r1, ry, c0, c1, rx, table[table_ids[b]], rounding, out[b], chw)
         else:
-            _nearest(idx, h, w, r0, c0, pal, fill, o, chw)
+            _nearest(idx, h, w, r0, c0, table[table_ids[b]], fill, out[b], chw)
+    return out
+
+
+@_kernel(parallel=True)
+def decode_masked_resample_batch(data, offsets, heights, widths, table_ids, table, drop, fill, bits, mask_data,
+                                 mask_offsets, patch_h, patch_w, colours, values, boxes, flips, bilinear, rounding,
+                                 out, chw, hidden):
+    """:func:`decode_resample_batch` for samples with dropped patches (and plain ones, whose
+    ``mask_offsets[b] < 0``; masks and streams as in :func:`decode_masked_batch`), in one pass.
+
+    A dropped pixel has the value ``drop[b]`` (per channel) and is sampled like any other.
+    When ``colours`` is not empty it is the mean colour instead: ``colours[table_ids[b]]``
+    (uint8, the palette whose values ``table`` holds) averaged over the kept pixels in float32,
+    rounded half to even, looked up in ``values`` (C, 256), and written to ``drop[b]``. When
+    ``hidden`` (N, OH, OW) is not empty, it is set where the output's nearest source pixel is a
+    dropped one (outside the image: False), whatever the interpolation.
+    """
+    oh = out.shape[2] if chw else out.shape[1]
+    ow = out.shape[3] if chw else out.shape[2]
+    for b in prange(offsets.shape[0]):
+        h = heights[b]
+        w = widths[b]
+        own = table[table_ids[b]]
+        k = own.shape[0]
+        channels = own.shape[1]
+        local = np.empty((k + 1, channels), table.dtype)  # entry 0: the dropped pixels' value
+        local[1:] = own
+        idx = np.zeros(h * w, np.uint16)  # index + 1, or 0 where dropped
+        if mask_offsets[b] < 0:
+            kept = h * w
+            raw = np.empty(kept, np.uint8)
+            _unpack_all(data, offsets[b], bits, kept, raw)
+            for p in range(kept):
+                idx[p] = raw[p] + 1
+        else:
+            gh = (h + patch_h - 1) // patch_h
+            gw = (w + patch_w - 1) // patch_w
+            m0 = mask_offsets[b]
+            kept = 0
+            for g in range(gh * gw):
+                if not (mask_data[m0 + (g >> 3)] >> (g & 7)) & 1:
+                    kept += min(patch_h, h - (g // gw) * patch_h) * min(patch_w, w - (g % gw) * patch_w)
+            raw = np.empty(kept, np.uint8)
+            _unpack_all(data, offsets[b], bits, kept, raw)
+            pos = 0
+            for g in range(gh * gw):
+                if (mask_data[m0 + (g >> 3)] >> (g & 7)) & 1:
+                    continue
+                y0 = (g // gw) * patch_h
+                x0 = (g % gw) * patch_w
+                for y in range(y0, min(y0 + patch_h, h)):
+                    for x in range(x0, min(x0 + patch_w, w)):
+                        idx[y * w + x] = raw[pos] + 1
+                        pos += 1
+        if colours.shape[0] > 0:
+            counts = np.zeros(k, np.int64)
+            for p in range(kept):
+                counts[raw[p]] += 1
+            pal = colours[table_ids[b]]
+            for c in range(channels):
+                total = 0
+                for i in range(k):
+                    total += counts[i] * pal[i, c]
+                level = np.rint(np.float32(total) / np.float32(max(kept, 1)))
+                drop[b, c] = values[c, int(level)]
+        for c in range(channels):
+            local[0, c] = drop[b, c]
+        r0, r1, ry = np.empty(oh, np.int64), np.empty(oh, np.int64), np.zeros(oh, np.float64)
+        c0, c1, rx = np.empty(ow, np.int64), np.empty(ow, np.int64), np.zeros(ow, np.float64)
+        _taps(boxes[b], flips[b], h, w, bilinear, r0, r1, ry, c0, c1, rx)
+        if bilinear:
+            _bilinear(idx, w, r0, r1, ry, c0, c1, rx, local, rounding, out[b], chw)
+        else:
+            _nearest(idx, h, w, r0, c0, local, fill, out[b], chw)
+        if hidden.shape[0] > 0:
+            if bilinear:
+                _taps(boxes[b], flips[b], h, w, False, r0, r1, ry, c0, c1, rx)
+            for y in range(oh):
+                for x in range(ow):
+                    sy = r0[y]
+                    sx = c0[x]
+                    hidden[b, y, x] = 0 <= sy < h and 0 <= sx < w and idx[sy * w + sx] == 0
     return out
 
 

@@ -34,12 +34,3 @@ def resample(image: np.ndarray, box: tuple[float, float, float, float], flip: bo
         res[~inside] = np.asarray(fill, np.float64)
     return res[:, ::-1] if flip else res
 
-
-def resample_masked(image: np.ndarray, dropped: np.ndarray, box: tuple[float, float, float, float], flip: bool,
-                    size: tuple[int, int], bilinear: bool, fill: np.ndarray, rounding: float, chw: bool) -> np.ndarray:
-    """The slow path for a sample with dropped patches: its (H, W, C) palette-valued ``image``
-    with the ``dropped`` pixels set to ``fill``, resampled like the kernel, in CHW or HWC order."""
-    image = image.copy()
-    image[dropped] = fill
-    res = resample(image, box, flip, size[0], size[1], bilinear, fill) + rounding
-    return res.transpose(2, 0, 1) if chw else res

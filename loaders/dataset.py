@@ -159,7 +159,7 @@ class DCQDataset(Dataset):
             raise ValueError("images differ in size: give the dataset an augment (e.g. Resize)")
         labels = torch.from_numpy(np.array(self.reader.labels[idx]))
         hidden: list[np.ndarray] = []
-        images = torch.from_numpy(self._decode(idx, generator, hidden))
+        images = torch.from_numpy(self._decode(idx, generator, hidden if masks else None))
         if not masks:
             return images, labels
         shape = (idx.size, *images.shape[2:]) if self.layout == "CHW" else images.shape[:3]
@@ -212,7 +212,8 @@ class DCQDataset(Dataset):
         boxes, flips, size, interp = self._windows(idx, generator)
         tables = channel_tables(r.channels, self.mean, self.std, self._table is not None)
         out, hidden = refill_and_crop(r.streams(idx), r.palette_set, rec, tables, boxes, flips, size,
-                                      interp == "bilinear", self.layout == "CHW", self.refill_cache, idx)
+                                      interp == "bilinear", self.layout == "CHW", self.refill_cache, idx,
+                                      masks=masks is not None)
         if masks is not None and hidden is not None:
             masks.append(hidden)
         return out

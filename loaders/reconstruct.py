@@ -6,8 +6,8 @@ Reconstruction by the MAE or the harmonic fill works on whole decoded images (th
 the full patch grid), so for those the fused decode+crop of the plain path is split in two:
 decode to uint8, refill (or read the refill cache), then crop/flip/resize (and normalise) the
 pixels with the same kernel, each colour channel read as an 8-bit "indexed" plane through a
-per-channel table. ``"none"`` and ``"mean"`` stay fused: index maps cropped through one table per
-image whose extra entry is the fill. Visible pixels stay exactly as decoded.
+per-channel table. ``"none"`` and ``"mean"`` stay fused: kept indices decoded straight into the
+crop, dropped pixels taking the fill's value. Visible pixels stay exactly as decoded.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
-from dcqformat import DcqError, DcqReader, kernels
-from dcqformat.decode import PaletteSet, Streams, decode_images, resample_planes
+from dcqformat import DcqError, DcqReader
+from dcqformat.decode import PaletteSet, Streams, decode_images, decode_masked_crops, resample_planes
 from dcqformat.inpaint import harmonic_fill
 
 from .cache import RefillCache
@@ -121,30 +121,28 @@ def crop_pixels(images: np.ndarray, tables: np.ndarray, boxes: np.ndarray, flips
 
 def refill_and_crop(streams: Streams, palettes: PaletteSet, rec: Reconstructor, tables: np.ndarray,
                     boxes: np.ndarray, flips: np.ndarray, size: tuple[int, int], bilinear: bool,
-                    chw: bool, cache: RefillCache | None = None,
-                    indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                    chw: bool, cache: RefillCache | None = None, indices: np.ndarray | None = None,
+                    masks: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """The one refill path (DCQDataset, the WebDataset decoder, dcq export, the benchmarks).
 
-    Decodes the samples of ``streams`` as whole images, one batch per image size, refills their
-    dropped patches as ``rec`` says, then crops/flips/resizes (and normalises through the
-    per-channel ``tables``) them to ``size``. Returns the batch and, for ``reconstruct="none"``,
-    its (n, OH, OW) dropped-pixel mask.
+    Refills the dropped patches of the samples of ``streams`` as ``rec`` says and crops, flips,
+    resizes (and normalises through the per-channel ``tables``) them to ``size``. Returns the
+    batch and, with ``masks`` and ``reconstruct="none"``, its (n, OH, OW) dropped-pixel mask.
 
-    ``"none"`` and ``"mean"`` never leave the palette: the index maps are cropped through one
-    table per sample whose extra entry is the fill (:func:`_crop_indexed`). The other modes keep
-    refilled images in ``cache`` (a :class:`RefillCache`; ``indices`` are the samples' numbers).
+    ``"none"`` and ``"mean"`` never leave the palette: one fused pass decodes each sample's
+    kept indices straight into its crop, the dropped pixels taking level 0 or the mean colour
+    (:func:`_crop_indexed`). The other modes decode whole images, one batch per image size,
+    refill them (or read them from ``cache``, a :class:`RefillCache`; ``indices`` are the
+    samples' numbers) and crop them.
     """
+    if rec.mode == "none" or (rec.mode == "mean" and not rec.snap):
+        return _crop_indexed(streams, palettes, rec.mode, tables, boxes, flips, size, bilinear, chw,
+                             masks and rec.mode == "none")
     n, c = len(streams), tables.shape[0]
     out = np.empty((n, c, *size) if chw else (n, *size, c), tables.dtype)
-    hidden = np.zeros((n, *size), bool) if rec.mode == "none" else None
-    indexed = (rec.mode == "none" or (rec.mode == "mean" and not rec.snap)) and streams.bits < 8
     for h, w in sorted({(int(a), int(b)) for a, b in zip(streams.heights, streams.widths)}):
         pos = np.flatnonzero((streams.heights == h) & (streams.widths == w))
         part = streams.take(pos)
-        if indexed:
-            out[pos] = _crop_indexed(part, palettes, rec.mode, tables, boxes[pos], flips[pos], size, bilinear, chw,
-                                     hidden, pos)
-            continue
         full = np.empty((pos.size, c, h, w), np.uint8)
         todo = np.ones(pos.size, bool) if cache is None or indices is None else ~cache.get(indices[pos], full)
         if todo.any():
@@ -157,61 +155,29 @@ def refill_and_crop(streams: Streams, palettes: PaletteSet, rec: Reconstructor, 
             if cache is not None and indices is not None:
                 cache.put(indices[pos][rows], full[rows])
         out[pos] = crop_pixels(full, tables, boxes[pos], flips[pos], size, bilinear, chw)
-        if hidden is not None:  # "none" on 8-bit maps: the pixel masks cropped like the pixels
-            m = pixel_mask(torch.from_numpy(part.grids(rec.patch)), rec.patch, h, w).numpy().astype(np.uint8)
-            hidden[pos] = crop_pixels(m, channel_tables(1, None, None, False), boxes[pos], flips[pos], size,
-                                      False, True)[:, 0] != 0
-    return out, hidden
+    return out, None
 
 
-def _crop_indexed(part: Streams, palettes: PaletteSet, mode: str, tables: np.ndarray, boxes: np.ndarray,
+def _crop_indexed(streams: Streams, palettes: PaletteSet, mode: str, tables: np.ndarray, boxes: np.ndarray,
                   flips: np.ndarray, size: tuple[int, int], bilinear: bool, chw: bool,
-                  hidden: np.ndarray | None, pos: np.ndarray) -> np.ndarray:
-    """Samples of one size (bits < 8) refilled by ``"none"`` (level 0) or ``"mean"`` (the
-    rounded mean visible colour) and cropped in one fused pass over their index maps.
-
-    Each map holds index + 1 for a decoded pixel and 0 for a dropped one; sample k's table is
-    its palette's values through ``tables`` behind one extra entry, the fill's value. The same
-    pixels, so the same output, as refilling decoded images and cropping them (tests check it).
-    """
-    m, k = len(part), 1 << part.bits
-    h, w = part.size() or (0, 0)
-    shifted = PaletteSet(np.arange(1, k + 1, dtype=np.uint8).reshape(1, k, 1), part.bits)
-    maps = decode_images(replace(part, palette_ids=np.zeros(m, np.int64)), shifted,
-                         np.empty((m, h, w, 1), np.uint8), False).reshape(m, h * w)
-    c = tables.shape[0]
-    pal = palettes.palettes[part.palette_ids]  # (m, K, C)
-    table = np.empty((m, k + 1, c), tables.dtype)
-    level = np.zeros((m, c), np.int64)
-    if mode == "mean":  # Reconstructor.fill's float32 mean, rounded half to even, from index counts
-        if k <= 16:  # a comparison per index beats bincount's scatter for small palettes
-            counts = np.stack([np.count_nonzero(maps == v, axis=1) for v in range(1, k + 1)], 1)
-        else:
-            counts = np.bincount((maps.astype(np.int64) + (np.arange(m) * (k + 1))[:, None]).reshape(-1),
-                                 minlength=m * (k + 1)).reshape(m, k + 1)[:, 1:]
-        sums = (counts[:, :, None] * pal).sum(1)
-        kept = np.maximum(counts.sum(1), 1)
-        level = np.round(sums.astype(np.float32) / kept.astype(np.float32)[:, None]).astype(np.int64)
-    for ch in range(c):
-        table[:, 1:, ch] = tables[ch, pal[..., ch], 0]
-        table[:, 0, ch] = tables[ch, level[:, ch], 0]
-    data = maps.reshape(-1)
-    offsets = np.arange(m, dtype=np.int64) * (h * w)
-    hs, ws = np.full(m, h, np.int64), np.full(m, w, np.int64)
-    boxes = np.ascontiguousarray(boxes, np.float64)
-    flips = np.ascontiguousarray(flips, np.bool_)
-    out = np.empty((m, c, *size) if chw else (m, *size, c), tables.dtype)
-    kernels.decode_resample_batch(data, offsets, hs, ws, np.arange(m, dtype=np.int64), table,
-                                  tables[:, 0, 0].copy(), 8, boxes, flips, bilinear,
-                                  0.5 if tables.dtype.kind in "ui" else 0.0, out, chw)
-    if hidden is not None:  # the dropped pixels of the output: index 0, sampled nearest
-        marks = np.zeros((1, k + 1, 1), np.uint8)
-        marks[0, 0, 0] = 1
-        seen = np.empty((m, 1, *size), np.uint8)
-        kernels.decode_resample_batch(data, offsets, hs, ws, np.zeros(m, np.int64), marks, np.zeros(1, np.uint8), 8,
-                                      boxes, flips, False, 0.5, seen, True)
-        hidden[pos] = seen[:, 0] != 0
-    return out
+                  masks: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Samples of any sizes refilled by ``"none"`` (level 0) or ``"mean"`` (the rounded mean
+    kept colour) and cropped in one fused pass from their kept indices: the same pixels, so the
+    same output, as refilling decoded images and cropping them (tests check it)."""
+    n, c = len(streams), tables.shape[0]
+    ids, inverse = np.unique(streams.palette_ids, return_inverse=True)  # only the palettes in use
+    colours = palettes.palettes[ids]  # (P, K, C) uint8
+    table = np.stack([tables[ch, colours[..., ch], 0] for ch in range(c)], -1)  # their values
+    black = tables[:, 0, 0].copy()  # level 0: the fill of "none", and outside the image
+    out = np.empty((n, c, *size) if chw else (n, *size, c), tables.dtype)
+    hidden = np.zeros((n, *size), bool) if masks else None
+    if streams.mask_offsets is None:  # nothing dropped in this batch
+        streams = replace(streams, mask_offsets=np.full(n, -1, np.int64), mask_data=np.zeros(1, np.uint8),
+                          patch=streams.patch or (1, 1))
+    decode_masked_crops(replace(streams, palette_ids=inverse.reshape(-1).astype(np.int64)), table,
+                        np.tile(black, (n, 1)), black, boxes, flips, out, bilinear=bilinear, chw=chw,
+                        mean_of=(colours, tables[:, :, 0]) if mode == "mean" else None, hidden=hidden)
+    return out, hidden
 
 
 def refilled_images(reader: DcqReader, indices: np.ndarray, rec: Reconstructor) -> np.ndarray:

@@ -171,7 +171,7 @@ class BatchDecoder:
             assert rec is not None
             tables = channel_tables(self.channels, self.mean, self.std, self.table.dtype != np.uint8)
             out, hidden = refill_and_crop(streams, self.palettes, rec, tables, boxes, flips, size,
-                                          interp == "bilinear", chw)
+                                          interp == "bilinear", chw, masks=True)
             return (torch.from_numpy(out), labels) if hidden is None else \
                 (torch.from_numpy(out), labels, torch.from_numpy(hidden))
         boxes, flips, fill = crop_arguments(len(items), self.channels, self.table, self.fill, boxes, flips)

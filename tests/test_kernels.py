@@ -131,6 +131,68 @@ def test_decode_resample_batch(jit, bits, channels, bilinear, chw, floats, seed)
         np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+@given(bits=st.integers(1, 8), channels=st.sampled_from([1, 3]), bilinear=st.booleans(), chw=st.booleans(),
+       mean=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_decode_masked_resample_batch(jit, bits, channels, bilinear, chw, mean, seed):
+    """Masked and plain samples of several sizes: the twin fills the dropped pixels (the given
+    value, or the rounded float32 mean kept colour) and resamples like the plain kernel."""
+    from dcqformat import resample
+
+    rng = np.random.default_rng(seed)
+    n_img, ph, pw = 4, int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    oh, ow = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+    hs, ws = rng.integers(1, 12, n_img), rng.integers(1, 12, n_img)
+    colours = rng.integers(0, 256, (2, 1 << bits, channels)).astype(np.uint8)
+    values = np.stack([(np.arange(256) / 255.0 - 0.1 * c).astype(np.float32) for c in range(channels)])
+    table = np.stack([values[c][colours[..., c]] for c in range(channels)], -1)
+    tids = rng.integers(0, 2, n_img)
+    streams, masks, mask_offsets, pixels, dropped_px = [], [np.zeros(1, np.uint8)], [], [], []
+    for h, w in zip(hs, ws):
+        idx = rng.integers(0, 1 << bits, (h, w)).astype(np.uint8)
+        dropped = rng.random(bitpack.grid_shape(h, w, ph, pw)) < 0.5
+        if rng.random() < 0.25:  # a plain sample among masked ones
+            streams.append(bitpack.pack_indices(idx.reshape(-1), bits))
+            mask_offsets.append(-1)
+            dropped_px.append(np.zeros((h, w), bool))
+        else:
+            order = bitpack.kept_pixel_order(h, w, ph, pw, dropped)
+            streams.append(bitpack.pack_indices(idx.reshape(-1)[order], bits))
+            mask_offsets.append(sum(m.size for m in masks))
+            masks.append(bitpack.pack_mask(dropped))
+            dropped_px.append(bitpack.dropped_pixels(dropped, ph, pw, h, w))
+        pixels.append(idx)
+    data = np.concatenate(streams + [np.zeros(1, np.uint8)])
+    offsets = np.concatenate([[0], np.cumsum([s.size for s in streams])[:-1]]).astype(np.int64)
+    boxes = np.stack([rng.uniform(-4, 8, n_img), rng.uniform(-4, 8, n_img), rng.uniform(1, 14, n_img),
+                      rng.uniform(1, 14, n_img)], 1)
+    if not bilinear:
+        boxes[:, :2] = np.floor(boxes[:, :2])
+    flips = rng.random(n_img) < 0.5
+    drop = rng.uniform(-1, 1, (n_img, channels)).astype(np.float32)
+    fill = np.full(channels, 0.25, np.float32)
+    out = np.empty((n_img, channels, oh, ow) if chw else (n_img, oh, ow, channels), np.float32)
+    hidden = np.zeros((n_img, oh, ow), bool)
+    mean_args = (colours, values) if mean else (np.zeros((0, 1, 1), np.uint8), np.zeros((0, 256), np.float32))
+    want_drop = drop.copy()
+    kernels.decode_masked_resample_batch(data, offsets, hs, ws, tids, table, drop, fill, bits,
+                                         np.concatenate(masks), np.array(mask_offsets, np.int64), ph, pw, *mean_args,
+                                         boxes, flips, bilinear, 0.0, out, chw, hidden)
+    for b in range(n_img):
+        image = colours[tids[b]][pixels[b]]
+        if mean:
+            kept = image[~dropped_px[b]].astype(np.float32)
+            level = np.round(kept.sum(0) / np.float32(max(len(kept), 1))).astype(int)
+            want_drop[b] = values[np.arange(channels), level]
+        np.testing.assert_array_equal(drop[b], want_drop[b])
+        values_of = table[tids[b]][pixels[b]]
+        values_of[dropped_px[b]] = want_drop[b]
+        want = resample.resample(values_of, tuple(boxes[b]), flips[b], oh, ow, bilinear, fill)
+        np.testing.assert_allclose(out[b].transpose(1, 2, 0) if chw else out[b], want, atol=1e-5)
+        marks = resample.resample(dropped_px[b][..., None].astype(np.float64), tuple(boxes[b]), flips[b], oh, ow,
+                                  False, np.zeros(1))[..., 0] != 0
+        np.testing.assert_array_equal(hidden[b], marks)
+
+
 def test_gather_runs_matches_slicing(jit):
     rng = np.random.default_rng(0)
     srcs = [rng.integers(0, 256, n, dtype=np.uint8) for n in (1000, 30, 1)]

@@ -58,7 +58,9 @@ def test_indexed_path_equals_refill_then_crop(masked_file, mode, bilinear, chw, 
                             normalise)
     aug = RandomResizedCrop(10, scale=(0.3, 1.0)) if bilinear else RandomCrop(10, padding=3, flip=0.5)
     boxes, flips = aug.windows(r.field("height")[idx], r.field("width")[idx], torch.Generator().manual_seed(1))
-    got, hidden = refill_and_crop(r.streams(idx), r.palette_set, rec, tables, boxes, flips, (10, 10), bilinear, chw)
+    got, hidden = refill_and_crop(r.streams(idx), r.palette_set, rec, tables, boxes, flips, (10, 10), bilinear, chw,
+                                  masks=True)
+    assert (hidden is None) == (mode == "mean")
     want = generic(r, idx, rec, tables, boxes, flips, (10, 10), bilinear, chw)
     np.testing.assert_array_equal(got, want)
     if mode == "none":  # the output's dropped pixels: the pixel masks cropped the same way
