@@ -12,7 +12,16 @@ from collections.abc import Callable
 from . import SPEC_VERSION, __version__, commands
 from . import _layout as L
 from .errors import DcqError
-from .options import CLUSTER_FEATURES, MAE_SIZES, MAE_WEIGHTS, QUANTIZERS, SELECT_FEATURES, SELECTIONS, OptionError
+from .options import (
+    CLUSTER_FEATURES,
+    DROP_BY,
+    MAE_SIZES,
+    MAE_WEIGHTS,
+    QUANTIZERS,
+    SELECT_FEATURES,
+    SELECTIONS,
+    OptionError,
+)
 from .sample_data import DATASETS
 
 EPILOG = """examples:
@@ -146,8 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, default=8, help="attention model training epochs (default 8)")
     s.add_argument("--refine-steps", type=int, default=10, help="texture refinement steps per palette (default 10)")
     s.add_argument("--drop-patches", type=float, default=0.0, metavar="FRACTION",
-                   help="drop this fraction of each image's patches, those of least Grad-CAM++ attention, and "
-                        "train an MAE that the loaders use to refill them (e.g. 0.25; default 0: keep all)")
+                   help="drop this fraction of each image's patches, those the loaders refill best (see "
+                        "--drop-by), and train an MAE that the loaders use to refill them (e.g. 0.25; default 0: "
+                        "keep all)")
+    s.add_argument("--drop-by", default="fill", choices=DROP_BY, help="which patches to drop: fill (default: "
+                   "those the harmonic fill restores best, i.e. the smoothest), attention (the least attended by "
+                   "the attention model's Grad-CAM++, as Dataset Quantization) or both (the fill's error weighted "
+                   "by attention)")
     s.add_argument("--patch-size", type=int, default=None, help="patch side in pixels (default: 4 below 96 px, "
                    "else 16)")
     s.add_argument("--mae", default=None, metavar="PATH", help="reuse the MAE of a .dcq file or .safetensors "

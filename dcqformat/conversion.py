@@ -219,7 +219,7 @@ def _convert_baseline(ctx: Conversion, dst: str | Path) -> Written:
 
     dropper = Dropper(ctx)
     mae = mae_stage(ctx, lambda chunk, images: [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)],
-                    dropper.patch)
+                    dropper)
 
     def rows(start: int) -> Iterator[Row]:
         for chunk, images in progress_of(cache.batches(cfg.batch, start=start), cfg.method,

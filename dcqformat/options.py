@@ -20,6 +20,7 @@ ALPHA_MODES = ("drop", "composite")
 ON_ERROR = ("skip", "fail")
 MAE_SIZES = ("auto", "none", "tiny", "small", "base", "large")  # dcqformat.mae.sizing.SIZES, named without torch
 MAE_WEIGHTS = ("int8", "float16")
+DROP_BY = ("both", "fill", "attention")  # how patches to drop are scored: quantize.drop.drop_scores
 
 
 class OptionError(ValueError):
@@ -52,6 +53,7 @@ class ConvertConfig:
     refine_images: int = 8
     fidelity: float = 1.0
     drop_patches: float = 0.0
+    drop_by: str = "fill"  # the harmonic fill's error per patch (quantize.drop.drop_scores)
     patch_size: int | None = None  # None: native to the image size (drop.native_patch)
     mae: str | None = None  # reuse the MAE of a .dcq file or a .safetensors checkpoint
     mae_epochs: int = 30
@@ -100,7 +102,8 @@ class ConvertConfig:
         """Raise :class:`OptionError` naming the first setting out of its range."""
         for name, choices in (("method", QUANTIZERS), ("select", SELECTIONS), ("cluster_features", CLUSTER_FEATURES),
                               ("select_features", SELECT_FEATURES), ("alpha", ALPHA_MODES), ("on_error", ON_ERROR),
-                              ("codec", tuple(L.CODECS)), ("mae_size", MAE_SIZES), ("mae_weights", MAE_WEIGHTS)):
+                              ("codec", tuple(L.CODECS)), ("mae_size", MAE_SIZES), ("mae_weights", MAE_WEIGHTS),
+                              ("drop_by", DROP_BY)):
             if getattr(self, name) not in choices:
                 raise OptionError(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         ints: dict[str, tuple[int, int | None]] = {

@@ -19,10 +19,10 @@ from dcqformat.conversion import ConvertConfig, convert
 
 PINNED = {
     # 2026-11-24: META's quantizer config gained dither, bytes_per_image, resize, center_crop,
-    # max_size, palette_seconds and palette_losses; then mae_size and mae_weights (each time the
-    # digest without the new keys was the one before, checked)
-    "packed": "88ae35fba75f452890d92ca57b26d5a2e0cf07728703ca0906b1e69e2663e7fa",
-    "zstd": "7a6d4e21b3c44c0d5d15a7b07c16da5fa0a9724e59e512c40a8424324c2ce8ee",
+    # max_size, palette_seconds and palette_losses; then mae_size and mae_weights; then drop_by
+    # (each time the digest without the new keys was the one before, checked)
+    "packed": "67406a8f31fec66838b30dc961a59be1d378ae5c1c74810993bb62dfeac0c182",
+    "zstd": "293f5d17e2ffbbc59dc4a772d015afa91b09b931261a12339e74793a46d8f873",
 }
 
 

@@ -18,7 +18,7 @@ from dcqformat.loaders import DCQDataset
 from dcqformat.multifile import MANIFEST, resolve
 
 ARGS = ["--bits", "2", "--clusters", "3", "--epochs", "2", "--refine-steps", "3", "--drop-patches", "0.25",
-        "--mae-size", "tiny", "--mae-epochs", "1", "--mae-seconds", "1000"]
+        "--drop-by", "both", "--mae-size", "tiny", "--mae-epochs", "1", "--mae-seconds", "1000"]
 
 
 def torchrun(src, dst, *extra, kill_after=""):

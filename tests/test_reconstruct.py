@@ -26,7 +26,8 @@ def dropped_file(tmp_path_factory):
     photos = sample_data.load_photo_crops(48)
     x = np.stack([im[:32, :32] for im in photos.images])
     np.savez(d / "x.npz", x=x, y=photos.labels)
-    summary = convert(str(d / "x.npz"), d / "d.dcq", ConvertConfig(drop_patches=0.25, **FAST), progress=False)
+    summary = convert(str(d / "x.npz"), d / "d.dcq", ConvertConfig(drop_patches=0.25, drop_by="both", **FAST),
+                      progress=False)
     plain = convert(str(d / "x.npz"), d / "p.dcq", ConvertConfig(**FAST), progress=False)
     return d, x, summary, plain
 
@@ -36,13 +37,14 @@ def hidden_pixels(r, i):
     return bitpack.dropped_pixels(r.mask(i), *r.patch_size, h, w)
 
 
-def test_convert_drops_the_least_attended_quarter_and_embeds_the_mae(dropped_file):
+def test_convert_drops_a_quarter_by_fill_and_attention_and_embeds_the_mae(dropped_file):
     d, x, summary, plain = dropped_file
     r = dcqformat.open(d / "d.dcq", verify=True)
     assert r.patch_size == (4, 4) and len(r) == len(x)
     for i in range(len(r)):
         assert r.mask(i).shape == (8, 8) and r.mask(i).sum() == 16
     assert r.meta["drop"]["fraction"] == 0.25 and r.meta["mae"]["config"]["patch"] == 4
+    assert r.meta["drop"]["by"] == "both" and "Grad-CAM++" in r.meta["drop"]["importance"]
     assert r.weights_blob() is not None and summary.mae["steps"] > 0
     # the payload shrinks by the dropped quarter (the MAE weights come on top)
     payload = sum(len(r.payload(i)) for i in range(len(r)))

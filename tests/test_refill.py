@@ -17,6 +17,7 @@ from dcqformat.loaders.reconstruct import Reconstructor, crop_pixels, refill_and
 from dcqformat.loaders.tables import channel_tables
 from dcqformat.mae import MAE, MAEConfig, mae_to_bytes
 from dcqformat.mae.sizing import SIZES, mae_config, saved_bytes, size_name, weight_bytes
+from dcqformat.quantize.drop import drop_mask, fill_errors
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +148,38 @@ def test_few_images_get_no_mae_and_refill_smoothly(tmp_path):
     plain = convert(str(tmp_path / "x.npz"), tmp_path / "p.dcq", **fast)
     with dcqformat.open(tmp_path / "d.dcq") as r:
         assert r.weights_blob() is None and "mae" not in r.meta and r.patch_size == (4, 4)
+        assert r.meta["drop"]["by"] == "fill"  # the default: the patches the fill restores best
+        order = np.argsort(r.source_indices)
+        errors = fill_errors(list(np.stack(photos.images)[:60]), 4)
+        for i in range(len(r)):
+            mask = r.mask(int(order[i]))
+            assert mask.sum() == 16 and np.array_equal(mask, drop_mask(errors[i], 0.25))
     assert dropped.mae_bytes == 0 and not dropped.mae and dropped.file_bytes < plain.file_bytes
     ds = DCQDataset(tmp_path / "d.dcq")
     assert ds.reconstructor is not None and ds.reconstructor.mode == "smooth"
     assert ds.get_batch(np.arange(8))[0].shape == (8, 3, 32, 32)
+
+
+def test_auto_keeps_no_mae_that_does_not_beat_the_fill(tmp_path, monkeypatch):
+    """auto's MAE must refill held-out images at least MIN_GAIN_DB better than the harmonic fill:
+    one that has barely trained is not stored; a size asked for is, with the check's figures."""
+    from dcqformat import sample_data
+    from dcqformat.conversion import convert
+    from dcqformat.quantize import attention
+
+    photos = sample_data.load_photo_crops(40)
+    np.savez(tmp_path / "x.npz", x=np.stack(photos.images), y=photos.labels)
+    tiny = mae_config("tiny", images=1, height=32, width=32, channels=3, patch=4, fraction=0.25, bits=2,
+                      codec="packed")
+    monkeypatch.setattr(attention, "mae_config", lambda *a, **k: tiny)  # as if the dataset were large
+    fast = {"model_epochs": 1, "refine_steps": 1, "clusters": 3, "mae_epochs": 1, "progress": False,
+            "drop_patches": 0.25}
+    auto = convert(str(tmp_path / "x.npz"), tmp_path / "a.dcq", **fast)
+    asked = convert(str(tmp_path / "x.npz"), tmp_path / "t.dcq", mae_size="tiny", **fast)
+    assert auto.mae_bytes == 0 and dcqformat.open(tmp_path / "a.dcq").weights_blob() is None
+    meta = dcqformat.open(tmp_path / "t.dcq").meta["mae"]
+    assert asked.mae_bytes > 0 and meta["holdout_images"] == 4
+    assert abs(meta["holdout_psnr"] - meta["holdout_fill_psnr"]) < attention.MIN_GAIN_DB
 
 
 def test_prior_model_starts_at_the_harmonic_fill():
@@ -164,8 +193,7 @@ def test_prior_model_starts_at_the_harmonic_fill():
 
 
 def test_none_masks_of_8_bit_files(tmp_path):
-    """8-bit maps have no spare index for the indexed path: their "none" masks come from the
-    refill-then-crop path, and must still mark the dropped pixels."""
+    """8-bit maps (every index in use): the "none" masks still mark the dropped pixels."""
     path = tmp_path / "e.dcq"
     rng = np.random.default_rng(1)
     dropped = rng.random((3, 4, 4)) < 0.4

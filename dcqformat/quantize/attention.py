@@ -12,11 +12,12 @@ import torch
 from ..distributed import Group
 from ..errors import DcqError
 from ..imaging import ImageCache, as_rgb, model_input
-from ..mae import load_mae, mae_to_bytes, train_mae
+from ..mae import load_mae, mae_from_bytes, mae_to_bytes, train_mae
 from ..mae.sizing import mae_config, size_name
+from ..mae.train import holdout_psnr
 from ..progress import note
 from .config import ConvertConfig, Stage
-from .drop import drop_mask, native_patch
+from .drop import drop_mask, drop_scores, fill_errors, native_patch
 from .gradcam import gradcam_pp
 from .model import load_model, train_attention
 
@@ -74,7 +75,13 @@ def grad_cams(model: torch.nn.Module, images: list[np.ndarray], labels: np.ndarr
 
 
 class Dropper:
-    """Drop masks (when ``cfg.drop_patches`` > 0): the patches of least Grad-CAM++ attention."""
+    """Drop masks (when ``cfg.drop_patches`` > 0): the patches of lowest score by ``cfg.drop_by``
+    (quantize.drop.drop_scores): the harmonic fill's error, the attention, or both."""
+
+    IMPORTANCE = {"attention": "mean Grad-CAM++ attention of the patch, for the true label",
+                  "fill": "mean squared error of the harmonic fill of the patch dropped alone",
+                  "both": "mean squared error of the harmonic fill of the patch dropped alone, times "
+                          "(1 + its mean Grad-CAM++ attention for the true label / the image's mean)"}
 
     def __init__(self, ctx: Conversion) -> None:
         cfg, cache = ctx.cfg, ctx.cache
@@ -87,16 +94,23 @@ class Dropper:
         shapes = np.array([cache.shape(i)[:2] for i in range(len(cache))])
         self.patch = cfg.patch_size or ctx.group.broadcast(  # rank 0's choice: one patch size for every part
             native_patch(int(np.median(shapes[:, 0])), int(np.median(shapes[:, 1]))) if len(shapes) else 4)
-        self.model = ctx.attention_model()
-        self.info = {"fraction": cfg.drop_patches, "patch": self.patch,
-                     "importance": "mean Grad-CAM++ attention of the patch, for the true label"}
+        if cfg.drop_by != "fill":
+            self.model = ctx.attention_model()
+        self.info = {"fraction": cfg.drop_patches, "patch": self.patch, "by": cfg.drop_by,
+                     "importance": self.IMPORTANCE[cfg.drop_by]}
 
     def masks(self, chunk: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray | None]:
         if self.patch is None:
             return [None] * len(images)
-        assert self.model is not None  # built in __init__ whenever patches are dropped
-        cams = grad_cams(self.model, images, self.labels[chunk], self.cfg, self.device)
-        return [drop_mask(cam, self.patch, self.cfg.drop_patches) for cam in cams]
+        by = self.cfg.drop_by
+        cams: list[torch.Tensor | None] = [None] * len(images)
+        if by != "fill":
+            assert self.model is not None  # built in __init__ whenever attention is used
+            cams = list(grad_cams(self.model, images, self.labels[chunk], self.cfg, self.device))
+        errors: list[np.ndarray | None] = list(fill_errors(images, self.patch)) if by != "attention" \
+            else [None] * len(images)
+        return [drop_mask(drop_scores(by, cam, err, self.patch), self.cfg.drop_patches)
+                for cam, err in zip(cams, errors)]
 
 
 @dataclass(frozen=True)
@@ -108,21 +122,25 @@ class MaeOutcome:
     report: dict[str, Any]
 
 
+MIN_GAIN_DB = 0.5  # what auto's MAE must add to the harmonic fill, on held-out images, to be kept
+
+
 def mae_stage(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]],
-              patch: int | None) -> MaeOutcome | None:
-    """The MAE that refills dropped patches of side ``patch`` (the drop masks'), as safetensors
-    bytes: ``cfg.mae`` reused, or one trained on quantized images (``quantize(chunk, images)``)
-    of the most common size, a bounded random sample of them. None without dropping, and when
-    no model is wanted (``--mae-size none``, or ``auto`` on too few images for the smallest to
-    pay): the loaders then refill with the harmonic fill."""
-    if patch is None:
+              dropper: Dropper) -> MaeOutcome | None:
+    """The MAE that refills the patches ``dropper`` drops, as safetensors bytes: ``cfg.mae``
+    reused, or one trained on quantized images (``quantize(chunk, images)``) of the most common
+    size, a bounded random sample of them, with their drop masks. None without dropping, and
+    when no model is wanted: ``--mae-size none``; or ``auto``, on too few images for the
+    smallest to pay, or when on held-out images it improves on the harmonic fill by less than
+    :data:`MIN_GAIN_DB`. The loaders then refill with the harmonic fill."""
+    if dropper.patch is None:
         return None
     ck = ctx.checkpoints
     if ck.has("mae"):  # a resumed conversion: the MAE of the killed run
         arrays, info = ck.load("mae")
         return MaeOutcome(arrays["weights"].tobytes(), info["meta"], info["report"]) if info else None
     # over several ranks the MAE is trained on rank 0's images and given to every rank
-    outcome = ctx.group.broadcast(_mae(ctx, quantize, patch) if ctx.group.leader else None)
+    outcome = ctx.group.broadcast(_mae(ctx, quantize, dropper) if ctx.group.leader else None)
     if outcome is None:
         ck.save("mae", {"weights": np.zeros(0, np.uint8)}, {})
     else:
@@ -132,8 +150,10 @@ def mae_stage(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]]
 
 
 def _mae(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]],
-         patch: int) -> MaeOutcome | None:
+         dropper: Dropper) -> MaeOutcome | None:
     cache, cfg, device, summary, progress = ctx.cache, ctx.cfg, ctx.device, ctx.summary, ctx.progress
+    patch = dropper.patch
+    assert patch is not None
     with Stage(summary, "MAE"):
         if cfg.mae:
             model = load_mae(cfg.mae, device)
@@ -144,11 +164,6 @@ def _mae(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], lis
                               {"config": model.config.to_dict(), "from": str(cfg.mae), "weights": cfg.mae_weights}, {})
         shapes = [cache.shape(i) for i in range(len(cache))]
         common = max(set(shapes), key=shapes.count)
-        rng = np.random.default_rng(cfg.seed + 7)
-        pool = np.flatnonzero([s == common for s in shapes])
-        pick = np.sort(rng.choice(pool, min(len(pool), cfg.mae_images), replace=False))
-        quantized = np.stack([q for chunk, images in cache.batches(cfg.batch, pick) for q in quantize(chunk, images)])
-        seconds = cfg.mae_seconds if cfg.mae_seconds is not None else (240.0 if device.type == "cpu" else None)
         config = mae_config(cfg.mae_size, images=ctx.total, height=common[0], width=common[1], channels=common[2],
                             patch=patch, fraction=cfg.drop_patches, bits=cfg.bits, codec=cfg.codec,
                             precision=cfg.mae_weights)
@@ -157,13 +172,37 @@ def _mae(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], lis
                 f"on {ctx.total:,} images even the smallest MAE would cost more than it is worth"
             note(f"no MAE ({why}): the loaders refill dropped patches with the harmonic fill", progress)
             return None
-        model, report = train_mae(quantized, cfg.drop_patches, config, epochs=cfg.mae_epochs, seconds=seconds,
-                                  device=device, seed=cfg.seed, progress=progress)
+        rng = np.random.default_rng(cfg.seed + 7)
+        pool = np.flatnonzero([s == common for s in shapes])
+        pick = np.sort(rng.choice(pool, min(len(pool), cfg.mae_images), replace=False))
+        quantized, masks = [], []
+        for chunk, images in cache.batches(cfg.batch, pick):
+            quantized += quantize(chunk, images)
+            for mask in dropper.masks(chunk, images):
+                assert mask is not None  # every image has one while patches are dropped
+                masks.append(mask)
+        x, m = np.stack(quantized), np.stack(masks)
+        held = np.zeros(len(x), bool)  # a tenth held out to check the model earns its bytes
+        if len(x) >= 20:
+            held[rng.choice(len(x), len(x) // 10, replace=False)] = True
+        seconds = cfg.mae_seconds if cfg.mae_seconds is not None else (240.0 if device.type == "cpu" else None)
+        model, report = train_mae(x[~held], cfg.drop_patches, config, epochs=cfg.mae_epochs, seconds=seconds,
+                                  device=device, seed=cfg.seed, progress=progress, masks=m[~held])
         if report.stopped_by_time:
             note(f"MAE training stopped by its time limit ({seconds:.0f} s) after {report.steps} of "
                  f"{report.steps_planned} steps", progress)
+        weights = mae_to_bytes(model, cfg.mae_weights)
+        check: dict[str, Any] = {}
+        if held.any():  # the stored (int8) model against the fill, on images it did not see
+            fill_db, mae_db = holdout_psnr(mae_from_bytes(weights, device), x[held], m[held])
+            check = {"holdout_images": int(held.sum()), "holdout_fill_psnr": fill_db, "holdout_psnr": mae_db}
+            if cfg.mae_size == "auto" and mae_db - fill_db < MIN_GAIN_DB:
+                note(f"no MAE: on {int(held.sum()):,} held-out images it refills the dropped pixels at "
+                     f"{mae_db:.2f} dB against the harmonic fill's {fill_db:.2f} dB (less than {MIN_GAIN_DB} dB "
+                     "better, not worth its bytes); the loaders refill with the harmonic fill", progress)
+                return None
     size = cfg.mae_size if cfg.mae_size != "auto" else f"auto: {size_name(config)}"
     meta = {"config": config.to_dict(), "size": size, "weights": cfg.mae_weights,
-            "trained_on": "quantized images, random masking at the drop ratio",
+            "trained_on": "quantized images with their drop masks", **check,
             **{k: v for k, v in asdict(report).items() if k not in ("seconds", "device")}}
-    return MaeOutcome(mae_to_bytes(model, cfg.mae_weights), meta, asdict(report))
+    return MaeOutcome(weights, meta, {**asdict(report), **check})

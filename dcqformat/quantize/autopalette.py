@@ -249,7 +249,7 @@ def convert_autopalette(ctx: Conversion, dst: str | Path) -> Written:
             out.append(stored(table)[idx])
         return out
 
-    mae = mae_stage(ctx, colours, dropper.patch)
+    mae = mae_stage(ctx, colours, dropper)
 
     def rows(start: int) -> Any:
         for chunk, images in progress_of(cache.batches(cfg.batch, start=start), "autopalette",

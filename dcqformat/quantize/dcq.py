@@ -60,7 +60,7 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
         return assign_shared(images, palettes, stored_w, device, cfg.dither)
 
     dropper = Dropper(ctx)
-    mae = mae_stage(ctx, lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)], dropper.patch)
+    mae = mae_stage(ctx, lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)], dropper)
 
     def rows(start: int) -> Iterator[Row]:
         for chunk, images in progress_of(cache.batches(cfg.batch, start=start), "assign + write",
