@@ -259,24 +259,15 @@ def decode_masked_crops(s: Streams, table: np.ndarray, drop: np.ndarray, fill: n
 
 
 def resample_planes(images: np.ndarray, tables: np.ndarray, boxes: np.ndarray, flips: np.ndarray,
-                    size: tuple[int, int], bilinear: bool) -> np.ndarray:
-    """Crop/flip/resize uint8 (N, C, H, W) images to (N, C, OH, OW) through per-channel
-    ``tables`` (C, 256, 1): each plane is read as an 8-bit indexed image by the fused kernel, so
-    the sampling rules are :func:`decode_crops`'. Outside the image: the table's value of 0."""
-    n, c, h, w = images.shape
-    oh, ow = size
-    data = np.ascontiguousarray(images).reshape(-1)
-    out = np.empty((n, c, oh, ow), tables.dtype)
-    rounding = 0.5 if tables.dtype.kind in "ui" else 0.0
-    hs, ws = np.full(n, h, np.int64), np.full(n, w, np.int64)
-    boxes = np.ascontiguousarray(boxes, np.float64)
-    flips = np.ascontiguousarray(flips, np.bool_)
-    target = np.empty((n, 1, oh, ow), tables.dtype)
-    for ch in range(c):  # one call per channel: the value outside the image is the channel's
-        offsets = (np.arange(n, dtype=np.int64) * c + ch) * (h * w)
-        kernels.decode_resample_batch(data, offsets, hs, ws, np.full(n, ch, np.int64), tables,
-                                      tables[ch, 0].copy(), 8, boxes, flips, bilinear, rounding, target, True)
-        out[:, ch] = target[:, 0]
+                    size: tuple[int, int], bilinear: bool, chw: bool = True) -> np.ndarray:
+    """Crop/flip/resize uint8 (N, C, H, W) images to (N, C, OH, OW), or (N, OH, OW, C) unless
+    ``chw``, through per-channel ``tables`` (C, 256, 1), with :func:`decode_crops`' sampling
+    rules. Outside the image: the table's value of 0."""
+    n, c = images.shape[:2]
+    out = np.empty((n, c, *size) if chw else (n, *size, c), tables.dtype)
+    kernels.resample_pixels_batch(np.ascontiguousarray(images), np.ascontiguousarray(tables[:, :, 0]),
+                                  np.ascontiguousarray(boxes, np.float64), np.ascontiguousarray(flips, np.bool_),
+                                  bilinear, 0.5 if tables.dtype.kind in "ui" else 0.0, out, chw)
     return out
 
 

@@ -502,6 +502,41 @@ def decode_masked_resample_batch(data, offsets, heights, widths, table_ids, tabl
     return out
 
 
+@_kernel(parallel=True)
+def resample_pixels_batch(images, tables, boxes, flips, bilinear, rounding, out, chw):
+    """Crop/flip/resize uint8 images (N, C, H, W) to ``out`` in one pass, with the sampling
+    rules of :func:`decode_resample_batch`: channel ``c``'s value ``v`` becomes ``tables[c, v]``
+    (C, 256), interpolated after the lookup; outside the image, ``tables[c, 0]``."""
+    oh = out.shape[2] if chw else out.shape[1]
+    ow = out.shape[3] if chw else out.shape[2]
+    channels = images.shape[1]
+    h = images.shape[2]
+    w = images.shape[3]
+    for b in prange(images.shape[0]):
+        r0, r1, ry = np.empty(oh, np.int64), np.empty(oh, np.int64), np.zeros(oh, np.float64)
+        c0, c1, rx = np.empty(ow, np.int64), np.empty(ow, np.int64), np.zeros(ow, np.float64)
+        _taps(boxes[b], flips[b], h, w, bilinear, r0, r1, ry, c0, c1, rx)
+        img = images[b]
+        o = out[b]
+        for c in range(channels):
+            t = tables[c]
+            for y in range(oh):
+                for x in range(ow):
+                    if bilinear:
+                        top = t[img[c, r0[y], c0[x]]] * (1.0 - rx[x]) + t[img[c, r0[y], c1[x]]] * rx[x]
+                        bottom = t[img[c, r1[y], c0[x]]] * (1.0 - rx[x]) + t[img[c, r1[y], c1[x]]] * rx[x]
+                        v = top * (1.0 - ry[y]) + bottom * ry[y] + rounding
+                    elif 0 <= r0[y] < h and 0 <= c0[x] < w:
+                        v = t[img[c, r0[y], c0[x]]]
+                    else:
+                        v = t[0]
+                    if chw:
+                        o[c, y, x] = v
+                    else:
+                        o[y, x, c] = v
+    return out
+
+
 WORD_DTYPES = {1: np.uint64, 2: np.uint32, 4: np.uint16, 8: np.uint8}
 
 

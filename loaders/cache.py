@@ -70,20 +70,23 @@ class RefillCache:
     @property
     def map(self) -> np.ndarray:
         if self._map is None or self._pid != os.getpid():
-            self._map = np.memmap(self.path, np.uint8, "r+", shape=(self.nbytes,)) if self.nbytes else \
-                np.zeros(0, np.uint8)
+            # a plain ndarray view of the map: np.memmap's slicing costs microseconds per slice
+            self._map = np.memmap(self.path, np.uint8, "r+", shape=(self.nbytes,)).view(np.ndarray) \
+                if self.nbytes else np.zeros(0, np.uint8)
             self._pid = os.getpid()
         return self._map
 
     def get(self, indices: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Fill ``out[k]`` (C, H, W) for every cached sample ``indices[k]``; (k,) bool: which were."""
-        found = np.zeros(len(indices), bool)
         m = self.map
-        for k, i in enumerate(np.asarray(indices).tolist()):
-            if i < self.count and m[i]:
-                a = int(self.starts[i])
-                out[k] = m[a : a + out[k].size].reshape(out[k].shape)
-                found[k] = True
+        indices = np.asarray(indices, np.int64)
+        found = indices < self.count
+        found[found] = m[indices[found]] != 0
+        assert out.flags.c_contiguous  # written through a flat view
+        flat = out.reshape(len(out), -1)
+        size = flat.shape[1]
+        for k, a in zip(np.flatnonzero(found).tolist(), self.starts[indices[found]].tolist()):
+            flat[k] = m[a : a + size]
         return found
 
     def put(self, indices: np.ndarray, images: np.ndarray) -> None:

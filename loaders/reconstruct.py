@@ -110,15 +110,6 @@ class Reconstructor:
         return filled
 
 
-def crop_pixels(images: np.ndarray, tables: np.ndarray, boxes: np.ndarray, flips: np.ndarray,
-                size: tuple[int, int], bilinear: bool, chw: bool) -> np.ndarray:
-    """Crop/flip/resize uint8 (N, C, H, W) images to ``size`` through per-channel ``tables``
-    (C, 256, 1): the fused decode kernel with every plane read as an 8-bit indexed image, so the
-    sampling rules are the plain path's. Outside the image: table value 0 (black)."""
-    out = resample_planes(images, tables, boxes, flips, size, bilinear)
-    return out if chw else np.ascontiguousarray(out.transpose(0, 2, 3, 1))
-
-
 def refill_and_crop(streams: Streams, palettes: PaletteSet, rec: Reconstructor, tables: np.ndarray,
                     boxes: np.ndarray, flips: np.ndarray, size: tuple[int, int], bilinear: bool,
                     chw: bool, cache: RefillCache | None = None, indices: np.ndarray | None = None,
@@ -154,7 +145,7 @@ def refill_and_crop(streams: Streams, palettes: PaletteSet, rec: Reconstructor, 
             full[rows] = rec.fill(torch.from_numpy(decoded), dropped, own).numpy()
             if cache is not None and indices is not None:
                 cache.put(indices[pos][rows], full[rows])
-        out[pos] = crop_pixels(full, tables, boxes[pos], flips[pos], size, bilinear, chw)
+        out[pos] = resample_planes(full, tables, boxes[pos], flips[pos], size, bilinear, chw)
     return out, None
 
 

@@ -10,10 +10,10 @@ import torch
 from torch.utils.data import DataLoader
 
 import dcqformat
-from dcqformat.decode import decode_images
+from dcqformat.decode import decode_images, resample_planes
 from dcqformat.loaders import DCQDataset, RandomCrop, RandomResizedCrop
 from dcqformat.loaders.cache import RefillCache
-from dcqformat.loaders.reconstruct import Reconstructor, crop_pixels, refill_and_crop
+from dcqformat.loaders.reconstruct import Reconstructor, refill_and_crop
 from dcqformat.loaders.tables import channel_tables
 from dcqformat.mae import MAE, MAEConfig, mae_to_bytes
 from dcqformat.mae.sizing import SIZES, mae_config, saved_bytes, size_name, weight_bytes
@@ -44,7 +44,7 @@ def generic(r, idx, rec, tables, boxes, flips, size, bilinear, chw):
         h, w = part.size()
         full = decode_images(part, r.palette_set, np.empty((1, 3, h, w), np.uint8), True)
         filled = rec.fill(torch.from_numpy(full), torch.from_numpy(part.grids(rec.patch))).numpy()
-        out.append(crop_pixels(filled, tables, boxes[k : k + 1], flips[k : k + 1], size, bilinear, chw)[0])
+        out.append(resample_planes(filled, tables, boxes[k : k + 1], flips[k : k + 1], size, bilinear, chw)[0])
     return np.stack(out)
 
 
@@ -70,7 +70,7 @@ def test_indexed_path_equals_refill_then_crop(masked_file, mode, bilinear, chw, 
             m = np.zeros((1, 1, *r.shapes[i]), np.uint8)
             if r.mask(i) is not None:
                 m[0, 0] = r.mask(i).repeat(4, 0).repeat(4, 1)[: r.shapes[i][0], : r.shapes[i][1]]
-            masks.append(crop_pixels(m, channel_tables(1, None, None, False), boxes[i : i + 1], flips[i : i + 1],
+            masks.append(resample_planes(m, channel_tables(1, None, None, False), boxes[i : i + 1], flips[i : i + 1],
                                      (10, 10), False, True)[0, 0] != 0)
         np.testing.assert_array_equal(hidden, np.stack(masks))
 
@@ -118,11 +118,15 @@ def test_cache_is_shared_by_workers_and_equals_refilling(tmp_path, masked_file, 
 
 def test_mae_size_follows_the_data():
     kw = {"height": 32, "width": 32, "channels": 3, "patch": 4, "fraction": 0.25, "bits": 2}
-    def auto(images, codec="packed"):
-        config = mae_config("auto", images=images, codec=codec, **kw)
+    def auto(images, codec="packed", drop_by="fill"):
+        config = mae_config("auto", images=images, codec=codec, drop_by=drop_by, **kw)
         return None if config is None else size_name(config)
 
-    assert auto(2000) is None and auto(10000) == "tiny" and auto(50000) == "small" and auto(1_281_167, "ctx") == "large"
+    assert auto(2000) is None and auto(10000) == "tiny" and auto(50000) == "small"
+    # the entropy codecs code the smooth patches that the fill criterion drops in few bits, so
+    # dropping them saves less there, and buys a smaller model than dropping attended-to ones
+    assert auto(1_281_167, "ctx") == "small" and auto(1_281_167, "ctx", "attention") == "large"
+    assert auto(50000, "ctx") is None and auto(50000, "ctx", "attention") == "tiny"
     assert size_name(mae_config("small", images=10, codec="ctx", **kw)) == "small"
     assert mae_config("none", images=10**9, codec="packed", **kw) is None
     for name in SIZES:

@@ -166,7 +166,7 @@ def _mae(ctx: Conversion, quantize: Callable[[np.ndarray, list[np.ndarray]], lis
         common = max(set(shapes), key=shapes.count)
         config = mae_config(cfg.mae_size, images=ctx.total, height=common[0], width=common[1], channels=common[2],
                             patch=patch, fraction=cfg.drop_patches, bits=cfg.bits, codec=cfg.codec,
-                            precision=cfg.mae_weights)
+                            precision=cfg.mae_weights, drop_by=cfg.drop_by)
         if config is None:
             why = "--mae-size none" if cfg.mae_size == "none" else \
                 f"on {ctx.total:,} images even the smallest MAE would cost more than it is worth"
