@@ -502,6 +502,26 @@ def decode_masked_resample_batch(data, offsets, heights, widths, table_ids, tabl
     return out
 
 
+@_helper
+def _plane(plane, t, r0, r1, ry, c0, c1, rx, bilinear, rounding, o):
+    """One channel of :func:`resample_pixels_batch`: ``o`` (OH, OW) from ``plane`` (H, W) through ``t``."""
+    h = plane.shape[0]
+    w = plane.shape[1]
+    if bilinear:
+        for y in range(r0.shape[0]):
+            for x in range(c0.shape[0]):
+                top = t[plane[r0[y], c0[x]]] * (1.0 - rx[x]) + t[plane[r0[y], c1[x]]] * rx[x]
+                bottom = t[plane[r1[y], c0[x]]] * (1.0 - rx[x]) + t[plane[r1[y], c1[x]]] * rx[x]
+                o[y, x] = top * (1.0 - ry[y]) + bottom * ry[y] + rounding
+    else:
+        for y in range(r0.shape[0]):
+            sy = r0[y]
+            row = 0 <= sy < h
+            for x in range(c0.shape[0]):
+                sx = c0[x]
+                o[y, x] = t[plane[sy, sx]] if row and 0 <= sx < w else t[0]
+
+
 @_kernel(parallel=True)
 def resample_pixels_batch(images, tables, boxes, flips, bilinear, rounding, out, chw):
     """Crop/flip/resize uint8 images (N, C, H, W) to ``out`` in one pass, with the sampling
@@ -509,31 +529,15 @@ def resample_pixels_batch(images, tables, boxes, flips, bilinear, rounding, out,
     (C, 256), interpolated after the lookup; outside the image, ``tables[c, 0]``."""
     oh = out.shape[2] if chw else out.shape[1]
     ow = out.shape[3] if chw else out.shape[2]
-    channels = images.shape[1]
-    h = images.shape[2]
-    w = images.shape[3]
     for b in prange(images.shape[0]):
         r0, r1, ry = np.empty(oh, np.int64), np.empty(oh, np.int64), np.zeros(oh, np.float64)
         c0, c1, rx = np.empty(ow, np.int64), np.empty(ow, np.int64), np.zeros(ow, np.float64)
-        _taps(boxes[b], flips[b], h, w, bilinear, r0, r1, ry, c0, c1, rx)
-        img = images[b]
-        o = out[b]
-        for c in range(channels):
-            t = tables[c]
-            for y in range(oh):
-                for x in range(ow):
-                    if bilinear:
-                        top = t[img[c, r0[y], c0[x]]] * (1.0 - rx[x]) + t[img[c, r0[y], c1[x]]] * rx[x]
-                        bottom = t[img[c, r1[y], c0[x]]] * (1.0 - rx[x]) + t[img[c, r1[y], c1[x]]] * rx[x]
-                        v = top * (1.0 - ry[y]) + bottom * ry[y] + rounding
-                    elif 0 <= r0[y] < h and 0 <= c0[x] < w:
-                        v = t[img[c, r0[y], c0[x]]]
-                    else:
-                        v = t[0]
-                    if chw:
-                        o[c, y, x] = v
-                    else:
-                        o[y, x, c] = v
+        _taps(boxes[b], flips[b], images.shape[2], images.shape[3], bilinear, r0, r1, ry, c0, c1, rx)
+        for c in range(images.shape[1]):
+            if chw:
+                _plane(images[b, c], tables[c], r0, r1, ry, c0, c1, rx, bilinear, rounding, out[b, c])
+            else:
+                _plane(images[b, c], tables[c], r0, r1, ry, c0, c1, rx, bilinear, rounding, out[b, :, :, c])
     return out
 
 
