@@ -58,7 +58,7 @@ def write(src: dcqformat.DcqReader, path: Path, n: int, codec: str, drop: float,
     mae = None
     if drop:
         config = mae_config("auto", images=n, height=32, width=32, channels=3, patch=4, fraction=drop,
-                            bits=src.bits, codec=codec)
+                            bits=src.bits, codec=codec, drop_by="fill")
         mae = ("none", b"") if config is None else (size_name(config), mae_to_bytes(MAE(config)))
     with dcqformat.DcqWriter(path, bits=src.bits, palettes=np.array(src.palettes), codec=codec,
                              patch_size=4 if drop else None) as w:
