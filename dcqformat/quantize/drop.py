@@ -51,7 +51,8 @@ def fill_errors(images: list[np.ndarray], patch: int) -> list[np.ndarray]:
         x = np.stack([images[i] for i in members]).transpose(0, 3, 1, 2)
         x = np.pad(x, ((0, 0), (0, 0), (0, gh * patch - h), (0, gw * patch - w)), mode="edge")
         if f > 1:
-            x = x.reshape(len(members), c, gh * p, f, gw * p, f).mean((3, 5)).round().astype(np.uint8)
+            blocks = x.reshape(len(members), c, gh * p, f, gw * p, f).sum((3, 5), dtype=np.uint32)
+            x = ((blocks + f * f // 2) // (f * f)).astype(np.uint8)  # block means, rounded half up
         x = np.ascontiguousarray(x)
         even = (np.add.outer(np.arange(gh), np.arange(gw)) % 2 == 0).repeat(p, 0).repeat(p, 1)
         error = np.zeros((len(members), gh * p, gw * p), np.float32)
