@@ -21,7 +21,7 @@ from benchmarks.common import save, table
 from dcqformat import sample_data
 
 CHILD = """
-import json, resource, sys, threading, time
+import json, sys, threading, time
 from dcqformat.conversion import ConvertConfig, convert
 peaks = {"RssAnon": 0, "RssFile": 0}
 def sample():
@@ -33,7 +33,7 @@ def sample():
         time.sleep(0.1)
 threading.Thread(target=sample, daemon=True).start()
 s = convert(sys.argv[1], sys.argv[2], ConvertConfig(bits=2, limit=int(sys.argv[3]), device=sys.argv[4]), progress=False)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0] / 1024  # MB
 print(json.dumps({"stages": s.stages, "written": s.written, "bytes": s.file_bytes, "device": s.device, "peak": peak,
                   "anon": peaks["RssAnon"], "file": peaks["RssFile"]}))
 """
