@@ -216,24 +216,12 @@ def decode_crops(s: Streams, table: np.ndarray, fill: np.ndarray, boxes: np.ndar
     """
     if not len(s):
         return out
-    rounding = 0.5 if table.dtype.kind in "ui" else 0.0
-    masked = s.masked
-    plain = np.flatnonzero(~masked)
-    if plain.size:
-        part = s.take(plain) if plain.size < len(s) else s
-        target = out if plain.size == len(s) else np.empty((plain.size, *out.shape[1:]), out.dtype)
-        kernels.decode_resample_batch(part.data, part.offsets, part.heights, part.widths, part.palette_ids, table,
-                                      fill, part.bits, boxes[plain], flips[plain], bilinear, rounding, target, chw)
-        if target is not out:
-            out[plain] = target
-    rows = np.flatnonzero(masked)
-    if rows.size:
-        part = s.take(rows) if rows.size < len(s) else s
-        target = out if rows.size == len(s) else np.empty((rows.size, *out.shape[1:]), out.dtype)
-        decode_masked_crops(part, table, np.tile(fill, (rows.size, 1)), fill, boxes[rows], flips[rows], target,
-                            bilinear=bilinear, chw=chw)
-        if target is not out:
-            out[rows] = target
+    if s.any_masked():  # the masked kernel decodes the plain samples among them too
+        return decode_masked_crops(s, table, np.tile(fill, (len(s), 1)), fill, boxes, flips, out, bilinear=bilinear,
+                                   chw=chw)
+    kernels.decode_resample_batch(s.data, s.offsets, s.heights, s.widths, s.palette_ids, table, fill, s.bits,
+                                  np.ascontiguousarray(boxes, np.float64), np.ascontiguousarray(flips, np.bool_),
+                                  bilinear, 0.5 if table.dtype.kind in "ui" else 0.0, out, chw)
     return out
 
 

@@ -151,6 +151,18 @@ def decode_packed_batch(data, offsets, palette_ids, palettes, bits, n, out, chw)
     return out
 
 
+@_helper
+def _kept_count(mask_data, m0, h, w, patch_h, patch_w):
+    """Pixels of an ``h`` x ``w`` image that its drop mask at ``mask_data[m0]`` (one bit per
+    patch, LSB first, 1 = dropped) keeps; edge patches count their own pixels."""
+    gw = (w + patch_w - 1) // patch_w
+    kept = 0
+    for g in range(((h + patch_h - 1) // patch_h) * gw):
+        if not (mask_data[m0 + (g >> 3)] >> (g & 7)) & 1:
+            kept += min(patch_h, h - (g // gw) * patch_h) * min(patch_w, w - (g % gw) * patch_w)
+    return kept
+
+
 @_kernel(parallel=True)
 def decode_masked_batch(data, offsets, palette_ids, palettes, bits, height, width, mask_data, mask_offsets,
                         patch_h, patch_w, out, chw):
@@ -171,10 +183,7 @@ def decode_masked_batch(data, offsets, palette_ids, palettes, bits, height, widt
             _decode_stream(data, offsets[b], bits, n, pal, o, chw)
             continue
         channels = pal.shape[1]
-        kept = 0
-        for g in range(gh * gw):
-            if not (mask_data[mask_offsets[b] + (g >> 3)] >> (g & 7)) & 1:
-                kept += (min(patch_h, height - (g // gw) * patch_h)) * (min(patch_w, width - (g % gw) * patch_w))
+        kept = _kept_count(mask_data, mask_offsets[b], height, width, patch_h, patch_w)
         idx = np.empty(kept, np.uint8)
         _unpack_all(data, offsets[b], bits, kept, idx)  # the kept pixels' indices, then placed patch by patch
         pos = 0
@@ -206,13 +215,7 @@ def kept_pixel_counts(masks, mask_offsets, heights, widths, patch_h, patch_w):
         w = widths[s]
         gh = (h + patch_h - 1) // patch_h
         gw = (w + patch_w - 1) // patch_w
-        total = 0
-        for g in range(gh * gw):
-            byte = masks[mask_offsets[s] + (g >> 3)]
-            if not (byte >> (g & 7)) & 1:
-                ph = min(patch_h, h - (g // gw) * patch_h)
-                pw = min(patch_w, w - (g % gw) * patch_w)
-                total += ph * pw
+        total = _kept_count(masks, mask_offsets[s], h, w, patch_h, patch_w)
         rest = (gh * gw) & 7
         if rest and masks[mask_offsets[s] + ((gh * gw) >> 3)] >> rest:
             total = -1
@@ -455,10 +458,7 @@ def decode_masked_resample_batch(data, offsets, heights, widths, table_ids, tabl
             gh = (h + patch_h - 1) // patch_h
             gw = (w + patch_w - 1) // patch_w
             m0 = mask_offsets[b]
-            kept = 0
-            for g in range(gh * gw):
-                if not (mask_data[m0 + (g >> 3)] >> (g & 7)) & 1:
-                    kept += min(patch_h, h - (g // gw) * patch_h) * min(patch_w, w - (g % gw) * patch_w)
+            kept = _kept_count(mask_data, m0, h, w, patch_h, patch_w)
             raw = np.empty(kept, np.uint8)
             _unpack_all(data, offsets[b], bits, kept, raw)
             pos = 0

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dcqformat import DcqError, DcqReader
-from dcqformat.decode import PaletteSet, Streams, decode_images, decode_masked_crops, resample_planes
+from dcqformat.decode import PaletteSet, Streams, decode_crops, decode_images, decode_masked_crops, resample_planes
 from dcqformat.inpaint import harmonic_fill
 
 from .cache import RefillCache
@@ -162,11 +162,11 @@ def _crop_indexed(streams: Streams, palettes: PaletteSet, mode: str, tables: np.
     black = tables[:, 0, 0].copy()  # level 0: the fill of "none", and outside the image
     out = np.empty((n, c, *size) if chw else (n, *size, c), tables.dtype)
     hidden = np.zeros((n, *size), bool) if masks else None
-    if streams.mask_offsets is None:  # nothing dropped in this batch
-        streams = replace(streams, mask_offsets=np.full(n, -1, np.int64), mask_data=np.zeros(1, np.uint8),
-                          patch=streams.patch or (1, 1))
-    decode_masked_crops(replace(streams, palette_ids=inverse.reshape(-1).astype(np.int64)), table,
-                        np.tile(black, (n, 1)), black, boxes, flips, out, bilinear=bilinear, chw=chw,
+    own = replace(streams, palette_ids=inverse.reshape(-1).astype(np.int64))
+    if not streams.any_masked():  # nothing dropped in this batch
+        decode_crops(own, table, black, boxes, flips, out, bilinear=bilinear, chw=chw)
+        return out, hidden
+    decode_masked_crops(own, table, np.tile(black, (n, 1)), black, boxes, flips, out, bilinear=bilinear, chw=chw,
                         mean_of=(colours, tables[:, :, 0]) if mode == "mean" else None, hidden=hidden)
     return out, hidden
 
