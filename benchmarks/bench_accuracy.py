@@ -24,7 +24,7 @@ import torch
 import dcqformat
 from benchmarks.common import save, table
 from benchmarks.training import decode_all, train_eval
-from dcqformat import sample_data
+from dcqformat.cli import sample_data
 from dcqformat.conversion import ConvertConfig, convert
 
 WORK = Path("out/accuracy")

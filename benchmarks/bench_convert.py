@@ -18,7 +18,7 @@ import tempfile
 import time
 
 from benchmarks.common import save, table
-from dcqformat import sample_data
+from dcqformat.cli import sample_data
 
 CHILD = """
 import json, sys, threading, time

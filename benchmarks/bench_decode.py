@@ -27,7 +27,8 @@ from PIL import Image
 
 import dcqformat
 from benchmarks.common import best_time, save, table
-from dcqformat import sample_data, simple_quant
+from dcqformat.cli import sample_data
+from dcqformat.quantize import simple_quant
 
 
 def images_32(n: int) -> np.ndarray:

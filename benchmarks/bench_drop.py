@@ -39,7 +39,7 @@ import dcqformat
 from benchmarks.common import save, table
 from benchmarks.training import MEAN_RGB as MEAN
 from benchmarks.training import STD_RGB as STD
-from dcqformat import bitpack
+from dcqformat.decode import bitpack
 from dcqformat.loaders import DCQDataset, RandomCrop
 from dcqformat.loaders.reconstruct import Reconstructor, refilled_images
 from dcqformat.mae import MAE, mae_to_bytes, train_mae

@@ -36,9 +36,10 @@ from PIL import Image
 import dcqformat
 from benchmarks.common import save, table
 from benchmarks.training import train_eval
-from dcqformat import kernels, sample_data
+from dcqformat.cli import sample_data
 from dcqformat.conversion import ConvertConfig, convert
-from dcqformat.sources import tar_samples
+from dcqformat.decode import kernels
+from dcqformat.pipeline.sources import tar_samples
 
 WORK = Path(os.environ.get("DCQ_FRONTIER_DIR", "out/frontier"))
 PALETTE_METHODS = {"dcq": "dcq", "mc": "mediancut", "km": "kmeans", "ap": "autopalette", "aps": "autopalette-shared"}

@@ -29,9 +29,10 @@ import dcqformat
 from benchmarks.common import rate, save, table
 from benchmarks.training import MEAN_RGB as MEAN
 from benchmarks.training import STD_RGB as STD
-from dcqformat import sample_data, simple_quant
+from dcqformat.cli import sample_data
 from dcqformat.loaders import DCQDataset, DCQLoader, RandomCrop, random_crop_flip
-from dcqformat.sources import tar_samples
+from dcqformat.pipeline.sources import tar_samples
+from dcqformat.quantize import simple_quant
 
 CACHE = Path("out/bench")
 warnings.filterwarnings("ignore", category=ResourceWarning)
@@ -191,7 +192,7 @@ def bench_dataloader(dcq: Path, folder: Path, data: sample_data.ImageSet, args) 
 
 def bench_multifile(dcq: Path, args) -> list[dict]:  # type: ignore[no-untyped-def]
     """The same samples as one file and as 4 part files, alternating, each loader twice (the best kept)."""
-    from dcqformat.multifile import DcqSetWriter
+    from dcqformat.format.multifile import DcqSetWriter
 
     parts = CACHE / f"{dcq.stem}-4files"
     if not parts.exists():

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import save, table
-from dcqformat import sample_data
+from dcqformat.cli import sample_data
 
 
 def run_convert(cmd: list[str]) -> tuple[float, dict[str, float], str]:

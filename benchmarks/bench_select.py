@@ -37,9 +37,9 @@ import torch
 import dcqformat
 from benchmarks.common import save, table
 from benchmarks.training import decode_all, train_eval
-from dcqformat import sample_data
+from dcqformat.cli import sample_data
 from dcqformat.conversion import ConvertConfig, convert
-from dcqformat.imaging import ImageCache
+from dcqformat.pipeline.imaging import ImageCache
 from dcqformat.quantize.model import train_attention
 from dcqformat.select import graphcut, select
 

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 import dcqformat
 from benchmarks.common import save, table
-from dcqformat import sample_data, simple_quant
+from dcqformat.cli import sample_data
+from dcqformat.quantize import simple_quant
 
 
 def write(path: Path, bits: int, codec: str, idx, pal_of, palettes, labels) -> tuple[int, float]:  # type: ignore[no-untyped-def]

@@ -6,23 +6,11 @@
 >>> batch = reader.decode_batch(range(256), layout="NCHW")  # doctest: +SKIP
 """
 
-from ._layout import VERSION_MAJOR, VERSION_MINOR
-from .errors import (
-    ChecksumMismatch,
-    CorruptFile,
-    DcqError,
-    FileChanged,
-    NotADcqFile,
-    TruncatedFile,
-    UnsupportedVersion,
-)
-from .options import ConvertConfig
-from .reader import DcqReader, open
-from .writer import DcqWriter
-
-__version__ = "0.1.0"
-SPEC_VERSION = f"{VERSION_MAJOR}.{VERSION_MINOR}"
-
+from ._version import SPEC_VERSION, __version__  # noqa: F401  (__version__: public, not in __all__)
+from .errors import ChecksumMismatch, CorruptFile, DcqError, FileChanged, NotADcqFile, TruncatedFile, UnsupportedVersion
+from .format.reader import DcqReader, open
+from .format.writer import DcqWriter
+from .pipeline.options import ConvertConfig
 
 
 def __getattr__(name: str) -> object:

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from dcqformat.bitpack import packed_size
 from dcqformat.decode import set_parallel
-from dcqformat.multifile import DcqSet, open_set, resolve
-from dcqformat.reader import DcqReader, Layout
+from dcqformat.decode.bitpack import packed_size
+from dcqformat.format.multifile import DcqSet, open_set, resolve
+from dcqformat.format.reader import DcqReader, Layout
 
 from .augment import output_size
 from .cache import DEFAULT_LIMIT, RefillCache

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dcqformat import bitpack
+from dcqformat.decode import bitpack
 
 from .reconstruct import Reconstructor, pixel_mask
 from .tables import channel_tables, normalized_table

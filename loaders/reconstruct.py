@@ -20,7 +20,7 @@ import torch
 
 from dcqformat import DcqError, DcqReader
 from dcqformat.decode import PaletteSet, Streams, decode_crops, decode_images, decode_masked_crops, resample_planes
-from dcqformat.inpaint import harmonic_fill
+from dcqformat.decode.inpaint import harmonic_fill
 
 from .cache import RefillCache
 from .tables import channel_tables
@@ -44,7 +44,7 @@ class Reconstructor:
     Args:
         mode: ``"auto"`` (the file's MAE when it has one, else ``"smooth"``), ``"mae"`` (the
             file's MAE, one forward pass per batch), ``"smooth"`` (harmonic
-            inpainting from the visible pixels, :mod:`dcqformat.inpaint`; needs no weights),
+            inpainting from the visible pixels, :mod:`dcqformat.decode.inpaint`; needs no weights),
             ``"mean"`` (each image's mean visible colour) or ``"none"`` (leave zeros).
         weights: the MAE as safetensors bytes (the file's WGHT section); needed for ``"mae"``.
         patch: the file's (patch_h, patch_w).

@@ -27,9 +27,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 import dcqformat
 from dcqformat import DcqError
-from dcqformat.dcqi import DcqiSample, encode_block, encode_dcqi, parse_block, parse_dcqi, streams_of
 from dcqformat.decode import PaletteSet, crop_arguments, decode_crops, decode_images
 from dcqformat.errors import CorruptFile
+from dcqformat.format.dcqi import DcqiSample, encode_block, encode_dcqi, parse_block, parse_dcqi, streams_of
 
 from .augment import output_size
 from .reconstruct import Mode, Reconstructor, refill_and_crop

@@ -1,4 +1,4 @@
-"""Build dcqformat/data/photo_crops.png, the embedded default dataset (run once, by hand).
+"""Build dcqformat/cli/data/photo_crops.png, the embedded default dataset (run once, by hand).
 
 Usage: python scripts/make_photo_crops.py SKIMAGE_DATA_DIR
 
@@ -34,7 +34,7 @@ def main(src: Path) -> None:
             x, y = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
             tiles.append(np.asarray(photo.crop((x, y, x + s, y + s)).resize((SIDE, SIDE), Image.LANCZOS)))
     rows = [np.concatenate(tiles[r : r + PER_ROW], axis=1) for r in range(0, len(tiles), PER_ROW)]
-    out = Path(__file__).resolve().parents[1] / "dcqformat" / "data"
+    out = Path(__file__).resolve().parents[1] / "dcqformat" / "cli" / "data"
     Image.fromarray(np.concatenate(rows, axis=0)).save(out / "photo_crops.png", optimize=True)
     info = {"name": "photo-crops", "classes": CLASSES, "per_class": PER_CLASS, "side": SIDE,
             "per_row": PER_ROW, "sources": SOURCES,

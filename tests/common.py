@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcqformat import DcqWriter, bitpack
+from dcqformat import DcqWriter
+from dcqformat.decode import bitpack
 
 
 @dataclass

@@ -3,7 +3,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from dcqformat import kernels
+from dcqformat.decode import kernels
 
 _quiet = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=_quiet, derandomize=True)

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dcqformat import bitpack
+from dcqformat.decode import bitpack
 
 
 def test_bit_order_is_lsb_first():

@@ -98,7 +98,7 @@ def test_demo_on_the_embedded_set(tmp_path):
 
 
 def test_info_summarises_long_number_lists():
-    from dcqformat.commands import _brief
+    from dcqformat.cli.commands import _brief
 
     meta = {"cluster_sizes": list(range(1, 101)), "rounds": [3.0, 2.5], "nested": [{"x": [0] * 20}], "name": "dcq"}
     assert _brief(meta) == {"cluster_sizes": "100 values, 1 .. 100, median 50.5", "rounds": [3.0, 2.5],

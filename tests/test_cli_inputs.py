@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from dcqformat import DcqWriter
-from dcqformat.options import ConvertConfig, OptionError
-from dcqformat.writer import remove_stale_temporaries
+from dcqformat.format.writer import remove_stale_temporaries
+from dcqformat.pipeline.options import ConvertConfig, OptionError
 
 
 def dcq(*args, cwd=None):

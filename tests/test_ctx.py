@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dcqformat
-from dcqformat import CorruptFile, bitpack, rans
-from dcqformat.codecs import Sample, ctx
+from dcqformat import CorruptFile
+from dcqformat.codecs import Sample, ctx, rans
+from dcqformat.decode import bitpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "spec" / "test-vectors"))
 import ctx_reference as ref  # noqa: E402

@@ -14,8 +14,8 @@ import pytest
 from common import gradient_npz
 
 import dcqformat
+from dcqformat.format.multifile import MANIFEST, resolve
 from dcqformat.loaders import DCQDataset
-from dcqformat.multifile import MANIFEST, resolve
 
 ARGS = ["--bits", "2", "--clusters", "3", "--epochs", "2", "--refine-steps", "3", "--drop-patches", "0.25",
         "--drop-by", "both", "--mae-size", "tiny", "--mae-epochs", "1", "--mae-seconds", "1000"]

@@ -72,7 +72,7 @@ def test_byte_budget_picks_bits_and_codec_that_fit(tmp_path):
     """--bytes-per-image: the most bits whose estimate fits, the fastest codec at those bits; the
     file comes out near the estimate; an impossible budget is refused before any training."""
     from dcqformat import DcqError
-    from dcqformat.budget import Estimate, choose
+    from dcqformat.conversion.budget import Estimate, choose
 
     found = [Estimate(2, "packed", 80), Estimate(2, "ctx", 40), Estimate(3, "packed", 110), Estimate(3, "zstd", 90),
              Estimate(3, "ctx", 60), Estimate(4, "ctx", 95)]

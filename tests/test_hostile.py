@@ -26,7 +26,7 @@ from crafted import (
 
 import dcqformat
 from dcqformat import CorruptFile, DcqError, FileChanged, UnsupportedVersion
-from dcqformat.zstdframe import frame_status, frame_status_reference
+from dcqformat.codecs.zstdframe import frame_status, frame_status_reference
 
 
 def _open(tmp_path, blob: bytes, name: str = "f.dcq"):

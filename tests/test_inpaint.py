@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcqformat.inpaint import OMEGA, iterations, smooth_fill
+from dcqformat.decode.inpaint import OMEGA, iterations, smooth_fill
 from dcqformat.loaders.reconstruct import Reconstructor
 
 
@@ -77,7 +77,7 @@ def test_visible_pixels_unchanged_and_smooth_images_come_back():
 
 @pytest.mark.parametrize("mode", ["smooth", "mean"])
 def test_smooth_beats_the_mean_on_photos(mode):
-    from dcqformat import sample_data
+    from dcqformat.cli import sample_data
 
     photos = sample_data.load_photo_crops(32)
     x = torch.from_numpy(np.stack(photos.images)).permute(0, 3, 1, 2).contiguous()

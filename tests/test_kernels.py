@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dcqformat import bitpack, kernels
+from dcqformat.decode import bitpack, kernels
 
 
 def _data(seed, bits, n_img, n, channels, n_pal=3):
@@ -100,7 +100,7 @@ def test_blocks_verified(jit):
 @given(bits=st.integers(1, 8), channels=st.sampled_from([1, 3]), bilinear=st.booleans(), chw=st.booleans(),
        floats=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_decode_resample_batch(jit, bits, channels, bilinear, chw, floats, seed):
-    from dcqformat import resample
+    from dcqformat.decode import resample
 
     rng = np.random.default_rng(seed)
     n_img, oh, ow = 4, int(rng.integers(1, 9)), int(rng.integers(1, 9))
@@ -136,7 +136,7 @@ def test_decode_resample_batch(jit, bits, channels, bilinear, chw, floats, seed)
 def test_decode_masked_resample_batch(jit, bits, channels, bilinear, chw, mean, seed):
     """Masked and plain samples of several sizes: the twin fills the dropped pixels (the given
     value, or the rounded float32 mean kept colour) and resamples like the plain kernel."""
-    from dcqformat import resample
+    from dcqformat.decode import resample
 
     rng = np.random.default_rng(seed)
     n_img, ph, pw = 4, int(rng.integers(1, 5)), int(rng.integers(1, 5))
@@ -197,7 +197,7 @@ def test_decode_masked_resample_batch(jit, bits, channels, bilinear, chw, mean, 
        seed=st.integers(0, 2**32 - 1))
 def test_resample_pixels_batch(jit, channels, bilinear, chw, floats, seed):
     """uint8 images through per-channel tables, resampled like the twin of the decode kernel."""
-    from dcqformat import resample
+    from dcqformat.decode import resample
 
     rng = np.random.default_rng(seed)
     n_img, h, w = 3, int(rng.integers(1, 12)), int(rng.integers(1, 12))

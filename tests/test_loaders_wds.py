@@ -14,7 +14,7 @@ from common import make_spec, write_spec
 
 import dcqformat
 from dcqformat import DcqError
-from dcqformat.dcqi import parse_block
+from dcqformat.format.dcqi import parse_block
 from dcqformat.loaders import RandomCrop
 from dcqformat.loaders.wds import dcq_pipeline, dcqi_handler, epoch_batches, parse_dcqi, write_shards
 

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 import dcqformat
 from dcqformat import DcqError
+from dcqformat.format.multifile import MANIFEST, DcqSet, DcqSetWriter, resolve
 from dcqformat.loaders import DCQDataset, DCQLoader, RandomCrop
-from dcqformat.multifile import MANIFEST, DcqSet, DcqSetWriter, resolve
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
@@ -98,9 +98,9 @@ def test_bad_sets_are_named(converted, tmp_path):
 def test_preview_refills_like_the_loaders_and_shows_a_sidecar(converted, tmp_path):
     from PIL import Image
 
+    from dcqformat.cli.preview import preview
+    from dcqformat.cli.refill import refilling_decoder
     from dcqformat.loaders.wds import write_shards
-    from dcqformat.preview import preview
-    from dcqformat.refill import refilling_decoder
 
     d, one, many, _ = converted
     with dcqformat.open(one) as r:

@@ -21,7 +21,7 @@ def test_wheel_contents(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     sources = [p.relative_to(ROOT).as_posix() for p in (ROOT / "dcqformat").rglob("*.py")]
     sources += ["dcqformat/" + p.relative_to(ROOT).as_posix() for p in (ROOT / "loaders").rglob("*.py")]
-    missing = [s for s in sources + ["dcqformat/data/photo_crops.png", "dcqformat/data/photo_crops.json",
+    missing = [s for s in sources + ["dcqformat/cli/data/photo_crops.png", "dcqformat/cli/data/photo_crops.json",
                                      "dcqformat/py.typed"] if s not in names]
     assert not missing, f"the wheel lacks {missing}"
     assert not any(n.startswith(("loaders/", "tests/")) for n in names)

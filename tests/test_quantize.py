@@ -12,16 +12,17 @@ import torch
 from PIL import Image
 
 import dcqformat
-from dcqformat import DcqError, sample_data
+from dcqformat import DcqError
+from dcqformat.cli import sample_data
 from dcqformat.conversion import ConvertConfig, convert
-from dcqformat.imaging import sobel
+from dcqformat.pipeline.imaging import sobel
+from dcqformat.pipeline.sources import expand_braces, iter_images, open_source
 from dcqformat.quantize.color import lab_to_srgb, srgb_to_lab
 from dcqformat.quantize.gradcam import gradcam_pp
 from dcqformat.quantize.kmeans import kmeans
 from dcqformat.quantize.model import AttentionNet
 from dcqformat.quantize.palette import assign, refine_palette
 from dcqformat.quantize.reassign import best_palettes, lloyd, palette_errors
-from dcqformat.sources import expand_braces, iter_images, open_source
 
 FAST = {"model_epochs": 1, "model_images": 200, "refine_steps": 3, "refine_images": 8, "clusters": 4}
 

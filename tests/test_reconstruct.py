@@ -10,9 +10,11 @@ import torch
 from torch.utils.data import DataLoader
 
 import dcqformat
-from dcqformat import DcqError, bitpack, sample_data
+from dcqformat import DcqError
+from dcqformat.cli import sample_data
 from dcqformat.conversion import ConvertConfig, convert
-from dcqformat.inpaint import OMEGA, iterations, smooth_fill
+from dcqformat.decode import bitpack
+from dcqformat.decode.inpaint import OMEGA, iterations, smooth_fill
 from dcqformat.loaders import DCQDataset, RandomCrop
 from dcqformat.mae import load_mae
 

@@ -142,7 +142,7 @@ def test_mae_size_follows_the_data():
 def test_few_images_get_no_mae_and_refill_smoothly(tmp_path):
     """auto on 60 images: no model would pay, so none is trained or stored; the loaders refill
     with the harmonic fill, and the file is smaller than without dropping."""
-    from dcqformat import sample_data
+    from dcqformat.cli import sample_data
     from dcqformat.conversion import convert
 
     photos = sample_data.load_photo_crops(32)
@@ -167,7 +167,7 @@ def test_few_images_get_no_mae_and_refill_smoothly(tmp_path):
 def test_auto_keeps_no_mae_that_does_not_beat_the_fill(tmp_path, monkeypatch):
     """auto's MAE must refill held-out images at least MIN_GAIN_DB better than the harmonic fill:
     one that has barely trained is not stored; a size asked for is, with the check's figures."""
-    from dcqformat import sample_data
+    from dcqformat.cli import sample_data
     from dcqformat.conversion import convert
     from dcqformat.quantize import attention
 

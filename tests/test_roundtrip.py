@@ -42,7 +42,7 @@ def test_cifar_like_batch_both_layouts(tmp_path, bits):
 
 
 def test_per_image_palettes_beyond_lut_cache(tmp_path, monkeypatch):
-    from dcqformat import decode
+    from dcqformat.decode import batch as decode
 
     monkeypatch.setattr(decode, "_LUT_CACHE_BYTES", 1024)  # force per-batch tables
     spec = make_spec(np.random.default_rng(0), bits=2, channels=3, n=50, sizes=[(4, 4)], n_palettes=50)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dcqformat
-from dcqformat import sample_data
+from dcqformat.cli import sample_data
 from dcqformat.conversion import ConvertConfig, convert
 from dcqformat.select import (
     adq_rates,

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 import dcqformat
-from dcqformat.imaging import shrink
 from dcqformat.loaders import DCQDataset, RandomResizedCrop
-from dcqformat.sources import Sizing, to_array
+from dcqformat.pipeline.imaging import shrink
+from dcqformat.pipeline.sources import Sizing, to_array
 
 
 def photo(w: int, h: int, seed: int, mode: str = "RGB") -> Image.Image:

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import dcqformat
-from dcqformat import sample_data, simple_quant
+from dcqformat.cli import sample_data
+from dcqformat.quantize import simple_quant
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 

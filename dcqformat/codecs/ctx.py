@@ -1,7 +1,7 @@
 """Codec ``ctx`` (spec §5.3, id 2): each payload is the sample's index map coded with rANS under
 the file's context model (section ``CTXM``), which the writer counts on its first samples.
 
-The kernels are in :mod:`dcqformat.rans`; this module builds, serialises and checks the model.
+The kernels are in :mod:`dcqformat.codecs.rans`; this module builds, serialises and checks the model.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _layout as L
-from .. import bitpack, rans
+from ..decode import bitpack
 from ..errors import CorruptFile
+from . import rans
 from .base import Sample, Shapes
 
 # CTXM: bits, prob_bits, reserved u16, context_count u32; then a zlib stream of

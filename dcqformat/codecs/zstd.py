@@ -1,7 +1,7 @@
 """Codec ``zstd`` (spec §5.2, id 1): each payload is one Zstandard frame of the bit-packed stream,
 compressed with a dictionary (section ZDCT) trained on the file's first streams.
 
-Decoding checks every frame's headers first (:mod:`dcqformat.zstdframe`: one frame, declared
+Decoding checks every frame's headers first (:mod:`dcqformat.codecs.zstdframe`: one frame, declared
 size right, nothing after it), then decompresses into exactly the size the record implies.
 """
 
@@ -13,8 +13,8 @@ import numpy as np
 import zstandard
 
 from .. import _layout as L
-from .. import zstdframe
 from ..errors import CorruptFile
+from . import zstdframe
 from .base import Sample, Shapes
 
 

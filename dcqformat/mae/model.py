@@ -5,7 +5,7 @@ dropped position and predicts those patches' pixels. Position embeddings are fix
 cosine tables, so one model serves any grid size. Inputs are pixels in [0, 1], (N, C, H, W);
 images whose sides are not multiples of the patch are padded with zeros and cropped back.
 
-With ``prior=1`` the model refines a harmonic fill (:mod:`dcqformat.inpaint`) instead of
+With ``prior=1`` the model refines a harmonic fill (:mod:`dcqformat.decode.inpaint`) instead of
 painting from nothing: each dropped token of the decoder also embeds the harmonic fill of its
 patch, and the head predicts the correction to it (zero at initialisation, so an untrained or
 briefly trained model is never worse than the fill it starts from).
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..inpaint import harmonic_fill
+from ..decode.inpaint import harmonic_fill
 
 
 @dataclass

@@ -16,8 +16,8 @@ import torch
 from safetensors.numpy import save
 
 from ..errors import DcqError
-from ..reader import open as open_dcq
-from ..weights import load_weights, validate_safetensors
+from ..format.reader import open as open_dcq
+from ..format.weights import load_weights, validate_safetensors
 from .model import MAE, MAEConfig
 
 FORMAT = "dcq-mae/2"

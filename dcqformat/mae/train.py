@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..inpaint import harmonic_fill
-from ..progress import progress as progress_of
+from ..decode.inpaint import harmonic_fill
+from ..pipeline.progress import progress as progress_of
 from .model import MAE, MAEConfig, random_drop
 
 

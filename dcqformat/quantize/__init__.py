@@ -5,7 +5,7 @@ The stages of a conversion; :mod:`dcqformat.conversion` runs them.
 Imported only by ``dcq convert`` and by users who quantize: ``import dcqformat`` needs no torch.
 """
 
-from ..options import ConvertConfig
-from .config import ConvertSummary
+from ..pipeline.options import ConvertConfig
+from ..pipeline.summary import ConvertSummary
 
 __all__ = ["ConvertConfig", "ConvertSummary"]

@@ -9,20 +9,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..distributed import Group
 from ..errors import DcqError
-from ..imaging import ImageCache, as_rgb, model_input
 from ..mae import load_mae, mae_from_bytes, mae_to_bytes, train_mae
 from ..mae.sizing import mae_config, size_name
 from ..mae.train import holdout_psnr
-from ..progress import note
-from .config import ConvertConfig, Stage
+from ..pipeline.checkpoint import rng_state, set_rng_state
+from ..pipeline.distributed import Group
+from ..pipeline.imaging import ImageCache, as_rgb, model_input
+from ..pipeline.progress import note
+from ..pipeline.summary import ConvertConfig, Stage
 from .drop import drop_mask, drop_scores, fill_errors, native_patch
 from .gradcam import gradcam_pp
-from .model import load_model, train_attention
+from .model import load_model, save_model, train_attention
 
 if TYPE_CHECKING:
-    from .context import Conversion
+    from ..pipeline.context import Conversion
 
 
 def attention_model(cache: ImageCache, classes: list[str], cfg: ConvertConfig, device: torch.device,
@@ -40,6 +41,30 @@ def attention_model(cache: ImageCache, classes: list[str], cfg: ConvertConfig, d
     model, report = train_attention(train_x, train_y, n_classes, epochs=cfg.model_epochs,
                                     size=cfg.model_size, device=device, seed=cfg.seed, progress=progress, group=group)
     return model, asdict(report)
+
+
+def shared_model(ctx: Conversion, rng: np.random.Generator | None = None) -> torch.nn.Module:
+    """The conversion's attention model: trained (or loaded) on first use, drawing its training sample
+    from ``rng`` (default: a generator seeded with the config's seed)."""
+    if ctx.model is None:
+        rng = rng if rng is not None else np.random.default_rng(ctx.cfg.seed)
+        ck = ctx.checkpoints
+        with Stage(ctx.summary, "attention model"):
+            if ck.has("model"):  # a resumed conversion: the model of the killed run
+                _, info = ck.load("model")
+                ctx.model, report = load_model(str(ck.path("model.safetensors")), ctx.device), info["report"]
+                set_rng_state(rng, info["rng"])
+            else:
+                ctx.model, report = attention_model(ctx.cache, ctx.classes, ctx.cfg, ctx.device, rng,
+                                                      ctx.progress, ctx.group, ctx.positions, ctx.total)
+                model = ctx.model
+                if hasattr(model, "classes"):  # trained here (a TorchScript checkpoint is the user's file)
+                    ck.save("model", {}, {"report": report, "rng": rng_state(rng)},
+                            lambda path: save_model(model, str(path("model.safetensors"))))  # type: ignore[arg-type]
+        ctx.summary.model = report
+        # Timings stay in the summary: a file's bytes depend on the data, the config and the seed only.
+        ctx.meta["quantizer"]["attention_model"] = {k: v for k, v in report.items() if k != "seconds"}
+    return ctx.model
 
 
 def class_count(cache: ImageCache, classes: list[str], group: Group | None = None) -> int:
@@ -95,7 +120,7 @@ class Dropper:
         self.patch = cfg.patch_size or ctx.group.broadcast(  # rank 0's choice: one patch size for every part
             native_patch(int(np.median(shapes[:, 0])), int(np.median(shapes[:, 1]))) if len(shapes) else 4)
         if cfg.drop_by != "fill":
-            self.model = ctx.attention_model()
+            self.model = shared_model(ctx)
         self.info = {"fraction": cfg.drop_patches, "patch": self.patch, "by": cfg.drop_by,
                      "importance": self.IMPORTANCE[cfg.drop_by]}
 

@@ -30,18 +30,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..imaging import as_rgb
-from ..progress import progress as progress_of
-from ..simple_quant import pillow_quantize
+from ..pipeline.context import Conversion
+from ..pipeline.imaging import as_rgb
+from ..pipeline.output import Written, write_rows
+from ..pipeline.progress import progress as progress_of
+from ..pipeline.summary import Stage
 from .attention import Dropper, class_count, mae_stage, training_sample
 from .color import srgb_to_lab, unweighted, weighted
-from .config import Stage
-from .context import Conversion
 from .dcq import assign_shared, file_meta
 from .dither import dither
 from .kmeans import kmeans
-from .output import Written, write_rows
 from .palette import to_uint8
+from .simple_quant import pillow_quantize
 
 ALIGN_WEIGHT = 3.0
 ALIGN_FRACTION = 0.3

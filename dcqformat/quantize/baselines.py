@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..simple_quant import pillow_quantize
 from .color import lab_to_srgb, srgb_to_lab, weighted
 from .kmeans import kmeans
 from .palette import assign
+from .simple_quant import pillow_quantize
 
 
 def pillow(image: np.ndarray, bits: int, method: str) -> tuple[np.ndarray, np.ndarray]:

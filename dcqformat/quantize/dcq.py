@@ -9,17 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..distributed import gather_rows
-from ..imaging import as_rgb, model_input, shrink
-from ..progress import progress as progress_of
-from .attention import Dropper, MaeOutcome, grad_cams, mae_stage
-from .checkpoint import rng_state, set_rng_state
+from ..pipeline.checkpoint import rng_state, set_rng_state
+from ..pipeline.context import Conversion
+from ..pipeline.distributed import gather_rows
+from ..pipeline.imaging import as_rgb, model_input, shrink
+from ..pipeline.output import Row, Written, write_rows
+from ..pipeline.progress import progress as progress_of
+from ..pipeline.summary import Stage
+from .attention import Dropper, MaeOutcome, grad_cams, mae_stage, shared_model
 from .color import srgb_to_lab, unweighted, weighted
-from .config import Stage
-from .context import Conversion
 from .dither import dither
 from .kmeans import kmeans
-from .output import Row, Written, write_rows
 from .palette import assign, refine_palette, to_uint8, top_pixels
 from .reassign import best_palettes, lloyd
 
@@ -34,7 +34,7 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
     n = len(cache)
     rng = np.random.default_rng(cfg.seed)
     # 1. The attention / feature model (its training sample drawn from this stage's generator).
-    model = ctx.attention_model(rng)
+    model = shared_model(ctx, rng)
     ck = ctx.checkpoints
     if ck.has("palettes"):  # a resumed conversion: stages 2-6 of the killed run
         arrays, info = ck.load("palettes")

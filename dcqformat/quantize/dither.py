@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ..kernels import _kernel
+from ..decode.kernels import _kernel
 
 
 @_kernel(parallel=True)

@@ -9,7 +9,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from ..inpaint import harmonic_fill
+from ..decode.inpaint import harmonic_fill
 
 
 def native_patch(height: int, width: int) -> int:

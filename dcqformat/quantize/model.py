@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..distributed import Group
 from ..errors import DcqError
-from ..imaging import to_input
-from ..progress import progress as progress_of
+from ..pipeline.distributed import Group
+from ..pipeline.imaging import to_input
+from ..pipeline.progress import progress as progress_of
 
 
 def _block(i: int, o: int, stride: int) -> nn.Sequential:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..imaging import sobel
+from ..pipeline.imaging import sobel
 from .color import lab_to_srgb, srgb_to_lab, weighted
 
 

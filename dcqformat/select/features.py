@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from ..imaging import as_rgb, model_input, sobel
+from ..pipeline.imaging import as_rgb, model_input, sobel
 
 
 @torch.no_grad()

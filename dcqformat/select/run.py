@@ -7,14 +7,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..imaging import ImageCache
-from ..options import SELECTIONS
-from ..progress import progress as progress_of
-from ..simple_quant import mediancut
+from ..pipeline.imaging import ImageCache
+from ..pipeline.options import SELECTIONS
+from ..pipeline.progress import progress as progress_of
+from ..quantize.simple_quant import mediancut
 from .features import embeddings, texture, view_features
 from .methods import adq_rates, dq_bins, dq_select, graphcut_select, random_select, sample_bins
 
-METHODS = SELECTIONS  # the names live in dcqformat.options (no torch there)
+METHODS = SELECTIONS  # the names live in dcqformat.pipeline.options (no torch there)
 
 
 def _features(cache: ImageCache, model: torch.nn.Module | None, kind: str, size: int, device: torch.device,

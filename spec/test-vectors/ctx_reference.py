@@ -1,7 +1,7 @@
 """Codec ``ctx`` (spec/FORMAT.md §5.3) written the slow, obvious way, from the spec alone.
 
 Used by make_vectors.py to build the ctx test vectors, and by the tests as the plain twin of
-the Numba kernels in dcqformat/rans.py (same bytes out, same maps back). Python ints only.
+the Numba kernels in dcqformat/codecs/rans.py (same bytes out, same maps back). Python ints only.
 """
 
 from __future__ import annotations

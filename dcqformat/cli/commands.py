@@ -1,0 +1,213 @@
+"""What each ``dcq`` command does, given its parsed arguments (the parser is in :mod:`dcqformat.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import textwrap
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DcqError
+from ..format.reader import open as open_dcq
+from ..format.writer import publish
+from ..pipeline.options import ConvertConfig
+from .refill import refilling_decoder
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with open_dcq(args.file) as r:
+        info = r.info()
+        info["meta"] = r.meta
+        meta = r.metadata
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    _say(f"{info['path']}: dcq {info['version']}, {info['samples']:,} samples, {info['bits']}-bit, "
+         f"{info['channels']} channel(s), {info['palettes']:,} palette(s), codec {info['codec']}")
+    if info["patch_size"]:
+        print(f"patches {info['patch_size'][0]}x{info['patch_size'][1]}, "
+              f"{info['masked_samples']:,} samples with dropped patches")
+    _say(f"size {info['file_bytes']:,} bytes, {info['bits_per_pixel']:.3f} bits/pixel, "
+         f"{info['compression_ratio']:.1f}x smaller than raw uint8 ({info['raw_uint8_bytes']:,} bytes)")
+    print(f"{'section':8}{'offset':>14}{'length':>14}  crc32")
+    for s in info["sections"]:
+        print(f"{s['tag']:8}{s['offset']:>14,}{s['length']:>14,}  {s['crc32']}")
+    if meta.name is not None:
+        _say(f"name: {meta.name}")
+    if "color_space" in meta.raw:
+        print(f"color_space: {meta.color_space}")
+    if meta.classes is not None:
+        more = " ..." if len(meta.classes) > 20 else ""
+        _say(f"classes ({len(meta.classes)}): {', '.join(meta.classes[:20])}{more}")
+    if meta.drop is not None:
+        d = meta.drop
+        print(f"dropped patches: {d.fraction} of each image's {d.patch} px patches ({d.importance})")
+    if meta.mae is not None:
+        wght = next((s["length"] for s in info["sections"] if s["tag"] == "WGHT"), 0)
+        size = f"size {meta.mae['size']}, " if isinstance(meta.mae.get("size"), str) else ""
+        kind = f" ({meta.mae['weights']})" if isinstance(meta.mae.get("weights"), str) else ""
+        _say(f"MAE (refills dropped patches in the loaders): {size}{json.dumps(meta.mae.get('config'))}, "
+             f"{wght:,} bytes of weights{kind}")
+    if meta.selection is not None:
+        sel = meta.selection
+        counts = "" if sel.kept is None or sel.samples_in is None else f" ({sel.kept:,} of {sel.samples_in:,})"
+        _say(f"selection: {sel.method}, keep {sel.keep}{counts}; per class: {json.dumps(sel.per_class)}")
+    if meta.quantizer is not None:
+        _say(f"quantizer: {json.dumps(_brief(meta.quantizer))}  (all of it: --json)")
+    return 0
+
+
+def _say(line: str) -> None:
+    """Print a long line wrapped to the terminal's width, continuation lines indented."""
+    print(textwrap.fill(line, width=max(60, shutil.get_terminal_size().columns), subsequent_indent="    ",
+                        break_on_hyphens=False))
+
+
+def _brief(obj: Any, longest: int = 12) -> Any:
+    """``obj`` with every list of more than ``longest`` numbers replaced by a one-line summary."""
+    if isinstance(obj, dict):
+        return {k: _brief(v, longest) for k, v in obj.items()}
+    if isinstance(obj, list) and len(obj) > longest and all(isinstance(v, (int, float)) for v in obj):
+        return f"{len(obj)} values, {min(obj):g} .. {max(obj):g}, median {float(np.median(obj)):g}"
+    if isinstance(obj, list):
+        return [_brief(v, longest) for v in obj]
+    return obj
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    bad = 0
+    for path in args.files:
+        try:
+            with open_dcq(path) as r:
+                r.verify()
+                print(f"{path}: ok ({len(r):,} samples, all checksums match)")
+        except DcqError as exc:
+            print(f"{path}: FAILED: {exc}")
+            bad += 1
+    return 1 if bad else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    with open_dcq(args.file) as r:
+        n = len(r) if args.limit is None else min(args.limit, len(r))
+        classes = r.classes
+        out = Path(args.out)
+        decode = refilling_decoder(r, args.reconstruct)
+        if out.suffix == ".npz":
+            shapes = r.shapes[:n]
+            if n and (shapes != shapes[0]).any():
+                raise DcqError("samples differ in size: export to a folder of PNGs instead of .npz")
+            x = np.concatenate([decode(np.arange(s, min(s + 1024, n))) for s in range(0, n, 1024)]) if n else \
+                r.decode_batch(np.arange(0))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            arrays: dict[str, Any] = {"x": x, "y": r.labels[:n], "source_index": r.source_indices[:n]}
+            if classes:
+                arrays["classes"] = np.array(classes)
+            with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".npz", delete=False) as tmp:
+                np.savez(tmp, **arrays)
+            publish(tmp.name, out)
+            print(f"wrote {n:,} samples to {out}")
+            return 0
+        names = _source_names(args.names_from, {int(s) for s in r.source_indices[:n]}) if args.names_from else {}
+        for i in range(n):
+            label = int(r.labels[i])
+            name = classes[label] if classes and 0 <= label < len(classes) else (
+                str(label) if label >= 0 else "unlabelled")
+            folder = out / name
+            folder.mkdir(parents=True, exist_ok=True)
+            img = decode(np.array([i]))[0]
+            src = int(r.source_indices[i])
+            Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(
+                folder / f"{names.get(src, f'{src:08d}')}.png")
+        print(f"wrote {n:,} PNGs under {out}/")
+    return 0
+
+
+def _source_names(source: str, wanted: set[int]) -> dict[int, str]:
+    """File stems (or shard keys) of the source samples ``wanted``, by source index, read from the
+    source's listing without decoding its images."""
+    from ..pipeline.sources import open_source
+
+    names: dict[int, str] = {}
+    for index, _, _, name in open_source(source):
+        if index in wanted:
+            names[index] = Path(name.rsplit(":", 1)[-1]).stem  # a file's stem, or a shard's key
+            if len(names) == len(wanted):
+                break
+    return names
+
+
+def cmd_to_wds(args: argparse.Namespace) -> int:
+    try:
+        from ..loaders.wds import write_shards
+    except ImportError as exc:
+        raise DcqError(f"to-wds needs the loaders' dependencies (torch, webdataset): {exc}") from None
+    side, shards = write_shards(args.file, args.pattern, maxcount=args.maxcount, sidecar=args.sidecar,
+                                shards=args.shards, shuffle=not args.no_shuffle, seed=args.seed, block=args.block)
+    print(f"wrote {len(shards)} shard(s) ({shards[0] if shards else '-'} ...) and the sidecar {side}")
+    return 0
+
+
+# dcq convert's options that are named otherwise in ConvertConfig
+CONFIG_NAMES = {"epochs": "model_epochs"}
+
+
+def _convert_config(args: argparse.Namespace) -> ConvertConfig:
+    """The ConvertConfig of ``dcq convert``'s options, checked (before torch is imported)."""
+    names = {f.name for f in fields(ConvertConfig)}
+    values = {CONFIG_NAMES.get(k, k): v for k, v in vars(args).items() if CONFIG_NAMES.get(k, k) in names}
+    cfg = ConvertConfig(**values)
+    cfg.check()
+    return cfg
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    cfg = _convert_config(args)
+    if Path(args.dst).is_dir() and not args.samples_per_file:
+        raise DcqError(f"{args.dst}: the destination is a directory")
+    if Path(args.dst).exists() and (args.samples_per_file or not args.overwrite):
+        raise DcqError(f"{args.dst} exists; " + ("remove it first" if args.samples_per_file
+                                                  else "--overwrite replaces it"))
+    from ..conversion import convert
+    from ..pipeline.distributed import join, leave
+
+    try:
+        summary = convert(args.src, args.dst, cfg, progress=not args.quiet, samples_per_file=args.samples_per_file)
+        leader = join(cfg.device).leader  # under torchrun, rank 0 reports
+    except BaseException:
+        leave(barrier=False)
+        raise
+    leave()
+    if not leader:
+        return 0
+    print(f"wrote {args.dst}")
+    print(summary.table(cfg))
+    if summary.problems:
+        print(f"{len(summary.problems)} unreadable sample(s) skipped, e.g.:")
+        for index, why in summary.problems[:5]:
+            print(f"  sample {index}: {why}")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from .preview import preview
+
+    path = preview(args.file, args.out, source=args.source, count=args.count)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    run(Path(args.out), limit=args.limit, bits=args.bits, dataset=args.dataset, epochs=args.epochs,
+        progress=not args.quiet)
+    return 0

@@ -1,0 +1,37 @@
+"""Decoded images with dropped patches refilled as the loaders refill them, for NumPy users of the
+core (``dcq export``, ``dcq preview``). Refilling by the MAE or the mean colour needs torch (the
+loaders' extra): it is imported on first use, with a clear error when it is missing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import DcqError
+from ..format.reader import DcqReader
+
+
+def refilling_decoder(r: DcqReader, mode: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
+    """Samples -> (N, H, W, C) uint8, dropped patches refilled as ``mode`` says (auto: by the
+    file's MAE when it has one, else by harmonic inpainting); samples of several sizes one by one."""
+    decode: Callable[[np.ndarray], np.ndarray]
+    if not r.has_masks or mode == "none":
+        decode = r.decode_batch
+    else:
+        try:
+            from ..loaders.reconstruct import Reconstructor, refilled_images
+        except ImportError as exc:
+            raise DcqError(f"refilling dropped patches needs torch ({exc}); use --reconstruct none") from None
+        assert r.patch_size is not None
+        rec = Reconstructor(mode, weights=r.weights_blob(), patch=r.patch_size)
+
+        def refill(idx: np.ndarray) -> np.ndarray:
+            return refilled_images(r, idx, rec)
+        decode = refill
+
+    def run(idx: np.ndarray) -> np.ndarray:
+        if len({tuple(s) for s in r.shapes[idx]}) <= 1:
+            return decode(idx)
+        return np.stack([decode(np.array([i]))[0] for i in idx.tolist()])
+    return run

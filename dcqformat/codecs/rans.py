@@ -1,0 +1,281 @@
+"""Numba kernels of codec ``ctx`` (spec §5.3): index maps coded with rANS under a static
+per-file model conditioned on causal neighbours.
+
+A sample is coded in raster order. Each pixel's *context* is a function of its left, up,
+up-left and up-right neighbours (:func:`context_count` contexts for ``bits``); a dropped pixel
+(drop mask, spec §7) is not coded and takes its left neighbour's value, so that its
+neighbours' contexts are defined. The model gives, per context, the cumulative frequencies of
+the ``2**bits`` symbols, summing to ``2**PROB_BITS``. The coder is byte-wise rANS with a 32-bit
+state (Duda 2013; the layout of Giesen's ``rans_byte.h``): the payload is the final state
+(u32, little-endian) followed by the renormalisation bytes in the order the decoder reads them.
+
+Each kernel has a plain-Python twin in ``tests/ctx_reference.py``, written from the spec.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ..decode.kernels import _helper, _kernel
+
+PROB_BITS = 12
+PROB_SCALE = 1 << PROB_BITS
+RANS_L = 1 << 23  # the state's lower bound after renormalisation
+MAX_BITS = 4  # contexts of 5..8-bit maps would need models larger than the data they code
+
+# decode_batch status codes
+OK, OUT_OF_BYTES, BAD_END, TOO_SHORT = 0, 1, 2, 3
+MESSAGES = {OUT_OF_BYTES: "needs more bytes than it has", BAD_END: "does not end in the initial state "
+            "with every byte read", TOO_SHORT: "is shorter than the 4-byte rANS state"}
+
+
+def context_count(bits: int) -> int:
+    """Contexts of a ``bits``-bit map: (L, U, UL, UR) in full for 1-2 bits, (L, U, pattern) for 3-4."""
+    k = 1 << bits
+    return k**4 if bits <= 2 else 16 * k * k
+
+
+@_helper
+def _left(work, w, i, x):
+    """The left neighbour of flat pixel ``i`` (column ``x``): else the one above, else 0."""
+    if x > 0:
+        return np.int64(work[i - 1])
+    if i >= w:
+        return np.int64(work[i - w])
+    return np.int64(0)
+
+
+@_helper
+def _context(work, w, i, x, bits):
+    """Context of flat pixel ``i`` (column ``x``) of an image ``w`` wide (spec §5.3)."""
+    left = _left(work, w, i, x)
+    if i >= w:
+        up = np.int64(work[i - w])
+        ul = np.int64(work[i - w - 1]) if x > 0 else up
+        ur = np.int64(work[i - w + 1]) if x < w - 1 else up
+    else:
+        up = ul = ur = left
+    if bits <= 2:
+        return (ur << (3 * bits)) | (ul << (2 * bits)) | (up << bits) | left
+    pattern = np.int64(ul == left) | (np.int64(ul == up) << 1) | (np.int64(ur == up) << 2) \
+        | (np.int64(ur == left) << 3)
+    return (pattern << (2 * bits)) | (up << bits) | left
+
+
+@_kernel()
+def contexts(work, kept, height, width, bits, ctx):
+    """Fill the dropped pixels of the flat index map ``work`` (``kept[i]`` False) with their left
+    neighbour's value, in raster order, and write every pixel's context into ``ctx``."""
+    for i in range(height * width):
+        x = i % width
+        if not kept[i]:
+            work[i] = _left(work, width, i, x)
+        ctx[i] = _context(work, width, i, x, bits)
+    return ctx
+
+
+@_kernel()
+def count(work, kept, ctx, counts):
+    """Add each kept pixel's symbol to ``counts[context, symbol]``."""
+    for i in range(work.shape[0]):
+        if kept[i]:
+            counts[ctx[i], work[i]] += 1
+    return counts
+
+
+@_kernel()
+def encode(work, kept, ctx, cum, buf):
+    """rANS-code the kept pixels of ``work`` (contexts ``ctx``) into the end of ``buf``, which has
+    room for ``2 * pixels + 4`` bytes; return where the payload starts in ``buf``."""
+    pos = buf.shape[0]
+    x = np.int64(RANS_L)
+    for i in range(work.shape[0] - 1, -1, -1):
+        if not kept[i]:
+            continue
+        c, s = ctx[i], work[i]
+        start = np.int64(cum[c, s])
+        freq = np.int64(cum[c, s + 1]) - start
+        x_max = ((RANS_L >> PROB_BITS) << 8) * freq
+        while x >= x_max:
+            pos -= 1
+            buf[pos] = x & 0xFF
+            x >>= 8
+        x = ((x // freq) << PROB_BITS) + (x % freq) + start
+    for b in range(3, -1, -1):
+        pos -= 1
+        buf[pos] = (x >> (8 * b)) & 0xFF
+    return pos
+
+
+@_helper
+def _put_index(out, base, j, bits, value):
+    """OR index ``value`` in as pixel ``j`` of the zeroed bit stream at ``out[base]`` (spec §5)."""
+    bit = j * bits
+    byte = base + (bit >> 3)
+    shift = bit & 7
+    out[byte] |= (value << shift) & 0xFF
+    if shift + bits > 8:
+        out[byte + 1] |= value >> (8 - shift)
+
+
+@_helper
+def _state(data, start):
+    return np.int64(data[start]) | (np.int64(data[start + 1]) << 8) | (np.int64(data[start + 2]) << 16) \
+        | (np.int64(data[start + 3]) << 24)
+
+
+@_helper
+def _symbol(cum, c, slot, k):
+    """The symbol whose slot range in context ``c`` holds ``slot`` (branch-free)."""
+    if k == 4:
+        return np.int64(slot >= cum[c, 1]) + np.int64(slot >= cum[c, 2]) + np.int64(slot >= cum[c, 3])
+    s = np.int64(0)
+    for j in range(1, k):
+        s += np.int64(slot >= cum[c, j])
+    return s
+
+
+@_helper
+def _decode_one(data, start, end, h, w, mask_data, mo, patch_h, patch_w, bits, cum, work):
+    """Decode one payload into the flat index map ``work``; return its status."""
+    if end - start < 4:
+        return TOO_SHORT
+    x, p, k = _state(data, start), start + 4, 1 << bits
+    gw = (w + patch_w - 1) // patch_w
+    for y in range(h):
+        gy = (y // patch_h) * gw
+        i = y * w
+        for xx in range(w):
+            if mo >= 0:
+                g = gy + xx // patch_w
+                if (mask_data[mo + (g >> 3)] >> (g & 7)) & 1:
+                    work[i] = _left(work, w, i, xx)
+                    i += 1
+                    continue
+            c = _context(work, w, i, xx, bits)
+            slot = x & (PROB_SCALE - 1)
+            s = _symbol(cum, c, slot, k)
+            lo = np.int64(cum[c, s])
+            x = (np.int64(cum[c, s + 1]) - lo) * (x >> PROB_BITS) + slot - lo
+            if x < RANS_L:  # renormalise: one or two bytes
+                if p >= end:
+                    return OUT_OF_BYTES
+                x = (x << 8) | data[p]
+                p += 1
+                if x < RANS_L:
+                    if p >= end:
+                        return OUT_OF_BYTES
+                    x = (x << 8) | data[p]
+                    p += 1
+            work[i] = s
+            i += 1
+    return OK if x == RANS_L and p == end else BAD_END
+
+
+@_helper
+def _decode_two(data, start1, end1, start2, end2, h, w, bits, cum, work1, work2, out, base1, base2):
+    """:func:`_decode_one` of two unmasked payloads of one size in lockstep, each bit-packed as it
+    goes into the zeroed streams at ``out[base1]`` and ``out[base2]``: two independent dependency
+    chains that the CPU overlaps (written out twice for that reason). False when either is not
+    right: the caller then clears both streams and decodes each alone to say which."""
+    if end1 - start1 < 4 or end2 - start2 < 4:
+        return False
+    x1, p1, x2, p2, k = _state(data, start1), start1 + 4, _state(data, start2), start2 + 4, 1 << bits
+    for y in range(h):
+        i = y * w
+        for xx in range(w):
+            c1 = _context(work1, w, i, xx, bits)
+            c2 = _context(work2, w, i, xx, bits)
+            slot1 = x1 & (PROB_SCALE - 1)
+            slot2 = x2 & (PROB_SCALE - 1)
+            s1 = _symbol(cum, c1, slot1, k)
+            s2 = _symbol(cum, c2, slot2, k)
+            lo1 = np.int64(cum[c1, s1])
+            lo2 = np.int64(cum[c2, s2])
+            x1 = (np.int64(cum[c1, s1 + 1]) - lo1) * (x1 >> PROB_BITS) + slot1 - lo1
+            x2 = (np.int64(cum[c2, s2 + 1]) - lo2) * (x2 >> PROB_BITS) + slot2 - lo2
+            if x1 < RANS_L:
+                if p1 >= end1:
+                    return False
+                x1 = (x1 << 8) | data[p1]
+                p1 += 1
+                if x1 < RANS_L:
+                    if p1 >= end1:
+                        return False
+                    x1 = (x1 << 8) | data[p1]
+                    p1 += 1
+            if x2 < RANS_L:
+                if p2 >= end2:
+                    return False
+                x2 = (x2 << 8) | data[p2]
+                p2 += 1
+                if x2 < RANS_L:
+                    if p2 >= end2:
+                        return False
+                    x2 = (x2 << 8) | data[p2]
+                    p2 += 1
+            work1[i] = s1
+            work2[i] = s2
+            _put_index(out, base1, i, bits, s1)
+            _put_index(out, base2, i, bits, s2)
+            i += 1
+    return x1 == RANS_L and p1 == end1 and x2 == RANS_L and p2 == end2
+
+
+@_helper
+def _pack(out, base, work, h, w, mask_data, mo, patch_h, patch_w, bits):
+    """Bit-pack a decoded map's kept pixels in stream order at ``out[base]`` (spec §5, §7)."""
+    if mo < 0:
+        for i in range(h * w):
+            _put_index(out, base, i, bits, work[i])
+        return
+    j = 0  # masked: kept patches in grid order, each row-major
+    gh, gw = (h + patch_h - 1) // patch_h, (w + patch_w - 1) // patch_w
+    for g in range(gh * gw):
+        if (mask_data[mo + (g >> 3)] >> (g & 7)) & 1:
+            continue
+        y0, x0 = (g // gw) * patch_h, (g % gw) * patch_w
+        for y in range(y0, min(y0 + patch_h, h)):
+            for xx in range(x0, min(x0 + patch_w, w)):
+                _put_index(out, base, j, bits, work[y * w + xx])
+                j += 1
+
+
+@_kernel(parallel=True)
+def decode_batch(data, offsets, lengths, heights, widths, mask_data, mask_offsets, patch_h, patch_w, bits, cum,
+                 out, out_offsets, status):
+    """Decode payloads ``data[offsets[b] : offsets[b] + lengths[b]]`` into the zeroed bit streams
+    at ``out[out_offsets[b]]`` (the sample's kept pixels in stream order, spec §5); ``status[b]``
+    is OK or what is wrong. Samples with ``mask_offsets[b] >= 0`` are masked (spec §7). Pairs
+    of unmasked samples of one size are decoded in lockstep."""
+    for q in prange((offsets.shape[0] + 1) // 2):
+        b = 2 * q
+        pair = b + 1 < offsets.shape[0] and mask_offsets[b] < 0 and mask_offsets[b + 1] < 0 \
+            and heights[b] == heights[b + 1] and widths[b] == widths[b + 1]
+        if pair:
+            h, w = heights[b], widths[b]
+            work1, work2 = np.empty(h * w, np.uint8), np.empty(h * w, np.uint8)
+            s1, e1, s2, e2 = offsets[b], offsets[b] + lengths[b], offsets[b + 1], offsets[b + 1] + lengths[b + 1]
+            o1, o2 = out_offsets[b], out_offsets[b + 1]
+            if bits == 1:  # a literal bit depth lets the compiler specialise the inner loop (1.2x)
+                ok = _decode_two(data, s1, e1, s2, e2, h, w, 1, cum, work1, work2, out, o1, o2)
+            elif bits == 2:
+                ok = _decode_two(data, s1, e1, s2, e2, h, w, 2, cum, work1, work2, out, o1, o2)
+            elif bits == 3:
+                ok = _decode_two(data, s1, e1, s2, e2, h, w, 3, cum, work1, work2, out, o1, o2)
+            else:
+                ok = _decode_two(data, s1, e1, s2, e2, h, w, 4, cum, work1, work2, out, o1, o2)
+            if ok:
+                status[b] = status[b + 1] = OK
+                continue
+            for o in (o1, o2):  # undo what the pair wrote before it stopped
+                out[o : o + (h * w * bits + 7) // 8] = 0
+        for c in range(b, min(b + 2, offsets.shape[0])):  # alone, or a pair that failed: say which
+            h, w, mo = heights[c], widths[c], mask_offsets[c]
+            work = np.empty(h * w, np.uint8)
+            status[c] = _decode_one(data, offsets[c], offsets[c] + lengths[c], h, w, mask_data, mo, patch_h,
+                                    patch_w, bits, cum, work)
+            if status[c] == OK:
+                _pack(out, out_offsets[c], work, h, w, mask_data, mo, patch_h, patch_w, bits)
+    return status

@@ -1,0 +1,130 @@
+"""The ``.dcqi`` WebDataset member (spec/WEBDATASET.md): one sample, self-contained but for its
+palettes, which live in a sidecar .dcq file. Encoded from a reader, parsed into
+:class:`DcqiSample`, and turned into a :class:`dcqformat.decode.Streams` for decoding."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _layout as L
+from ..decode import Streams, bitpack, concat
+from ..errors import ChecksumMismatch, CorruptFile, UnsupportedVersion
+from .reader import DcqReader
+
+DCQI_MAGIC = b"DCQI"
+DCQI = struct.Struct("<4sBBBBIHHQHHI")  # magic, version, bits, channels, flags, palette, h, w, src, ph, pw, crc
+DCQI_VERSION = 1
+
+
+@dataclass
+class DcqiSample:
+    """One parsed ``.dcqi`` member."""
+
+    bits: int
+    channels: int
+    palette_id: int
+    height: int
+    width: int
+    source_index: int
+    patch: tuple[int, int] | None
+    dropped: np.ndarray | None
+    stream: np.ndarray
+
+
+def encode_dcqi(reader: DcqReader, i: int) -> bytes:
+    """The ``.dcqi`` member of sample ``i`` (its stream is stored unpacked from zstd)."""
+    h, w = (int(v) for v in reader.shapes[i])
+    mask = reader.mask(i)
+    flags = 1 if mask is not None else 0
+    ph, pw = reader.patch_size if mask is not None and reader.patch_size is not None else (0, 0)
+    body = (bitpack.pack_mask(mask).tobytes() if mask is not None else b"") + reader.payload(i).tobytes()
+    head = DCQI.pack(DCQI_MAGIC, DCQI_VERSION, reader.bits, reader.channels, flags,
+                     int(reader.palette_ids[i]), h, w, int(reader.source_indices[i]), ph, pw, 0)
+    return head[:-4] + zlib.crc32(head[:-4] + body).to_bytes(4, "little") + body
+
+
+def parse_dcqi(data: bytes, check_crc: bool = True) -> DcqiSample:
+    """Parse and check a ``.dcqi`` member; raise a :class:`DcqError` naming what is wrong.
+
+    ``check_crc=False`` skips the member's own CRC, for members inside a checked ``.dcqb``."""
+    if len(data) < DCQI.size or data[:4] != DCQI_MAGIC:
+        raise CorruptFile("not a .dcqi member", section="dcqi", offset=0, expected=DCQI_MAGIC, found=data[:4])
+    magic, version, bits, channels, flags, pid, h, w, src, ph, pw, crc = DCQI.unpack_from(data)
+    if version != DCQI_VERSION:
+        raise UnsupportedVersion(f".dcqi version {version}, this reader supports {DCQI_VERSION}")
+    if check_crc:
+        computed = zlib.crc32(memoryview(data)[DCQI.size :], zlib.crc32(data[: DCQI.size - 4]))
+        if computed != crc:
+            raise ChecksumMismatch("dcqi", DCQI.size - 4, crc, computed)
+    bad_patch = flags and (ph < 1 or pw < 1)
+    if bits not in L.BITS or channels not in L.CHANNELS or h < 1 or w < 1 or flags & ~1 or bad_patch:
+        raise CorruptFile("bad .dcqi header", section="dcqi", offset=4,
+                          found=f"bits {bits}, channels {channels}, {h}x{w}, flags {flags}, patch {ph}x{pw}")
+    pos, dropped, patch = DCQI.size, None, None
+    pixels = h * w
+    if flags:
+        patch = (ph, pw)
+        gh, gw = bitpack.grid_shape(h, w, ph, pw)
+        nbytes = bitpack.mask_nbytes(h, w, ph, pw)
+        dropped = bitpack.unpack_mask(np.frombuffer(data, np.uint8, nbytes, pos), gh, gw)
+        pos += nbytes
+        pixels = bitpack.kept_pixel_order(h, w, ph, pw, dropped).size
+    stream = np.frombuffer(data, np.uint8, offset=pos)
+    if stream.size != bitpack.packed_size(pixels, bits):
+        raise CorruptFile("payload size", section="dcqi", offset=pos,
+                          expected=bitpack.packed_size(pixels, bits), found=stream.size)
+    return DcqiSample(bits, channels, pid, h, w, src, patch, dropped, stream)
+
+
+def streams_of(samples: list[DcqiSample], bits: int, patch: tuple[int, int] | None) -> Streams:
+    """The :class:`~dcqformat.decode.Streams` of parsed members (of ``bits`` bits; masked ones of
+    the sidecar's ``patch``)."""
+    return concat([(s.stream, s.height, s.width, s.palette_id, s.dropped) for s in samples], bits, patch)
+
+
+# -- .dcqb: a block of samples in one tar member (spec/WEBDATASET.md §2.1) ----------------------
+DCQB_MAGIC = b"DCQB"
+DCQB = struct.Struct("<4sBBHII")  # magic, version, reserved, reserved, count, crc
+DCQB_ENTRY = struct.Struct("<Ii")  # length of the .dcqi that follows, label
+DCQB_VERSION = 1
+MAX_BLOCK_SAMPLES = 1 << 20
+
+
+def encode_block(members: list[tuple[bytes, int]]) -> bytes:
+    """One ``.dcqb`` member holding ``(dcqi bytes, label)`` of several samples."""
+    body = b"".join(DCQB_ENTRY.pack(len(m), label) + m for m, label in members)
+    head = DCQB.pack(DCQB_MAGIC, DCQB_VERSION, 0, 0, len(members), 0)
+    return head[:-4] + zlib.crc32(head[:-4] + body).to_bytes(4, "little") + body
+
+
+def parse_block(data: bytes) -> list[tuple[DcqiSample, int]]:
+    """The samples and labels of a ``.dcqb`` member, every one checked (block CRC, then each
+    ``.dcqi`` as :func:`parse_dcqi` does but its CRC, which the block's covers)."""
+    if len(data) < DCQB.size or data[:4] != DCQB_MAGIC:
+        raise CorruptFile("not a .dcqb member", section="dcqb", offset=0, expected=DCQB_MAGIC, found=data[:4])
+    _, version, _, _, count, crc = DCQB.unpack_from(data)
+    if version != DCQB_VERSION:
+        raise UnsupportedVersion(f".dcqb version {version}, this reader supports {DCQB_VERSION}")
+    computed = zlib.crc32(memoryview(data)[DCQB.size :], zlib.crc32(data[: DCQB.size - 4]))
+    if computed != crc:
+        raise ChecksumMismatch("dcqb", DCQB.size - 4, crc, computed)
+    if count > min(MAX_BLOCK_SAMPLES, (len(data) - DCQB.size) // (DCQB_ENTRY.size + DCQI.size)):
+        raise CorruptFile("sample count out of range", section="dcqb", offset=8, found=count)
+    out, pos = [], DCQB.size
+    for k in range(count):
+        if pos + DCQB_ENTRY.size > len(data):
+            raise CorruptFile(f"block ends inside sample {k}", section="dcqb", offset=pos)
+        length, label = DCQB_ENTRY.unpack_from(data, pos)
+        pos += DCQB_ENTRY.size
+        if length < DCQI.size or pos + length > len(data):
+            raise CorruptFile(f"sample {k} length out of range", section="dcqb", offset=pos - DCQB_ENTRY.size,
+                              expected=f"{DCQI.size}..{len(data) - pos}", found=length)
+        out.append((parse_dcqi(data[pos : pos + length], check_crc=False), int(label)))
+        pos += length
+    if pos != len(data):
+        raise CorruptFile("bytes after the last sample", section="dcqb", offset=pos, expected=pos, found=len(data))
+    return out

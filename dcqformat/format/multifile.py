@@ -1,0 +1,404 @@
+"""Datasets of many .dcq files, read as one.
+
+A dataset directory holds part files and ``manifest.json`` (``{"format": "dcq-set/1", "files":
+[{"path", "samples", "bytes"}], "samples", "classes", "bits", "channels"}``); ``dcq convert
+--samples-per-file N`` writes one. :func:`resolve` turns a file, a directory, a glob or a list
+into the files, and :class:`DcqSet` reads them as one dataset: sample ``i`` of the set is sample
+``i - start[f]`` of file ``f``, palettes are numbered across files, and a batch's streams are
+gathered from every file it touches into one buffer and decoded in one call.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import _layout as L
+from ..decode import PaletteSet, Streams, bitpack, crop_arguments, decode_crops, decode_images, kernels
+from ..errors import CorruptFile, DcqError
+from .reader import DcqReader
+from .reader import open as open_dcq
+from .records import RecordViews
+from .writer import DcqWriter, publish
+
+MANIFEST = "manifest.json"
+FORMAT = "dcq-set/1"
+PathLike = str | os.PathLike[str]
+
+
+def resolve(source: PathLike | Sequence[PathLike]) -> list[Path]:
+    """The .dcq files of a file, a dataset directory (its manifest, else its ``*.dcq``), a glob
+    pattern, or a list of any of these."""
+    if not isinstance(source, (str, os.PathLike)):
+        return [f for item in source for f in resolve(item)]
+    path = Path(source)
+    if path.is_dir():
+        manifest = path / MANIFEST
+        if manifest.is_file():
+            return [path / entry["path"] for entry in read_manifest(manifest)["files"]]
+        files = sorted(path.glob("*.dcq"))
+        if not files:
+            raise DcqError(f"{path}: no {MANIFEST} and no .dcq files")
+        return files
+    if any(c in str(source) for c in "*?[") and not path.exists():
+        files = [Path(f) for f in sorted(globlib.glob(str(source)))]
+        if not files:
+            raise DcqError(f"{source}: the pattern matches no file")
+        return files
+    return [path]
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DcqError(f"{path}: not a readable manifest ({exc})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if manifest.get("format") != FORMAT or not isinstance(files, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("path"), str) and "/" not in f["path"] for f in files):
+        raise DcqError(f"{path}: not a {FORMAT} manifest")
+    return manifest
+
+
+def write_manifest(directory: PathLike, files: Iterable[PathLike]) -> Path:
+    """Write ``manifest.json`` for part files inside ``directory`` (checked to agree)."""
+    directory = Path(directory)
+    entries: list[dict[str, Any]] = []
+    first = None
+    for f in files:
+        with open_dcq(f) as r:
+            if first is None:
+                first = (r.classes, r.bits, r.channels)
+            elif (r.classes, r.bits, r.channels) != first:
+                raise DcqError(f"{f}: classes, bits or channels differ from the first file's")
+            entries.append({"path": Path(f).name, "samples": len(r), "bytes": Path(f).stat().st_size})
+    classes, bits, channels = first if first else (None, None, None)
+    manifest = {"format": FORMAT, "files": entries, "samples": sum(int(e["samples"]) for e in entries),
+                "classes": classes, "bits": bits, "channels": channels}
+    with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".json", delete=False) as tmp:
+        json.dump(manifest, tmp, indent=1)
+    publish(tmp.name, directory / MANIFEST)
+    return directory / MANIFEST
+
+
+class DcqSet(RecordViews):
+    """Several .dcq files as one dataset, with the parts of :class:`DcqReader` that the loaders use."""
+
+    def __init__(self, files: Sequence[PathLike]) -> None:
+        self.readers = [open_dcq(f) for f in files]
+        if not self.readers:
+            raise DcqError("a dataset needs at least one file")
+        first = self.readers[0]
+        for r in self.readers[1:]:
+            for what in ("bits", "channels", "classes", "patch_size"):
+                if getattr(r, what) != getattr(first, what):
+                    raise CorruptFile(f"{r.path}: {what} differs from {first.path}'s", section="file set",
+                                      expected=getattr(first, what), found=getattr(r, what))
+            if r.weights_blob() != first.weights_blob():
+                raise CorruptFile(f"{r.path}: its model weights differ from {first.path}'s", section="WGHT")
+        self.bits, self.channels, self.patch_size = first.bits, first.channels, first.patch_size
+        self.classes = first.classes
+        counts = np.array([len(r) for r in self.readers], np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
+        pal_counts = np.array([len(r.palettes) for r in self.readers], np.int64)
+        self.palette_starts = np.concatenate([[0], np.cumsum(pal_counts)])
+        self.palettes = np.concatenate([r.palettes for r in self.readers])
+        self.palette_set = PaletteSet(self.palettes, self.bits)
+        self._fields: dict[str, np.ndarray] = {}
+        self._table = _SampleTable(self) if all(r._decoder.in_place for r in self.readers) else None
+
+    # -- what a DcqReader offers ---------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def identity(self) -> tuple[tuple[int, int], ...]:
+        return tuple(r.identity for r in self.readers)
+
+    def check_identity(self, expected: tuple[tuple[int, int], ...]) -> None:
+        if len(expected) != len(self.readers):
+            raise DcqError(f"the dataset now has {len(self.readers)} files, it had {len(expected)}")
+        for r, e in zip(self.readers, expected):
+            r.check_identity(e)
+
+    def field(self, name: str) -> np.ndarray:
+        if name not in self._fields:
+            values = np.concatenate([r.field(name) for r in self.readers])
+            if name == "palette_id":
+                values = values + np.repeat(self.palette_starts[:-1], np.diff(self.starts))
+            values.flags.writeable = False
+            self._fields[name] = values
+        return self._fields[name]
+
+    @property
+    def has_masks(self) -> bool:
+        return any(r.has_masks for r in self.readers)
+
+    def weights_blob(self) -> bytes | None:
+        return self.readers[0].weights_blob()
+
+    # -- decoding ---------------------------------------------------------------------------
+    def _indices(self, indices: Iterable[int] | np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"sample index out of range for {len(self)} samples")
+        return idx
+
+    def parts(self, indices: Iterable[int] | np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(file, positions in the batch, indices in the file)`` for each file a batch touches."""
+        idx = self._indices(indices)
+        files = np.searchsorted(self.starts, idx, side="right") - 1
+        for f in np.unique(files).tolist():
+            pos = np.flatnonzero(files == f)
+            yield f, pos, idx[pos] - self.starts[f]
+
+    def decode_batch(self, indices: Iterable[int] | np.ndarray,
+                     layout: Literal["NHWC", "NCHW"] = "NHWC") -> np.ndarray:
+        """:meth:`DcqReader.decode_batch` over the files: one decode of the batch's streams."""
+        s = self.streams(indices)
+        size = s.size()
+        if size is None and len(s):
+            raise ValueError("decode_batch needs samples of one size")
+        h, w = size or (0, 0)
+        shape = (len(s), h, w, self.channels) if layout == "NHWC" else (len(s), self.channels, h, w)
+        return decode_images(s, self.palette_set, np.empty(shape, np.uint8), layout == "NCHW")
+
+    def decode_crops(self, indices: Iterable[int] | np.ndarray, boxes: np.ndarray, size: tuple[int, int], *,
+                     flips: np.ndarray | None = None, interpolation: Literal["nearest", "bilinear"] = "nearest",
+                     layout: Literal["NHWC", "NCHW"] = "NCHW", table: np.ndarray | None = None,
+                     fill: np.ndarray | float = 0) -> np.ndarray:
+        """:meth:`DcqReader.decode_crops` over the files (``table`` has the set's palettes' shape):
+        the streams of the whole batch are gathered into one buffer and decoded in one call."""
+        table = self.palettes if table is None else np.asarray(table)
+        s = self.streams(indices)
+        boxes, flip, fill_c = crop_arguments(len(s), self.channels, table, fill, boxes, flips)
+        shape = (len(s), self.channels, *size) if layout == "NCHW" else (len(s), *size, self.channels)
+        return decode_crops(s, table, fill_c, boxes, flip, np.empty(shape, table.dtype),
+                            bilinear=interpolation == "bilinear", chw=layout == "NCHW")
+
+    def streams(self, indices: Iterable[int] | np.ndarray) -> Streams:
+        """One :class:`Streams` of samples from any files: their stream bytes (and drop masks)
+        gathered into one buffer, a copy of the batch's payload bytes only; palette ids numbered
+        across the set. Files whose streams are their payloads (``packed``) are gathered in one
+        kernel call from a table of the whole set; others (``zstd``) are decompressed file by file."""
+        idx = self._indices(indices)
+        if self._table is not None:
+            return self._table.streams(idx)
+        parts = [(f, pos, self.readers[f].streams(local)) for f, pos, local in self.parts(idx)]
+        n = idx.size
+        offsets, heights, widths, pids, mask_offsets = (np.zeros(n, np.int64) for _ in range(5))
+        files = np.zeros(n, np.int64)
+        mask_offsets[:] = -1
+        lengths = np.zeros(n, np.int64)
+        for f, pos, s in parts:
+            offsets[pos], lengths[pos] = s.offsets, s.stream_lengths()
+            heights[pos], widths[pos] = s.heights, s.widths
+            pids[pos] = s.palette_ids + self.palette_starts[f]
+            files[pos] = f
+            if s.mask_offsets is not None:
+                mask_offsets[pos] = s.mask_offsets
+        touched = [f for f, _, _ in parts]
+        data = _gather(kernels.array_list([s.data for _, _, s in parts]), np.searchsorted(touched, files),
+                       offsets, lengths)
+        masked = mask_offsets >= 0
+        if not masked.any():
+            return Streams(data[0], data[1], heights, widths, pids, self.bits, self.patch_size)
+        mask_sources = kernels.array_list([_EMPTY if s.mask_data is None else s.mask_data for _, _, s in parts])
+        sel = np.flatnonzero(masked)
+        mask_data, mask_offsets[sel] = _gather(mask_sources, np.searchsorted(touched, files[sel]),
+                                               mask_offsets[sel], self._mask_lengths(heights[sel], widths[sel]))
+        return Streams(data[0], data[1], heights, widths, pids, self.bits, self.patch_size, mask_data, mask_offsets)
+
+    def _mask_lengths(self, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
+        assert self.patch_size is not None
+        return np.asarray(bitpack.mask_nbytes(heights, widths, *self.patch_size), np.int64)
+
+    def close(self) -> None:
+        for r in self.readers:
+            r.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"files": [str(r.path) for r in self.readers]}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        DcqSet.__init__(self, state["files"])
+
+
+_EMPTY = np.zeros(1, np.uint8)
+
+
+def _gather(sources: Any, source_ids: np.ndarray, offsets: np.ndarray,
+            lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The byte runs ``sources[source_ids[k]][offsets[k] : offsets[k] + lengths[k]]`` back to
+    back in one new buffer, and where each landed (one kernel call; ``sources`` from
+    :func:`kernels.array_list`)."""
+    starts = np.zeros(lengths.size, np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    dst = np.empty(int(lengths.sum()) + 1, np.uint8)  # + 1: never empty
+    kernels.gather_runs(sources, source_ids, offsets, lengths, dst, starts)
+    return dst, starts
+
+
+class _SampleTable:
+    """Every sample of a set of in-place files in flat arrays (file, payload offset and length,
+    size, global palette id, drop mask offset), so that a batch takes a few NumPy takes and one
+    kernel call, whatever the number of files it touches. Each file's DATA blocks are verified
+    (its lazy checksums) the first time a sample is read, through its reader."""
+
+    def __init__(self, dset: DcqSet) -> None:
+        readers = dset.readers
+        self.dset = dset
+        self.file = np.repeat(np.arange(len(readers), dtype=np.int64), np.diff(dset.starts))
+        self.offsets = np.concatenate([r.field("payload_offset") for r in readers])
+        self.lengths = np.concatenate([r.field("payload_length") for r in readers])
+        self.heights = np.concatenate([r.field("height") for r in readers])
+        self.widths = np.concatenate([r.field("width") for r in readers])
+        self.pids = dset.field("palette_id")
+        self.sources = kernels.array_list([r._data if r._data.size else _EMPTY for r in readers])
+        same = self.file.size > 0 and (self.heights == self.heights[0]).all() and (self.widths == self.widths[0]).all()
+        self.uniform = (int(self.heights[0]), int(self.widths[0])) if same else None
+        self.mask_offsets: np.ndarray | None = None
+        if dset.has_masks:
+            self.mask_offsets = np.concatenate([np.where((r.field("flags") & L.RECORD_FLAG_MASKED) != 0,
+                                                         r.field("mask_offset"), -1) for r in readers])
+            self.mask_sources = kernels.array_list([r._masks if r._masks is not None and r._masks.size else _EMPTY
+                                                    for r in readers])
+        self.checked = np.zeros(len(self), bool)  # samples whose DATA blocks are verified
+
+    def __len__(self) -> int:
+        return self.file.size
+
+    def streams(self, idx: np.ndarray) -> Streams:
+        if not self.checked[idx].all():
+            for f, _, local in self.dset.parts(idx):
+                r = self.dset.readers[f]
+                off = r.field("payload_offset")[local]
+                r._blocks.check(off, off + r.field("payload_length")[local])
+            self.checked[idx] = True
+        files = self.file[idx]
+        data, offsets = _gather(self.sources, files, self.offsets[idx], self.lengths[idx])
+        heights, widths = self.heights[idx], self.widths[idx]
+        mask_data = mask_offsets = None
+        if self.mask_offsets is not None:
+            mask_offsets = self.mask_offsets[idx]
+            sel = np.flatnonzero(mask_offsets >= 0)
+            if sel.size:
+                mask_data, mask_offsets[sel] = _gather(self.mask_sources, files[sel], mask_offsets[sel],
+                                                       self.dset._mask_lengths(heights[sel], widths[sel]))
+            else:
+                mask_offsets = None
+        return Streams(data, offsets, heights, widths, self.pids[idx], self.dset.bits, self.dset.patch_size,
+                       mask_data, mask_offsets, self.uniform)
+
+
+def finish_set(tmp: PathLike, directory: PathLike) -> Path:
+    """Write the manifest of the part files in ``tmp`` (in name order) and rename it into place."""
+    tmp, directory = Path(tmp), Path(directory)
+    write_manifest(tmp, sorted(tmp.glob("*.dcq")))
+    publish(tmp, directory, directory=True)
+    return directory
+
+
+def open_set(source: PathLike | Sequence[PathLike]) -> DcqReader | DcqSet:
+    """A reader for one file, or a :class:`DcqSet` for several (see :func:`resolve`)."""
+    files = resolve(source)
+    return open_dcq(files[0]) if len(files) == 1 else DcqSet(files)
+
+
+class DcqSetWriter:
+    """Write a dataset directory: part files of at most ``samples_per_file`` samples and the manifest.
+
+    The interface of :class:`~dcqformat.DcqWriter` (``add_palette``, ``add``, ``set_weights``,
+    ``close``, ``with``); every part gets the palettes given at construction, the metadata and
+    the weights. Parts are written into a temporary directory beside ``directory``, renamed into
+    place when all are done: nothing partial appears at the destination.
+    """
+
+    def __init__(self, directory: PathLike, samples_per_file: int, *, into: PathLike | None = None,
+                 prefix: str = "part", on_part: Callable[[Path], None] | None = None, **writer_args: Any) -> None:
+        if samples_per_file < 1:
+            raise ValueError(f"samples_per_file must be >= 1, got {samples_per_file}")
+        self.directory = Path(directory)
+        self.prefix, self.shared = prefix, into is not None
+        if into is None:  # the set's own temporary directory
+            if self.directory.exists():
+                raise DcqError(f"{self.directory} exists")
+            self.directory.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}.", dir=self.directory.parent))
+        else:  # one writer of several (ranks) filling a temporary directory that finish_set publishes
+            self._tmp = Path(into)
+        self.per_file, self.args, self.on_part = samples_per_file, writer_args, on_part
+        self.parts: list[Path] = []
+        self._writer: DcqWriter | None = None
+        self._weights: bytes | None = None
+        self.count = 0
+
+    def _current(self) -> DcqWriter:
+        if self._writer is None or self._writer.count >= self.per_file:
+            if self._writer is not None:
+                self._writer.close()
+                if self.on_part is not None:
+                    self.on_part(self.parts[-1])
+            path = self._tmp / f"{self.prefix}-{len(self.parts):05d}.dcq"
+            self._writer = DcqWriter(path, **self.args)
+            if self._weights is not None:
+                self._writer.set_weights(self._weights)
+            self.parts.append(path)
+        return self._writer
+
+    def resume(self, parts: list[Path]) -> None:
+        """Continue after ``parts``, full part files already in the directory (before any sample)."""
+        if self.parts:
+            raise ValueError("resume before the first sample")
+        self.parts = list(parts)
+        self.count = len(parts) * self.per_file
+
+    def set_weights(self, safetensors_bytes: bytes) -> None:
+        """Weights for every part (give them before the samples)."""
+        if self._writer is not None:
+            raise ValueError("give the weights before the first sample")
+        self._weights = bytes(safetensors_bytes)
+
+    def add_palette(self, palette: np.ndarray) -> int:
+        return self._current().add_palette(palette)
+
+    def add(self, indices: np.ndarray, **sample: Any) -> int:
+        self._current().add(indices, **sample)
+        self.count += 1
+        return self.count - 1
+
+    def close(self) -> Path:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            elif not self.parts:  # an empty dataset still gets one (empty) part
+                self._current().close()
+            if not self.shared:
+                finish_set(self._tmp, self.directory)
+        except BaseException:
+            self.abort()
+            raise
+        return self.directory
+
+    def abort(self) -> None:
+        if self._writer is not None and not self._writer._closed:
+            self._writer.abort()
+        if not self.shared:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> DcqSetWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
