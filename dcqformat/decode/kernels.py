@@ -453,7 +453,7 @@ def decode_masked_resample_batch(data, offsets, heights, widths, table_ids, tabl
             raw = np.empty(kept, np.uint8)
             _unpack_all(data, offsets[b], bits, kept, raw)
             for p in range(kept):
-                idx[p] = raw[p] + 1
+                idx[p] = np.uint16(raw[p]) + np.uint16(1)
         else:
             gh = (h + patch_h - 1) // patch_h
             gw = (w + patch_w - 1) // patch_w
@@ -469,7 +469,7 @@ def decode_masked_resample_batch(data, offsets, heights, widths, table_ids, tabl
                 x0 = (g % gw) * patch_w
                 for y in range(y0, min(y0 + patch_h, h)):
                     for x in range(x0, min(x0 + patch_w, w)):
-                        idx[y * w + x] = raw[pos] + 1
+                        idx[y * w + x] = np.uint16(raw[pos]) + np.uint16(1)
                         pos += 1
         if colours.shape[0] > 0:
             counts = np.zeros(k, np.int64)
