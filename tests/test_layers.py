@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first. A module may import from its own layer and the layers below it.
 LAYERS = [
-    ("dcqformat._version", "dcqformat._layout", "dcqformat.errors"),  # the spec's constants, the exceptions
+    # the spec's constants, strict JSON, the exceptions
+    ("dcqformat._version", "dcqformat._layout", "dcqformat._json", "dcqformat.errors"),
     ("dcqformat.decode",),  # kernels, their NumPy twins, Streams and the decode API
     ("dcqformat.codecs",),  # payload codecs and their kernels
     ("dcqformat.format",),  # sections, reader, writer, dataset directories, .dcqi members

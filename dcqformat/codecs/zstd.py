@@ -7,6 +7,7 @@ size right, nothing after it), then decompresses into exactly the size the recor
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,15 +50,17 @@ class _Decoder:
 
     def __init__(self, dictionary: zstandard.ZstdCompressionDict | None) -> None:
         self._dict = dictionary
-        self._dctx: zstandard.ZstdDecompressor | None = None
+        self._local = threading.local()  # a ZstdDecompressor is not thread-safe: one per thread
 
     def check_lengths(self, first: int, lengths: np.ndarray, sizes: np.ndarray, recs_offset: int) -> None:
         pass  # a frame's length says nothing of its content; frames are checked when decoded
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:
-        if self._dctx is None:
-            self._dctx = zstandard.ZstdDecompressor(dict_data=self._dict)
-        return self._dctx
+        """This thread's decompressor (python-zstandard's are not safe to share between threads)."""
+        dctx = getattr(self._local, "dctx", None)
+        if dctx is None:
+            dctx = self._local.dctx = zstandard.ZstdDecompressor(dict_data=self._dict)
+        return dctx
 
     def decode(self, data: np.ndarray, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
                sizes: np.ndarray, data_offset: int, shapes: Shapes) -> tuple[np.ndarray, np.ndarray]:

@@ -8,11 +8,11 @@ naming the key, what was expected and what was found.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from .. import _json as strict_json
 from .. import _layout as L
 from ..errors import CorruptFile
 
@@ -91,7 +91,7 @@ def parse_meta(buf: bytes, offset: int = 0) -> FileMeta:
         raise CorruptFile("metadata too large", section="META", offset=offset,
                           expected=f"<= {L.MAX_META_BYTES} bytes", found=len(buf))
     try:
-        raw = json.loads(buf.decode("utf-8"))
+        raw = strict_json.loads(buf.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CorruptFile(f"metadata is not UTF-8 JSON ({exc})", section="META", offset=offset) from None
     if not isinstance(raw, dict):

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .. import _json as strict_json
 from .. import _layout as L
 from ..decode import PaletteSet, Streams, bitpack, crop_arguments, decode_crops, decode_images, kernels
 from ..errors import CorruptFile, DcqError
@@ -58,7 +59,7 @@ def resolve(source: PathLike | Sequence[PathLike]) -> list[Path]:
 
 def read_manifest(path: Path) -> dict[str, Any]:
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = strict_json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DcqError(f"{path}: not a readable manifest ({exc})") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None

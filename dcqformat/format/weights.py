@@ -9,12 +9,12 @@ safetensors dtype is read, the ones NumPy lacks (BF16, F8_E4M3, F8_E5M2) as floa
 
 from __future__ import annotations
 
-import json
 import struct
 from typing import Any
 
 import numpy as np
 
+from .. import _json as strict_json
 from ..errors import CorruptFile, UnsupportedVersion
 
 MAX_HEADER = 100 << 20
@@ -62,7 +62,7 @@ def validate_safetensors(buf: bytes | memoryview | np.ndarray, file_offset: int 
     if n > MAX_HEADER or 8 + n > len(buf):
         raise corrupt("safetensors header length out of range", f"<= {min(MAX_HEADER, len(buf) - 8)}", n)
     try:
-        header = json.loads(bytes(buf[8 : 8 + n]).decode("utf-8"))
+        header = strict_json.loads(bytes(buf[8 : 8 + n]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise corrupt(f"safetensors header is not JSON ({exc})") from None
     if not isinstance(header, dict):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from safetensors.numpy import save
 
+from .. import _json as strict_json
 from ..errors import DcqError
 from ..format.reader import open as open_dcq
 from ..format.weights import load_weights, validate_safetensors
@@ -71,7 +72,7 @@ def mae_from_bytes(buf: bytes | memoryview, device: torch.device | str = "cpu") 
     """An MAE from a safetensors buffer written by :func:`mae_to_bytes`."""
     header = validate_safetensors(buf)
     try:
-        info = json.loads(header.get("__metadata__", {}).get("dcq-mae", "{}"))
+        info = strict_json.loads(header.get("__metadata__", {}).get("dcq-mae", "{}"))
     except (ValueError, RecursionError):
         info = {}
     fmt = info.get("format") if isinstance(info, dict) else None

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _json as strict_json
 from .._version import __version__
 from ..errors import DcqError
 from .distributed import Group
@@ -81,7 +82,7 @@ class Checkpoints:
         found: list[str] = []  # the stages this rank finished before
         if directory.exists():
             try:
-                old = json.loads(state.read_text())
+                old = strict_json.loads(state.read_text())
             except (OSError, ValueError):
                 old = {}
             if resume and old.get("fingerprint") == key:
@@ -136,7 +137,7 @@ class Checkpoints:
         """A finished stage's arrays and JSON-able info."""
         with np.load(self.path(f"{stage}.npz"), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        return arrays, json.loads(self.path(f"{stage}.json").read_text())
+        return arrays, strict_json.loads(self.path(f"{stage}.json").read_text())
 
     def save(self, stage: str, arrays: dict[str, np.ndarray], info: dict[str, Any],
              files: Callable[[Callable[[str], Path]], None] | None = None) -> None:

@@ -383,6 +383,8 @@ def invalid_vectors(base: bytes, zbase: bytes) -> dict[str, tuple[bytes, str, st
                            "payload_length"),
         "meta-not-json": (patch_section(base, b"META", lambda s: s.__setitem__(0, ord("x"))), "CorruptFile",
                           "open", "JSON"),
+        "meta-nan": (patch_section(base, b"META", lambda s: s.__setitem__(slice(s.index(b'"shared"'),
+                     s.index(b'"shared"') + 8), b"Infinity")), "CorruptFile", "open", "not JSON (RFC 8259)"),
         "bits-9": (patch_section(base, b"PALT", lambda s: s.__setitem__(4, 9)), "CorruptFile", "open",
                    "palette header"),
         "zstd-bad-frame": (patch_section(zbase, b"DATA", lambda s: s.__setitem__(slice(0, 4), b"\xff" * 4)),
