@@ -29,7 +29,15 @@ import dcqformat
 from dcqformat import DcqError
 from dcqformat.decode import PaletteSet, crop_arguments, decode_crops, decode_images
 from dcqformat.errors import CorruptFile
-from dcqformat.format.dcqi import DcqiSample, encode_block, encode_dcqi, parse_block, parse_dcqi, streams_of
+from dcqformat.format.dcqi import (
+    DcqiSample,
+    encode_block,
+    encode_dcqi,
+    parse_block,
+    parse_dcqi,
+    parse_label,
+    streams_of,
+)
 
 from .augment import output_size
 from .reconstruct import Mode, Reconstructor, refill_and_crop
@@ -95,10 +103,18 @@ def write_shards(src: str | os.PathLike[str], pattern: str, *, maxcount: int = 1
     if block < 0:
         raise ValueError(f"block must be >= 0, got {block}")
     written: list[str] = []
+    counts: list[int] = []  # samples of each written shard
+    pending = [0]  # samples written to the open shard
+
+    def finished(name: str) -> None:
+        written.append(name)
+        counts.append(pending[0])
+        pending[0] = 0
+
     per_member = min(block, maxcount) if block else 1  # a shard holds whole blocks
     members_per_shard = max(1, maxcount // per_member)
     with wds.ShardWriter(pattern, maxcount=members_per_shard, maxsize=maxsize, verbose=0, mtime=0,
-                         post=written.append) as sink:
+                         post=finished) as sink:
         ids = order.tolist()
         for start in range(0, n, per_member):
             part = ids[start : start + per_member]
@@ -109,8 +125,9 @@ def write_shards(src: str | os.PathLike[str], pattern: str, *, maxcount: int = 1
                 i = part[0]
                 sink.write({"__key__": f"{int(reader.source_indices[i]):09d}", "dcqi": encode_dcqi(reader, i),
                             "cls": int(reader.labels[i])})
+            pending[0] += len(part)  # after write(): a write that starts a new shard finishes the old one first
     meta = dict(reader.meta)
-    meta["webdataset"] = {"samples": n, "shards": [Path(s).name for s in written],
+    meta["webdataset"] = {"samples": n, "shards": [Path(s).name for s in written], "counts": counts,
                           "member": "dcqb" if block else "dcqi", "block": block,
                           "order": f"shuffled, seed {seed}" if shuffle else "file order"}
     with dcqformat.DcqWriter(side, bits=reader.bits, channels=reader.channels, palettes=np.array(reader.palettes),
@@ -119,6 +136,16 @@ def write_shards(src: str | os.PathLike[str], pattern: str, *, maxcount: int = 1
         if blob is not None:
             w.set_weights(blob)
     return side, written
+
+
+def open_sidecar(sidecar: str | os.PathLike[str]) -> dcqformat.DcqReader:
+    """The sidecar's reader; a sidecar that cannot be fetched or opened is a :class:`DcqError`."""
+    try:
+        return dcqformat.open(local_sidecar(sidecar))
+    except DcqError:
+        raise
+    except OSError as exc:
+        raise DcqError(f"sidecar {os.fspath(sidecar)!r} cannot be read: {exc.strerror or exc}") from exc
 
 
 class BatchDecoder:
@@ -130,7 +157,8 @@ class BatchDecoder:
     def __init__(self, sidecar: str | os.PathLike[str], *, augment: Any = None, layout: str = "CHW",
                  dtype: torch.dtype = torch.uint8, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, reconstruct: Mode = "auto", snap: bool = False) -> None:
-        side = dcqformat.open(local_sidecar(sidecar))
+        side = open_sidecar(sidecar)
+        self.check = SampleCheck.of(side)
         self.reconstructor = None if side.patch_size is None else Reconstructor(
             reconstruct, weights=side.weights_blob(), patch=side.patch_size, snap=snap)
         self.mean, self.std = mean, std
@@ -144,17 +172,10 @@ class BatchDecoder:
     def __call__(self, samples: list[tuple[DcqiSample, int]]) -> tuple[torch.Tensor, ...]:
         items = [s for s, _ in samples]
         labels = torch.tensor([y for _, y in samples], dtype=torch.int64)
-        for s in items:
-            if s.palette_id >= len(self.palettes.palettes) or s.bits != self.bits or s.channels != self.channels:
-                raise CorruptFile("sample does not match the sidecar", section="dcqi",
-                                  expected=f"{self.bits}-bit, {self.channels} ch, "
-                                           f"palette < {len(self.palettes.palettes)}",
-                                  found=f"{s.bits}-bit, {s.channels} ch, palette {s.palette_id}")
+        for s in items:  # checked before batching by dcq_pipeline; again for batches made elsewhere
+            self.check(s)
         rec = self.reconstructor
         masked = [s for s in items if s.dropped is not None]
-        if masked and (rec is None or any(s.patch != rec.patch for s in masked)):
-            raise CorruptFile("sample has dropped patches the sidecar does not describe", section="dcqi",
-                              expected=f"patch {None if rec is None else rec.patch}", found=f"patch {masked[0].patch}")
         streams = streams_of(items, self.bits, None if rec is None else rec.patch)
         if self.augment is not None:
             boxes, flips = self.augment.windows(streams.heights, streams.widths)
@@ -186,21 +207,15 @@ def dcqi_handler(sidecar: str | os.PathLike[str]) -> Callable[[str, bytes], Any]
 
     >>> ds = wds.WebDataset(urls).decode(dcqi_handler("cifar.dcq"), handler=wds.warn_and_continue)  # doctest: +SKIP
     """
-    side = dcqformat.open(local_sidecar(sidecar))
+    side = open_sidecar(sidecar)
     palettes = PaletteSet(np.array(side.palettes), side.bits)
-    patch = side.patch_size
+    check = SampleCheck.of(side)
 
     def handler(key: str, data: bytes) -> Any:
         if key.rsplit(".", 1)[-1].lower() != "dcqi":
             return None
         s = parse_dcqi(data)
-        if s.palette_id >= len(palettes.palettes) or s.bits != palettes.bits:
-            raise CorruptFile("sample does not match the sidecar", section="dcqi",
-                              expected=f"{palettes.bits}-bit, palette < {len(palettes.palettes)}",
-                              found=f"{s.bits}-bit, palette {s.palette_id}")
-        if s.dropped is not None and s.patch != patch:
-            raise CorruptFile("sample has dropped patches the sidecar does not describe", section="dcqi",
-                              expected=f"patch {patch}", found=f"patch {s.patch}")
+        check(s)
         out = np.empty((1, s.height, s.width, palettes.channels), np.uint8)
         return decode_images(streams_of([s], s.bits, s.patch), palettes, out, False)[0]
 
@@ -250,20 +265,134 @@ def _num_workers() -> int:
     return 1 if info is None else int(info.num_workers)
 
 
-def samples_of(src: Iterator[dict[str, Any]],
-               handler: Callable[[Exception], bool] = wds.reraise_exception) -> Iterator[tuple[DcqiSample, int]]:
+def library_errors(handler: Callable[[Exception], bool], url: str) -> Callable[[Exception], bool]:
+    """``handler`` (WebDataset's error policy) given only the library's errors: what the tar layer
+    raises for the shard at ``url`` (``ReadError``, a duplicate member's ``ValueError``, an
+    unopenable shard's ``OSError``) becomes a :class:`CorruptFile` naming the shard, with the
+    original as its cause."""
+
+    def handle(exc: Exception) -> bool:
+        if not isinstance(exc, DcqError):
+            wrapped = CorruptFile(f"shard {url!r} does not read as a tar of samples "
+                                  f"({type(exc).__name__}: {exc.args[0] if exc.args else exc})", section="tar")
+            wrapped.__cause__ = exc
+            exc = wrapped
+        return handler(exc)
+
+    return handle
+
+
+class SampleCheck:
+    """Checks of a parsed sample against the sidecar (spec/WEBDATASET.md §2), made before batching
+    so that a bad sample is an error of that sample, for the pipeline's error policy."""
+
+    def __init__(self, bits: int, channels: int, palettes: int, patch: tuple[int, int] | None) -> None:
+        self.bits, self.channels, self.palettes, self.patch = bits, channels, palettes, patch
+
+    @classmethod
+    def of(cls, side: dcqformat.DcqReader) -> SampleCheck:
+        return cls(side.bits, side.channels, len(side.palettes), side.patch_size)
+
+    def __call__(self, s: DcqiSample) -> None:
+        if s.palette_id >= self.palettes or s.bits != self.bits or s.channels != self.channels:
+            raise CorruptFile("sample does not match the sidecar", section="dcqi",
+                              expected=f"{self.bits}-bit, {self.channels} ch, palette < {self.palettes}",
+                              found=f"{s.bits}-bit, {s.channels} ch, palette {s.palette_id}")
+        if s.dropped is not None and s.patch != self.patch:
+            raise CorruptFile("sample has dropped patches the sidecar does not describe", section="dcqi",
+                              expected=f"patch {self.patch}", found=f"patch {s.patch}")
+
+
+def parse_sample(sample: dict[str, Any]) -> list[tuple[DcqiSample, int]]:
+    """The ``(sample, label)`` pairs of one tar sample: a ``.dcqb`` block or a ``.dcqi`` + ``.cls`` pair."""
+    if "dcqb" in sample:
+        return parse_block(sample["dcqb"])
+    if "dcqi" in sample and "cls" in sample:
+        return [(parse_dcqi(sample["dcqi"]), parse_label(sample["cls"]))]
+    members = sorted(k for k in sample if not k.startswith("__"))
+    raise CorruptFile(f"tar sample {sample.get('__key__')!r} has neither a .dcqb member nor a .dcqi + .cls pair",
+                      section="tar", expected="dcqb, or dcqi and cls", found=", ".join(members) or "no member")
+
+
+def samples_of(src: Iterator[dict[str, Any]], handler: Callable[[Exception], bool] = wds.reraise_exception,
+               check: Callable[[DcqiSample], None] | None = None) -> Iterator[tuple[DcqiSample, int]]:
     """A pipeline stage: tar samples (``.dcqb`` blocks or ``.dcqi`` + ``.cls`` pairs) -> ``(sample,
-    label)``; a bad member goes to ``handler`` (WebDataset's error policy)."""
+    label)``, each checked by ``check`` (e.g. a :class:`SampleCheck`); a bad member goes to
+    ``handler`` (WebDataset's error policy)."""
     for sample in src:
         try:
-            if "dcqb" in sample:
-                yield from parse_block(sample["dcqb"])
-            else:
-                yield parse_dcqi(sample["dcqi"]), int(sample["cls"])
+            parsed = parse_sample(sample)
+            if check is not None:
+                for s, _ in parsed:
+                    check(s)
         except Exception as exc:  # noqa: BLE001 - the handler decides, as in webdataset
             if handler(exc):
                 continue
             break
+        yield from parsed
+
+
+def shard_samples(src: Iterator[dict[str, Any]], handler: Callable[[Exception], bool] = wds.reraise_exception,
+                  check: Callable[[DcqiSample], None] | None = None,
+                  counts: dict[str, int] | None = None) -> Iterator[tuple[DcqiSample, int]]:
+    """A pipeline stage: shard URLs -> checked ``(sample, label)`` pairs, shard by shard. Every
+    error goes to ``handler`` as a library error (:func:`library_errors`); a shard that ends with
+    other than the sample count the sidecar records for it (``counts``, by shard name) is an error
+    too, so a truncated or damaged shard never shrinks an epoch in silence."""
+    for item in src:
+        url = str(item["url"])
+        errors = _ShardErrors(library_errors(handler, url))
+        seen = 0
+        for pair in samples_of(wds.tariterators.tarfile_samples([dict(item)], handler=errors), errors, check):
+            seen += 1
+            yield pair
+        if errors.stopped:
+            return
+        expected = _expected_count(url, counts)
+        # Each error the policy was told of accounts for at most one missing sample.
+        if expected is not None and not expected - errors.calls <= seen <= expected:
+            why = "samples were lost" if seen < expected else "the shard is not the one written"
+            lost = CorruptFile(f"shard {url!r} gave {seen} samples" + (f" and {errors.calls} errors" if errors.calls
+                               else "") + f", the sidecar records {expected}: {why}", section="tar",
+                               expected=expected, found=seen)
+            if not handler(lost):
+                return
+
+
+class _ShardErrors:
+    """One shard's error handler, counting the errors and remembering whether the policy stopped
+    the stream."""
+
+    def __init__(self, handle: Callable[[Exception], bool]) -> None:
+        self.handle, self.stopped, self.calls = handle, False, 0
+
+    def __call__(self, exc: Exception) -> bool:
+        self.calls += 1
+        go_on = self.handle(exc)
+        self.stopped = self.stopped or not go_on
+        return go_on
+
+
+def _expected_count(url: str, counts: dict[str, int] | None) -> int | None:
+    """The sample count the sidecar records for the shard at ``url`` (matched by its file name)."""
+    if not counts:
+        return None
+    name = url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0].split()[-1] if url.strip() else url
+    return counts.get(name)
+
+
+def shard_counts(side: dcqformat.DcqReader) -> dict[str, int] | None:
+    """Shard name -> sample count, as the sidecar records them (sidecars written before 0.1.0's
+    hardening record none)."""
+    info = side.meta.get("webdataset")
+    if not isinstance(info, dict):
+        return None
+    shards, counts = info.get("shards"), info.get("counts")
+    if not (isinstance(shards, list) and isinstance(counts, list) and len(shards) == len(counts)
+            and all(isinstance(x, str) for x in shards)
+            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)):
+        return None
+    return dict(zip(shards, counts))
 
 
 def epoch_batches(samples: int, batch_size: int, world_size: int = 1, num_workers: int = 1) -> int:
@@ -294,11 +423,12 @@ def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str] | No
     """
     if sidecar is None:  # beside the shards, fetched from wherever they are
         sidecar = sidecar_of(urls if isinstance(urls, str) else urls[0])
+    side = open_sidecar(sidecar)
     stages: list[Any] = [wds.ResampledShards(urls) if resampled else EpochShards(urls, seed)]
     if not resampled:
         stages.append(wds.split_by_node)
-    stages += [wds.split_by_worker, wds.tarfile_to_samples(handler=handler),
-               functools.partial(samples_of, handler=handler)]
+    stages += [wds.split_by_worker,
+               functools.partial(shard_samples, handler=handler, check=SampleCheck.of(side), counts=shard_counts(side))]
     if shuffle:
         stages.append(wds.shuffle(shuffle))  # of samples, blocks unpacked
     stages += [wds.batched(batch_size, partial=partial,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import tempfile
@@ -98,7 +99,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with open_dcq(args.file) as r:
         n = len(r) if args.limit is None else min(args.limit, len(r))
-        classes = r.classes
+        classes = r.classes or []
         out = Path(args.out)
         decode = refilling_decoder(r, args.reconstruct)
         if out.suffix == ".npz":
@@ -117,18 +118,53 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"wrote {n:,} samples to {out}")
             return 0
         names = _source_names(args.names_from, {int(s) for s in r.source_indices[:n]}) if args.names_from else {}
-        for i in range(n):
-            label = int(r.labels[i])
-            name = classes[label] if classes and 0 <= label < len(classes) else (
-                str(label) if label >= 0 else "unlabelled")
-            folder = out / name
-            folder.mkdir(parents=True, exist_ok=True)
-            img = decode(np.array([i]))[0]
-            src = int(r.source_indices[i])
-            Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(
-                folder / f"{names.get(src, f'{src:08d}')}.png")
+        escaped: dict[str, str] = {}
+        folders = [_folder_name(classes, label, escaped) for label in range(-1, len(classes))]
+        for start in range(0, n, 256):  # decoded in batches
+            idx = np.arange(start, min(start + 256, n))
+            for i, img in zip(idx.tolist(), decode(idx)):
+                label = int(r.labels[i])
+                name = folders[label + 1] if -1 <= label < len(classes) else _folder_name(classes, label, escaped)
+                folder = out / name
+                folder.mkdir(parents=True, exist_ok=True)
+                src = int(r.source_indices[i])
+                stem = path_component(names[src], escaped) if src in names else f"{src:08d}"
+                Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(folder / f"{stem}.png")
         print(f"wrote {n:,} PNGs under {out}/")
+        if escaped:
+            shown = ", ".join(f"{k!r} -> {v!r}" for k, v in list(escaped.items())[:5])
+            print(f"{len(escaped)} name(s) from the file were not safe as file names and were escaped "
+                  f"(%XX as in URLs; names over {MAX_COMPONENT} bytes shortened with a digest): {shown}")
     return 0
+
+
+MAX_COMPONENT = 200  # bytes of UTF-8: file systems take 255
+
+
+def path_component(name: str, escaped: dict[str, str] | None = None) -> str:
+    """``name`` as one safe file or folder name, never a path: ``/``, ``\\``, ``%``, control
+    characters and NUL are %-escaped as in URLs (``urllib.parse.unquote`` gives the name back),
+    and so is a leading ``.`` (``.``, ``..``, hidden files); an empty name is ``%empty`` (which no
+    escaped name can be); a name over :data:`MAX_COMPONENT` bytes keeps its start and a digest (the
+    one change that cannot be undone). What was changed is recorded in ``escaped``."""
+    out = "".join(f"%{ord(c):02X}" if c in "/\\%" or ord(c) < 32 or ord(c) == 127 else c for c in name)
+    if out.startswith("."):
+        out = "%2E" + out[1:]
+    out = out or "%empty"
+    raw = out.encode("utf-8", "surrogatepass")
+    if len(raw) > MAX_COMPONENT:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        out = raw[: MAX_COMPONENT - 13].decode("utf-8", "ignore") + "~" + digest
+    if out != name and escaped is not None:
+        escaped[name] = out
+    return out
+
+
+def _folder_name(classes: list[str], label: int, escaped: dict[str, str]) -> str:
+    """The export folder of ``label``: its class name (made safe), else the number."""
+    if classes and 0 <= label < len(classes):
+        return path_component(classes[label], escaped)
+    return str(label) if label >= 0 else "unlabelled"
 
 
 def _source_names(source: str, wanted: set[int]) -> dict[int, str]:

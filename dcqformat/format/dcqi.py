@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _layout as L
-from ..decode import Streams, bitpack, concat
+from ..decode import Streams, bitpack, concat, kernels
 from ..errors import ChecksumMismatch, CorruptFile, UnsupportedVersion
 from .reader import DcqReader
 
@@ -64,20 +64,53 @@ def parse_dcqi(data: bytes, check_crc: bool = True) -> DcqiSample:
     if bits not in L.BITS or channels not in L.CHANNELS or h < 1 or w < 1 or flags & ~1 or bad_patch:
         raise CorruptFile("bad .dcqi header", section="dcqi", offset=4,
                           found=f"bits {bits}, channels {channels}, {h}x{w}, flags {flags}, patch {ph}x{pw}")
+    if h * w > L.MAX_PIXELS:  # the .dcq reader's limit (spec §4), checked before anything is allocated
+        raise CorruptFile("image too large", section="dcqi", offset=12, expected=f"<= {L.MAX_PIXELS} pixels",
+                          found=f"{h}x{w}")
     pos, dropped, patch = DCQI.size, None, None
     pixels = h * w
     if flags:
         patch = (ph, pw)
         gh, gw = bitpack.grid_shape(h, w, ph, pw)
         nbytes = bitpack.mask_nbytes(h, w, ph, pw)
-        dropped = bitpack.unpack_mask(np.frombuffer(data, np.uint8, nbytes, pos), gh, gw)
+        if pos + nbytes > len(data):  # the mask is bounded by the member's bytes
+            raise CorruptFile("member ends inside its drop mask", section="dcqi", offset=pos,
+                              expected=f">= {pos + nbytes} bytes", found=len(data))
+        mask = np.frombuffer(data, np.uint8, nbytes, pos)
+        kept = int(kernels.kept_pixel_counts(mask, np.zeros(1, np.int64), np.array([h]), np.array([w]), ph, pw)[0])
+        if kept < 0:
+            raise CorruptFile("mask padding bits are set", section="dcqi", offset=pos + nbytes - 1)
+        dropped = bitpack.unpack_mask(mask, gh, gw)
         pos += nbytes
-        pixels = bitpack.kept_pixel_order(h, w, ph, pw, dropped).size
+        pixels = kept
     stream = np.frombuffer(data, np.uint8, offset=pos)
     if stream.size != bitpack.packed_size(pixels, bits):
         raise CorruptFile("payload size", section="dcqi", offset=pos,
                           expected=bitpack.packed_size(pixels, bits), found=stream.size)
     return DcqiSample(bits, channels, pid, h, w, src, patch, dropped, stream)
+
+
+LABEL_RANGE = (-1, (1 << 31) - 1)  # -1: no label; the i32 of a .dcqb entry
+
+
+def parse_label(data: bytes | str | int) -> int:
+    """A ``.cls`` member's label: ASCII decimal digits with an optional sign (spec/WEBDATASET.md),
+    -1 (none) or 0..2**31-1. Python's ``int()`` would also take ``1_0``, spaces inside and other
+    digits than ASCII; this does not."""
+    if isinstance(data, int) and not isinstance(data, bool):
+        value = data
+    else:
+        raw = data.encode("utf-8", "replace") if isinstance(data, str) else bytes(data)
+        text = raw.strip(b" \t\r\n")
+        digits = text[1:] if text[:1] in (b"-", b"+") else text
+        if not digits or len(digits) > 20 or not all(48 <= c <= 57 for c in digits):
+            raise CorruptFile("label is not ASCII decimal digits", section="cls", expected="e.g. 3 or -1",
+                              found=raw[:40])
+        value = int(text)
+    if not LABEL_RANGE[0] <= value <= LABEL_RANGE[1]:
+        raise CorruptFile("label out of range", section="cls", expected=f"{LABEL_RANGE[0]}..{LABEL_RANGE[1]}",
+                          found=value)
+    return value
 
 
 def streams_of(samples: list[DcqiSample], bits: int, patch: tuple[int, int] | None) -> Streams:

@@ -55,6 +55,8 @@ def check_magic(head: bytes, size: int) -> None:
     for damaged, why in _DAMAGED_MAGIC.items():
         if head.startswith(damaged):
             raise CorruptFile(f"the magic is damaged: {why}", offset=0, expected=L.MAGIC, found=damaged)
+    if size == 0:
+        raise NotADcqFile(f"not a dcq file: it is empty (0 bytes), expected {L.MAGIC!r} first")
     raise NotADcqFile(f"not a dcq file: starts with {head[:8]!r}, expected {L.MAGIC!r}")
 
 

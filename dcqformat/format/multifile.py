@@ -14,6 +14,7 @@ import glob as globlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from .. import _json as strict_json
 from .. import _layout as L
 from ..decode import PaletteSet, Streams, bitpack, crop_arguments, decode_crops, decode_images, kernels
 from ..errors import CorruptFile, DcqError
+from .files import open_regular
 from .reader import DcqReader
 from .reader import open as open_dcq
 from .records import RecordViews
@@ -37,17 +39,21 @@ PathLike = str | os.PathLike[str]
 
 def resolve(source: PathLike | Sequence[PathLike]) -> list[Path]:
     """The .dcq files of a file, a dataset directory (its manifest, else its ``*.dcq``), a glob
-    pattern, or a list of any of these."""
+    pattern, or a list of any of these. A dataset directory's parts are checked against its
+    manifest (spec §10): plain names of regular files inside the directory, each with the
+    samples, bytes and header checksum the manifest records, and no part left out."""
     if not isinstance(source, (str, os.PathLike)):
         return [f for item in source for f in resolve(item)]
     path = Path(source)
     if path.is_dir():
         manifest = path / MANIFEST
-        if manifest.is_file():
-            return [path / entry["path"] for entry in read_manifest(manifest)["files"]]
+        if manifest.exists() or manifest.is_symlink():
+            return _checked_parts(path, read_manifest(manifest))
         files = sorted(path.glob("*.dcq"))
         if not files:
             raise DcqError(f"{path}: no {MANIFEST} and no .dcq files")
+        for f in files:
+            _regular_inside(path, f.name, f"{path}: part {f.name!r}")
         return files
     if any(c in str(source) for c in "*?[") and not path.exists():
         files = [Path(f) for f in sorted(globlib.glob(str(source)))]
@@ -57,16 +63,100 @@ def resolve(source: PathLike | Sequence[PathLike]) -> list[Path]:
     return [path]
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_NAME_BYTES = 255
+
+
+def _bad(path: Path, what: str, expected: object = None, found: object = None) -> CorruptFile:
+    err = CorruptFile(what, section="manifest", expected=expected, found=found)
+    err.path = str(path)
+    return err
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63
+
+
+def _plain_name(name: object) -> bool:
+    """A part's name (spec §10): one path component, not ``.`` or ``..``, no NUL, <= 255 bytes."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+            and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES)
+
+
+def _regular_inside(directory: Path, name: str, what: str) -> os.stat_result:
+    """``directory / name``'s status if it is a regular file (not a link, FIFO or device)."""
     try:
-        manifest = strict_json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DcqError(f"{path}: not a readable manifest ({exc})") from None
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if manifest.get("format") != FORMAT or not isinstance(files, list) or not all(
-            isinstance(f, dict) and isinstance(f.get("path"), str) and "/" not in f["path"] for f in files):
-        raise DcqError(f"{path}: not a {FORMAT} manifest")
+        st = os.lstat(directory / name)
+    except OSError as exc:
+        raise DcqError(f"{what} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise DcqError(f"{what} is {kind}: a dataset directory holds regular files only")
+    return st
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A dataset directory's manifest, checked (spec §10): a regular file, a JSON object of format
+    ``dcq-set/1`` whose ``files`` are distinct plain names with their ``samples`` and ``bytes``,
+    and whose ``samples`` is their sum."""
+    path = Path(path)
+    st = _regular_inside(path.parent, path.name, f"{path}")
+    if st.st_size > MAX_MANIFEST_BYTES:
+        raise _bad(path, "manifest too large", f"<= {MAX_MANIFEST_BYTES} bytes", st.st_size)
+    try:
+        with open_regular(path) as f:
+            manifest = strict_json.loads(f.read(MAX_MANIFEST_BYTES + 1).decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise _bad(path, f"not a readable manifest ({type(exc).__name__}: {exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise _bad(path, f"not a {FORMAT} manifest", f"an object with format {FORMAT!r}",
+                   type(manifest).__name__ if not isinstance(manifest, dict) else repr(manifest.get("format")))
+    files = manifest.get("files")
+    if not isinstance(files, list) or not files:
+        raise _bad(path, "manifest lists no part", "a non-empty list of files", repr(files)[:60])
+    seen: set[str] = set()
+    for k, entry in enumerate(files):
+        if not isinstance(entry, dict) or not _plain_name(entry.get("path")):
+            raise _bad(path, f"entry {k}: path is not a plain file name", "a name inside the directory",
+                       repr(entry.get("path") if isinstance(entry, dict) else entry)[:80])
+        name = entry["path"]
+        if name in seen:
+            raise _bad(path, f"entry {k}: part {name!r} is listed twice")
+        seen.add(name)
+        for key in ("samples", "bytes"):
+            if not _is_count(entry.get(key)):
+                raise _bad(path, f"entry {k} ({name!r}): {key} is not a count", "an integer >= 0",
+                           repr(entry.get(key))[:40])
+    total = manifest.get("samples")
+    listed = sum(int(e["samples"]) for e in files)
+    if not _is_count(total) or total != listed:
+        raise _bad(path, "samples is not the sum of the parts' samples", listed, repr(total)[:40])
     return manifest
+
+
+def _checked_parts(directory: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The parts of a manifest, each checked against its entry; no .dcq file left out."""
+    where = directory / MANIFEST
+    files = []
+    for k, entry in enumerate(manifest["files"]):
+        name = entry["path"]
+        st = _regular_inside(directory, name, f"{where}: entry {k}, part {name!r},")
+        if st.st_size != entry["bytes"]:
+            raise _bad(where, f"entry {k}: part {name!r} has another size than the manifest says", entry["bytes"],
+                       st.st_size)
+        with open_dcq(directory / name) as r:
+            if len(r) != entry["samples"]:
+                raise _bad(where, f"entry {k}: part {name!r} has other samples than the manifest says",
+                           entry["samples"], len(r))
+            if "crc" in entry and entry["crc"] != r.header.crc:
+                raise _bad(where, f"entry {k}: part {name!r} is not the file the manifest lists (header crc)",
+                           entry["crc"], r.header.crc)
+        files.append(directory / name)
+    unlisted = sorted({f.name for f in directory.glob("*.dcq")} - {e["path"] for e in manifest["files"]})
+    if unlisted:
+        raise _bad(where, f"part file(s) in the directory but not in the manifest: {', '.join(unlisted[:5])}",
+                   f"{len(manifest['files'])} parts", f"{len(manifest['files']) + len(unlisted)} .dcq files")
+    return files
 
 
 def write_manifest(directory: PathLike, files: Iterable[PathLike]) -> Path:
@@ -80,7 +170,8 @@ def write_manifest(directory: PathLike, files: Iterable[PathLike]) -> Path:
                 first = (r.classes, r.bits, r.channels)
             elif (r.classes, r.bits, r.channels) != first:
                 raise DcqError(f"{f}: classes, bits or channels differ from the first file's")
-            entries.append({"path": Path(f).name, "samples": len(r), "bytes": Path(f).stat().st_size})
+            entries.append({"path": Path(f).name, "samples": len(r), "bytes": Path(f).stat().st_size,
+                            "crc": r.header.crc})
     classes, bits, channels = first if first else (None, None, None)
     manifest = {"format": FORMAT, "files": entries, "samples": sum(int(e["samples"]) for e in entries),
                 "classes": classes, "bits": bits, "channels": channels}

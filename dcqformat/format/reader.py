@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import mmap
 import os
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from ..decode import (
 )
 from ..errors import CorruptFile, DcqError, FileChanged
 from .checksums import BlockChecks
+from .files import open_regular
 from .header import Header, check_crc, parse_header
 from .masks import parse_masks
 from .meta import FileMeta, parse_meta
@@ -60,7 +60,7 @@ class DcqReader(RecordViews):
 
     # -- opening ---------------------------------------------------------------------------
     def _open(self) -> None:
-        with builtins.open(self.path, "rb") as f:
+        with open_regular(self.path) as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 self._buf = np.zeros(0, dtype=np.uint8)

@@ -9,6 +9,7 @@ safetensors dtype is read, the ones NumPy lacks (BF16, F8_E4M3, F8_E5M2) as floa
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from .. import _json as strict_json
 from ..errors import CorruptFile, UnsupportedVersion
+from .files import open_regular
 
 MAX_HEADER = 100 << 20
 MAX_TENSOR_DIMS = 64
@@ -45,8 +47,10 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def validate_safetensors(buf: bytes | memoryview | np.ndarray, file_offset: int = 0) -> dict[str, Any]:
+def validate_safetensors(buf: bytes | memoryview | np.ndarray, file_offset: int = 0,
+                         length: int | None = None, section: str = "WGHT") -> dict[str, Any]:
     """Check a safetensors buffer's structure without loading it; return its JSON header.
+    ``length``: the whole buffer's length when ``buf`` holds only its start (at least the header).
 
     Follows the safetensors rules: u64 little-endian header length, a JSON object of
     ``name -> {dtype, shape, data_offsets}`` (plus optional ``__metadata__``, strings only), then
@@ -54,13 +58,14 @@ def validate_safetensors(buf: bytes | memoryview | np.ndarray, file_offset: int 
     """
 
     def corrupt(msg: str, expected: object = None, found: object = None) -> CorruptFile:
-        return CorruptFile(msg, section="WGHT", offset=file_offset, expected=expected, found=found)
+        return CorruptFile(msg, section=section, offset=file_offset, expected=expected, found=found)
 
+    total = len(buf) if length is None else length
     if len(buf) < 8:
-        raise corrupt("too short for a safetensors header", ">= 8 bytes", len(buf))
+        raise corrupt("too short for a safetensors header", ">= 8 bytes", total)
     (n,) = struct.unpack_from("<Q", memoryview(buf), 0)
-    if n > MAX_HEADER or 8 + n > len(buf):
-        raise corrupt("safetensors header length out of range", f"<= {min(MAX_HEADER, len(buf) - 8)}", n)
+    if n > MAX_HEADER or 8 + n > min(total, len(buf)):
+        raise corrupt("safetensors header length out of range", f"<= {min(MAX_HEADER, total - 8)}", n)
     try:
         header = strict_json.loads(bytes(buf[8 : 8 + n]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -97,9 +102,22 @@ def validate_safetensors(buf: bytes | memoryview | np.ndarray, file_offset: int 
         if begin != pos:
             raise corrupt("tensor data has a hole or an overlap", pos, begin)
         pos = end
-    if pos != len(buf) - 8 - n:
-        raise corrupt("tensor data does not fill the buffer", len(buf) - 8 - n, pos)
+    if pos != total - 8 - n:
+        raise corrupt("tensor data does not fill the buffer", total - 8 - n, pos)
     return header
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> bytes:
+    """A safetensors file's bytes, read whole only once its header is checked against the file's
+    size (a regular file; header length bounded by ``MAX_HEADER``; tensors filling the rest)."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        n = struct.unpack_from("<Q", head, 0)[0] if len(head) == 8 else 0
+        if len(head) == 8 and n <= min(MAX_HEADER, size - 8):
+            head += f.read(n)
+        validate_safetensors(head, length=size, section=f"safetensors file {os.fspath(path)}")
+        return head + f.read()
 
 
 def load_weights(buf: bytes | memoryview | np.ndarray) -> dict[str, np.ndarray]:

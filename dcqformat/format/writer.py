@@ -135,7 +135,11 @@ class DcqWriter:
         self.path = Path(path)
         self.bits, self.channels, self.codec = bits, channels, codec
         self.meta = dict(meta or {})
-        self._json_meta = json.dumps(self.meta, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        try:  # NaN and the infinities are not JSON (spec §8): refused here, not written
+            self._json_meta = json.dumps(self.meta, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                                         allow_nan=False)
+        except ValueError as exc:
+            raise ValueError(f"meta must be JSON without NaN or infinities ({exc})") from None
         if patch_size is None:
             self.patch = None
         else:

@@ -18,7 +18,7 @@ from safetensors.numpy import save
 from .. import _json as strict_json
 from ..errors import DcqError
 from ..format.reader import open as open_dcq
-from ..format.weights import load_weights, validate_safetensors
+from ..format.weights import load_weights, read_safetensors, validate_safetensors
 from .model import MAE, MAEConfig
 
 FORMAT = "dcq-mae/2"
@@ -110,4 +110,4 @@ def load_mae(path: str | Path, device: torch.device | str = "cpu") -> MAE:
         if blob is None:
             raise DcqError(f"{path}: has no model weights (WGHT section)")
         return mae_from_bytes(blob, device)
-    return mae_from_bytes(path.read_bytes(), device)
+    return mae_from_bytes(read_safetensors(path), device)
