@@ -104,3 +104,70 @@ def test_finished_part_files_are_kept(source, tmp_path):
     for name in names:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     assert not (tmp_path / ".out.work").exists()
+
+
+def _nan_palettes(work):
+    import numpy as np
+
+    with np.load(work / "palettes.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["palettes_lab"] = np.full_like(arrays["palettes_lab"], np.nan)
+    np.savez(work / "palettes.npz", **arrays)
+
+
+def _extra_entry(work):
+    import numpy as np
+
+    with np.load(work / "clusters.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["cluster"] = np.concatenate([arrays["cluster"], arrays["cluster"][:1]])
+    np.savez(work / "clusters.npz", **arrays)
+
+
+def _max_values(work):
+    import numpy as np
+
+    with np.load(work / "clusters.npz") as z:
+        arrays = {k: np.full_like(z[k], np.iinfo(z[k].dtype).max) for k in z.files}
+    np.savez(work / "clusters.npz", **arrays)
+
+
+def _truncate(name):
+    def cut(work):
+        blob = (work / name).read_bytes()
+        (work / name).write_bytes(blob[: len(blob) // 2])
+    return cut
+
+
+@pytest.mark.parametrize("stage,tamper", [
+    ("palettes", _nan_palettes), ("clusters", _extra_entry), ("clusters", _max_values),
+    ("clusters", _truncate("clusters.npz")), ("model", _truncate("model.safetensors")),
+    ("model", _truncate("model.npz")),
+], ids=["nan-palettes", "extra-entry", "max-values", "truncated-clusters", "damaged-model", "truncated-model-npz"])
+def test_a_tampered_checkpoint_runs_again(source, reference, tmp_path, stage, tamper):
+    """Each gave a different file that verified (exit 0), a BadZipFile/IndexError traceback, or a
+    damaged model blamed on a --model option never given: now the stage runs again."""
+    out = tmp_path / "out.dcq"
+    assert _convert(source, out, kill_after=stage).returncode == -9
+    tamper(tmp_path / ".out.dcq.work")
+    again = _convert(source, out)
+    assert again.returncode == 0, again.stderr
+    assert "does not match what was saved" in again.stderr and "Traceback" not in again.stderr
+    assert "--model" not in again.stderr
+    assert out.read_bytes() == reference
+
+
+def test_a_kept_part_that_is_not_this_conversions_is_written_again(source, tmp_path):
+    reference = tmp_path / "ref"
+    assert _convert_parts(source, reference).returncode == 0
+    out = tmp_path / "out"
+    assert _convert_parts(source, out, kill_after="part-2").returncode == -9
+    parts = tmp_path / ".out.work" / "parts"
+    (parts / "part-00001.dcq").write_bytes((parts / "part-00000.dcq").read_bytes())  # a valid part, not this one
+    again = _convert_parts(source, out)
+    assert again.returncode == 0, again.stderr
+    assert "kept part part-00001.dcq is not one this conversion finished" in again.stderr
+    assert "1 finished part files kept: continuing after sample 6" in again.stderr
+    for name in sorted(p.name for p in reference.iterdir()):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference.iterdir())

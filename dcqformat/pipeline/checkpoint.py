@@ -5,7 +5,9 @@
 (safetensors), the clusters, the palettes and the MAE (npz, safetensors), each with the state
 of the random generator after it, and the finished part files of a dataset directory
 (:mod:`.output`). Nothing is pickled (npz files are read with
-``allow_pickle=False``). A rerun of the same command over the same data finds the directory,
+``allow_pickle=False``). Each stage's files are kept with their SHA-256, and a rerun uses a
+stage only if its files still match: a changed or damaged checkpoint runs again, with a note,
+never a traceback and never a different file. A rerun of the same command over the same data finds the directory,
 checks its fingerprint (the settings that shape the result, the library version, and the
 decoded images' labels, sources, sizes and leading bytes) and continues after the last
 finished stage: the file it writes is byte-identical to an uninterrupted run's. A directory of
@@ -25,6 +27,7 @@ import os
 import shutil
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,36 @@ def fingerprint(cfg: ConvertConfig, cache: ImageCache) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class KeptParts:
+    """Where a conversion keeps its finished part files across a kill, and its fingerprint: each
+    kept part is recorded with the fingerprint and its SHA-256 (:meth:`record`), and a rerun
+    keeps only parts whose record matches (:meth:`matches`)."""
+
+    directory: Path
+    key: str
+
+    def _record_of(self, part: Path) -> Path:
+        return part.parent / f".{part.name}.json"
+
+    def record(self, part: Path) -> None:
+        tmp = part.parent / f".{part.name}.json.tmp"
+        tmp.write_text(json.dumps({"fingerprint": self.key, "sha256": _digest(part)}))
+        os.replace(tmp, self._record_of(part))
+
+    def matches(self, part: Path) -> bool:
+        try:
+            record = strict_json.loads(self._record_of(part).read_text())
+        except (OSError, ValueError, RecursionError):
+            return False
+        return isinstance(record, dict) and record.get("fingerprint") == self.key \
+            and record.get("sha256") == _digest(part)
+
+    def forget(self, part: Path) -> None:
+        part.unlink(missing_ok=True)
+        self._record_of(part).unlink(missing_ok=True)
+
+
 class Checkpoints:
     """The work directory of one conversion (``directory`` None: nothing is kept)."""
 
@@ -80,13 +113,15 @@ class Checkpoints:
         if directory.exists() and not state.exists() and any(directory.iterdir()):
             raise DcqError(f"{directory}: not a dcq work directory (no {STATE}); give --work-dir an empty or new one")
         found: list[str] = []  # the stages this rank finished before
+        self.digests: dict[str, dict[str, str]] = {}  # stage -> its files' SHA-256
         if directory.exists():
             try:
                 old = strict_json.loads(state.read_text())
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 old = {}
+            old = old if isinstance(old, dict) else {}
             if resume and old.get("fingerprint") == key:
-                found = [s for s in old.get("done", []) if isinstance(s, str)]
+                found = self._verified(old, progress)
             else:
                 if resume and old:
                     note(f"{directory} holds another conversion's stages: starting over", progress)
@@ -99,7 +134,7 @@ class Checkpoints:
         if self.group.distributed and not self.done and self.group.leader:
             shutil.rmtree(directory.parent / PARTS, ignore_errors=True)  # some rank starts over: so do the parts
 
-    def parts(self, dst: Path) -> Path | None:
+    def parts(self, dst: Path) -> KeptParts | None:
         """Where the part files of a dataset directory ``dst`` are written and kept across a kill:
         ``parts/`` of the work directory (of the ranks' common one under torchrun); None without
         a work directory or when it is on another file system than ``dst`` (parts are renamed)."""
@@ -107,7 +142,29 @@ class Checkpoints:
             return None
         base = self.directory.parent if self.group.distributed else self.directory
         dst.parent.mkdir(parents=True, exist_ok=True)
-        return base / PARTS if os.stat(base).st_dev == os.stat(dst.parent).st_dev else None
+        return KeptParts(base / PARTS, self.key) if os.stat(base).st_dev == os.stat(dst.parent).st_dev else None
+
+    def _verified(self, old: dict[str, Any], progress: bool) -> list[str]:
+        """The leading finished stages of a kept state whose files still have the digests saved
+        with them; a stage that does not (changed, damaged, missing, or kept by a version that
+        saved no digests) and every later one run again, with a note."""
+        done, digests = old.get("done"), old.get("digests")
+        if not isinstance(done, list) or not isinstance(digests, dict):
+            return []
+        found: list[str] = []
+        for stage in done:
+            files = digests.get(stage) if isinstance(stage, str) else None
+            if not isinstance(files, dict) or not files:
+                bad: str | None = "no digest"
+            else:
+                bad = next((str(name) for name, digest in files.items()
+                            if not _plain(name) or _digest(self.path(name)) != digest), None)
+            if bad is not None or not isinstance(files, dict):
+                note(f"the kept {stage!r} stage does not match what was saved ({bad}): it runs again", progress)
+                break
+            found.append(stage)
+            self.digests[stage] = {str(k): str(v) for k, v in files.items()}
+        return found
 
     def _common(self, done: list[str]) -> list[str]:
         """The stages every rank finished: the longest prefix of all ranks' lists (one collective
@@ -123,7 +180,8 @@ class Checkpoints:
     def _write_state(self) -> None:
         assert self.directory is not None
         tmp = self.directory / f".{STATE}.tmp"
-        tmp.write_text(json.dumps({"fingerprint": self.key, "done": self.done}))
+        digests = {stage: self.digests[stage] for stage in self.done if stage in self.digests}
+        tmp.write_text(json.dumps({"fingerprint": self.key, "done": self.done, "digests": digests}))
         os.replace(tmp, self.directory / STATE)
 
     def path(self, name: str) -> Path:
@@ -144,10 +202,17 @@ class Checkpoints:
         """Record a finished stage (its files written first, then the state that names it)."""
         if self.directory is None:
             return
+        names = {f"{stage}.npz", f"{stage}.json"}
+
+        def named(name: str) -> Path:  # the stage's own files, each kept with its digest
+            names.add(name)
+            return self.path(name)
+
         np.savez(self.path(f"{stage}.npz"), **arrays)  # type: ignore[arg-type]
         self.path(f"{stage}.json").write_text(json.dumps(info))
         if files is not None:
-            files(self.path)
+            files(named)
+        self.digests[stage] = {name: _digest(self.path(name)) or "" for name in sorted(names)}
         self.done.append(stage)
         self._write_state()
         if os.environ.get("DCQ_KILL_AFTER") == stage:  # tests: a kill right after this stage
@@ -160,6 +225,25 @@ class Checkpoints:
                 self.group.barrier()
                 if self.group.leader:
                     shutil.rmtree(self.directory.parent, ignore_errors=True)
+
+
+def _digest(path: Path) -> str | None:
+    """SHA-256 of a kept file (None when it cannot be read as a regular file)."""
+    try:
+        if not path.is_file() or path.is_symlink():
+            return None
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def _plain(name: object) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
+        and "\0" not in name
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:

@@ -10,6 +10,7 @@ quantized), and writes the same bytes as an uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import tempfile
@@ -25,6 +26,7 @@ from ..errors import DcqError
 from ..format.multifile import DcqSetWriter, finish_set
 from ..format.reader import open as open_dcq
 from ..format.writer import DcqWriter
+from .checkpoint import KeptParts
 from .distributed import Group
 from .options import ConvertConfig
 from .progress import note
@@ -57,14 +59,18 @@ class Written:
             self.mask_bytes += mask_nbytes(h, w, patch, patch)
 
 
-def kept_parts(directory: Path, prefix: str, per_file: int, written: Written, patch: int | None,
-               channels: int) -> list[Path]:
-    """The leading full parts ``prefix-00000.dcq``, ``-00001``... that open; the others, and the
+def kept_parts(keep: KeptParts, prefix: str, per_file: int, written: Written, patch: int | None,
+               channels: int, progress: bool = False) -> list[Path]:
+    """The leading full parts ``prefix-00000.dcq``, ``-00001``... that this conversion finished
+    (their records match: same fingerprint, same SHA-256) and that open; the others, and the
     temporary files of a killed writer, are deleted. What they hold is counted into ``written``."""
     parts: list[Path] = []
-    for path in sorted(directory.glob(f"{prefix}-*.dcq")):
+    for path in sorted(keep.directory.glob(f"{prefix}-*.dcq")):
+        ok = path.name == f"{prefix}-{len(parts):05d}.dcq" and keep.matches(path)
+        if path.name == f"{prefix}-{len(parts):05d}.dcq" and not ok:
+            note(f"kept part {path.name} is not one this conversion finished (changed, damaged or another "
+                 f"conversion's): it is written again", progress)
         try:
-            ok = path.name == f"{prefix}-{len(parts):05d}.dcq"
             if ok:
                 with open_dcq(path) as r:
                     ok = len(r) == per_file
@@ -76,17 +82,17 @@ def kept_parts(directory: Path, prefix: str, per_file: int, written: Written, pa
         if not ok:
             break
         parts.append(path)
-    for path in directory.glob(f"{prefix}-*.dcq"):
+    for path in keep.directory.glob(f"{prefix}-*.dcq"):
         if path not in parts:
-            path.unlink()
-    for path in directory.glob(f".{prefix}-*.tmp"):  # what this rank's killed writer left
+            keep.forget(path)
+    for path in keep.directory.glob(f".{prefix}-*.tmp"):  # what this rank's killed writer left
         path.unlink()
     return parts
 
 
 def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palettes: np.ndarray | None,
                rows: Rows, patch: int | None = None, weights: bytes | None = None,
-               samples_per_file: int | None = None, group: Group | None = None, keep: Path | None = None,
+               samples_per_file: int | None = None, group: Group | None = None, keep: KeptParts | None = None,
                progress: bool = False) -> Written:
     """Write the file (or, with ``samples_per_file``, a dataset directory of part files): ``meta``,
     the ``palettes`` (or one per row), the rows, the MAE weights. Over several ranks (``group``)
@@ -104,16 +110,17 @@ def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palett
     else:
         prefix = f"part-r{group.rank:03d}" if group.distributed else "part"
         if keep is not None:
-            keep.mkdir(parents=True, exist_ok=True)
-            shared = keep
+            keep.directory.mkdir(parents=True, exist_ok=True)
+            shared = keep.directory
         elif group.distributed:
             if group.leader:
                 dst.parent.mkdir(parents=True, exist_ok=True)
             shared = Path(group.broadcast(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent)
                                           if group.leader else None))
-        writer = DcqSetWriter(dst, samples_per_file, into=shared, prefix=prefix, on_part=_kill_hook, **args)
+        on_part = _kill_hook if keep is None else functools.partial(_finished_part, keep)
+        writer = DcqSetWriter(dst, samples_per_file, into=shared, prefix=prefix, on_part=on_part, **args)
         if keep is not None:
-            done = kept_parts(keep, prefix, samples_per_file, out, patch, cfg.channels)
+            done = kept_parts(keep, prefix, samples_per_file, out, patch, cfg.channels, progress)
             writer.resume(done)
             start = len(done) * samples_per_file
             if done:
@@ -128,12 +135,20 @@ def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palett
             pid = pal if isinstance(pal, int) else w.add_palette(pal)
             w.add(idx, palette=pid, label=label, source_index=src_index, dropped=dropped)
             out.count(idx, dropped, patch, cfg.channels)
+    if keep is not None and samples_per_file is not None:  # complete: the records stay out of the dataset
+        for record in keep.directory.glob(f".{prefix}-*.dcq.json"):
+            record.unlink()
     if shared is not None:
         ok = group.all_gather(True)  # every rank's parts are complete
         if group.leader and all(ok):
             finish_set(shared, dst)
         group.barrier()  # the dataset is in place for everyone
     return out
+
+
+def _finished_part(keep: KeptParts, part: Path) -> None:
+    keep.record(part)
+    _kill_hook(part)
 
 
 def _kill_hook(part: Path) -> None:
