@@ -18,6 +18,7 @@ import contextlib
 import io
 import json
 import math
+import shutil
 import signal
 import sys
 import tempfile
@@ -33,18 +34,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its helpers beside it
 
 import crafted  # noqa: E402
+import fuzz_surfaces as surfaces  # noqa: E402
 from common import make_spec, write_spec  # noqa: E402
+from fuzz_surfaces import Lost, Outside, WrongValues  # noqa: E402
 
 import dcqformat  # noqa: E402
 from dcqformat import DcqError  # noqa: E402
 
 ERROR = "error"  # the trial must raise a DcqError
 Check = Callable[[Path], None]  # reads the file and asserts what it must hold
-OUTCOMES = ("DcqError", "read right", "other exception", "hang", "over-allocation", "wrong values")
-
-
-class WrongValues(AssertionError):
-    pass
+OUTCOMES = ("DcqError", "read right", "other exception", "hang", "over-allocation", "wrong values",
+            "lost in silence", "written outside")
 
 
 def _expect(ok: bool, what: str) -> None:
@@ -242,17 +242,9 @@ def originals(directory: Path) -> dict[str, tuple[bytes, list[np.ndarray]]]:
 
 
 def mutate(blob: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
-    b = bytearray(blob)
-    how = int(rng.integers(0, 3))
-    if how == 0:
-        for _ in range(int(rng.integers(1, 4))):
-            b[int(rng.integers(0, len(b)))] ^= int(rng.integers(1, 256))
-        return "flip", bytes(b)
-    if how == 1:
-        return "truncate", bytes(b[: int(rng.integers(0, len(b)))])
-    at = int(rng.integers(0, len(b) - 8))
-    b[at : at + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
-    return "overwrite + CRCs", crafted.refresh(bytes(b))
+    """A flip, a truncation, or an overwrite with every CRC recomputed (as a hostile writer would)."""
+    how, mutated = surfaces.mutate_bytes(blob, rng)
+    return ("overwrite + CRCs", crafted.refresh(mutated)) if how == "overwrite" else (how, mutated)
 
 
 # -- the runner ----------------------------------------------------------------------------------
@@ -264,17 +256,23 @@ def _alarm(signum: int, frame: object) -> None:
     raise _Hang()
 
 
-def trials(n: int, seed: int, directory: Path) -> Iterator[tuple[str, bytes, Any]]:
+def trials(n: int, seed: int, directory: Path) -> Iterator[tuple[str, Callable[[Path], None]]]:
+    """``n`` trials: (kind, a function of a fresh directory that makes and reads the input).
+    Half are crafted hostile files, a sixth random mutations of valid files, a third the other
+    surfaces (manifests, shards, members, work directories, export)."""
     rng = np.random.default_rng(seed)
     origs = originals(directory)
+    sets, shards = surfaces.SetOriginal(directory), surfaces.ShardOriginal(directory)
+    others: list[Callable[[], tuple[str, Callable[[Path], None]]]] = [
+        lambda: surfaces.k_manifest(sets, rng), lambda: surfaces.k_shards(shards, rng),
+        lambda: surfaces.k_members(shards, rng), lambda: surfaces.k_work_dir(rng), lambda: surfaces.k_export(rng)]
     kinds = list(CRAFTED)
     for t in range(n):
         if t % 2 == 0:
             kind = kinds[(t // 2) % len(kinds)]
-            blob, expect = CRAFTED[kind](rng)
-            yield kind, blob, expect
-        else:
-            name = list(origs)[(t // 2) % len(origs)]
+            yield kind, _file_trial(*CRAFTED[kind](rng))
+        elif t % 6 == 1:
+            name = list(origs)[(t // 6) % len(origs)]
             blob, images = origs[name]
             how, mutated = mutate(blob, rng)
 
@@ -285,7 +283,21 @@ def trials(n: int, seed: int, directory: Path) -> Iterator[tuple[str, bytes, Any
                 _expect(refreshed or (len(got) == len(images) and all(np.array_equal(a, b)
                                                                       for a, b in zip(got, images))),
                         "a mutated file decoded to other pixels without an error")
-            yield f"mutation: {name}, {how}", mutated, check
+            yield f"mutation: {name}, {how}", _file_trial(mutated, check)
+        else:
+            yield others[(t // 2) % len(others)]()
+
+
+def _file_trial(blob: bytes, expect: Any) -> Callable[[Path], None]:
+    """A trial of the single-file reader: ``blob`` as a file, read and checked (or refused)."""
+    def trial(d: Path) -> None:
+        path = d / "trial.dcq"
+        path.write_bytes(blob)
+        if expect == ERROR:
+            _read_all(path)
+            raise WrongValues("it should have been refused")
+        expect(path)
+    return trial
 
 
 def run(n: int, seed: int = 0, timeout: float = 10.0, max_mib: float = 64.0) -> dict[str, Counter]:
@@ -293,6 +305,7 @@ def run(n: int, seed: int = 0, timeout: float = 10.0, max_mib: float = 64.0) -> 
     import torch
 
     import dcqformat.cli  # noqa: F401 - imported before the trials, whose allocations are counted
+    import dcqformat.loaders.wds  # noqa: F401
     from dcqformat.mae import MAE, MAEConfig
 
     with torch.device("meta"):  # the meta device imports its registrations on first use (~60 MiB)
@@ -302,29 +315,30 @@ def run(n: int, seed: int = 0, timeout: float = 10.0, max_mib: float = 64.0) -> 
     old = signal.signal(signal.SIGALRM, _alarm)
     try:
         with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / "trial.dcq"
-            for kind, blob, expect in trials(n, seed, Path(d)):
-                path.write_bytes(blob)
-                table.setdefault(kind, Counter())[_trial(path, expect, timeout, max_mib)] += 1
+            for t, (kind, trial) in enumerate(trials(n, seed, Path(d))):
+                place = Path(d) / f"t{t}"
+                place.mkdir()
+                table.setdefault(kind, Counter())[_trial(trial, place, timeout, max_mib)] += 1
+                shutil.rmtree(place, ignore_errors=True)
     finally:
         signal.signal(signal.SIGALRM, old)
     return table
 
 
-def _trial(path: Path, expect: Any, timeout: float, max_mib: float) -> str:
+def _trial(trial: Callable[[Path], None], place: Path, timeout: float, max_mib: float) -> str:
     tracemalloc.start()
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        if expect == ERROR:
-            _read_all(path)
-            outcome = "wrong values"  # it should have been refused
-        else:
-            expect(path)
-            outcome = "read right"
+        trial(place)
+        outcome = "read right"
     except DcqError:
         outcome = "DcqError"
     except WrongValues:
         outcome = "wrong values"
+    except Lost:
+        outcome = "lost in silence"
+    except Outside:
+        outcome = "written outside"
     except _Hang:
         outcome = "hang"
     except Exception:  # noqa: BLE001 - anything else is what the fuzzer looks for

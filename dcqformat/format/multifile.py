@@ -105,7 +105,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise _bad(path, "manifest too large", f"<= {MAX_MANIFEST_BYTES} bytes", st.st_size)
     try:
         with open_regular(path) as f:
-            manifest = strict_json.loads(f.read(MAX_MANIFEST_BYTES + 1).decode("utf-8"))
+            manifest = strict_json.loads(f.read(st.st_size + 1).decode("utf-8"))  # read(n) allocates n
     except (OSError, ValueError, RecursionError) as exc:
         raise _bad(path, f"not a readable manifest ({type(exc).__name__}: {exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
