@@ -39,7 +39,7 @@ def images_224(n: int, seed: int = 0) -> np.ndarray:
     """Random 224x224 crops of the embedded photo mosaic (real photo texture)."""
     from importlib import resources
 
-    raw = (resources.files("dcqformat") / "data" / "photo_crops.png").read_bytes()
+    raw = (resources.files("dcqformat.cli") / "data" / "photo_crops.png").read_bytes()
     mosaic = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
     rng = np.random.default_rng(seed)
     ys = rng.integers(0, mosaic.shape[0] - 224, n)
