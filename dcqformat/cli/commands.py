@@ -106,8 +106,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             shapes = r.shapes[:n]
             if n and (shapes != shapes[0]).any():
                 raise DcqError("samples differ in size: export to a folder of PNGs instead of .npz")
-            x = np.concatenate([decode(np.arange(s, min(s + 1024, n))) for s in range(0, n, 1024)]) if n else \
-                r.decode_batch(np.arange(0))
+            x = np.stack([img for s in range(0, n, 1024) for img in decode(np.arange(s, min(s + 1024, n)))]) \
+                if n else r.decode_batch(np.arange(0))
             out.parent.mkdir(parents=True, exist_ok=True)
             arrays: dict[str, Any] = {"x": x, "y": r.labels[:n], "source_index": r.source_indices[:n]}
             if classes:
@@ -120,20 +120,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         names = _source_names(args.names_from, {int(s) for s in r.source_indices[:n]}) if args.names_from else {}
         escaped: dict[str, str] = {}
         folders = [_folder_name(classes, label, escaped) for label in range(-1, len(classes))]
-        for start in range(0, n, 256):  # decoded in batches, one per image size
-            batch = np.arange(start, min(start + 256, n))
-            sizes = r.shapes[batch]
-            groups = [batch[(sizes == size).all(axis=1)] for size in np.unique(sizes, axis=0)]
-            for idx in groups:
-                for i, img in zip(idx.tolist(), decode(idx)):
-                    label = int(r.labels[i])
-                    name = folders[label + 1] if -1 <= label < len(classes) else _folder_name(classes, label,
-                                                                                               escaped)
-                    folder = out / name
-                    folder.mkdir(parents=True, exist_ok=True)
-                    src = int(r.source_indices[i])
-                    stem = path_component(names[src], escaped) if src in names else f"{src:08d}"
-                    Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(folder / f"{stem}.png")
+        for start in range(0, n, 256):  # decoded in batches
+            idx = np.arange(start, min(start + 256, n))
+            for i, img in zip(idx.tolist(), decode(idx)):
+                label = int(r.labels[i])
+                name = folders[label + 1] if -1 <= label < len(classes) else _folder_name(classes, label, escaped)
+                folder = out / name
+                folder.mkdir(parents=True, exist_ok=True)
+                src = int(r.source_indices[i])
+                stem = path_component(names[src], escaped) if src in names else f"{src:08d}"
+                Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(folder / f"{stem}.png")
         print(f"wrote {n:,} PNGs under {out}/")
         if escaped:
             shown = ", ".join(f"{k!r} -> {v!r}" for k, v in list(escaped.items())[:5])

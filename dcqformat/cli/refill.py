@@ -12,9 +12,10 @@ from ..errors import DcqError
 from ..format.reader import DcqReader
 
 
-def refilling_decoder(r: DcqReader, mode: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
-    """Samples -> (N, H, W, C) uint8, dropped patches refilled as ``mode`` says (auto: by the
-    file's MAE when it has one, else by harmonic inpainting); samples of several sizes one by one."""
+def refilling_decoder(r: DcqReader, mode: str = "auto") -> Callable[[np.ndarray], list[np.ndarray]]:
+    """Samples -> their (H, W, C) uint8 images in order, dropped patches refilled as ``mode`` says
+    (auto: by the file's MAE when it has one, else by harmonic inpainting); the samples of each
+    image size decoded in one call."""
     decode: Callable[[np.ndarray], np.ndarray]
     if not r.has_masks or mode == "none":
         decode = r.decode_batch
@@ -30,8 +31,12 @@ def refilling_decoder(r: DcqReader, mode: str = "auto") -> Callable[[np.ndarray]
             return refilled_images(r, idx, rec)
         decode = refill
 
-    def run(idx: np.ndarray) -> np.ndarray:
-        if len({tuple(s) for s in r.shapes[idx]}) <= 1:
-            return decode(idx)
-        return np.stack([decode(np.array([i]))[0] for i in idx.tolist()])
+    def run(idx: np.ndarray) -> list[np.ndarray]:
+        shapes = r.shapes[idx]
+        out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(idx)
+        for size in np.unique(shapes, axis=0):
+            pos = np.flatnonzero((shapes == size).all(axis=1))
+            for p, img in zip(pos.tolist(), decode(idx[pos])):
+                out[p] = img
+        return out
     return run
