@@ -26,7 +26,7 @@ from .. import _json as strict_json
 from .. import _layout as L
 from ..decode import PaletteSet, Streams, bitpack, crop_arguments, decode_crops, decode_images, kernels
 from ..errors import CorruptFile, DcqError
-from .files import open_regular
+from .files import file_kind, open_regular, plain_name
 from .reader import DcqReader
 from .reader import open as open_dcq
 from .records import RecordViews
@@ -40,7 +40,7 @@ PathLike = str | os.PathLike[str]
 def resolve(source: PathLike | Sequence[PathLike]) -> list[Path]:
     """The .dcq files of a file, a dataset directory (its manifest, else its ``*.dcq``), a glob
     pattern, or a list of any of these. A dataset directory's parts are checked against its
-    manifest (spec §10): plain names of regular files inside the directory, each with the
+    manifest (spec §13): plain names of regular files inside the directory, each with the
     samples, bytes and header checksum the manifest records, and no part left out."""
     if not isinstance(source, (str, os.PathLike)):
         return [f for item in source for f in resolve(item)]
@@ -64,7 +64,6 @@ def resolve(source: PathLike | Sequence[PathLike]) -> list[Path]:
 
 
 MAX_MANIFEST_BYTES = 64 << 20
-MAX_NAME_BYTES = 255
 
 
 def _bad(path: Path, what: str, expected: object = None, found: object = None) -> CorruptFile:
@@ -77,12 +76,6 @@ def _is_count(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63
 
 
-def _plain_name(name: object) -> bool:
-    """A part's name (spec §10): one path component, not ``.`` or ``..``, no NUL, <= 255 bytes."""
-    return (isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
-            and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES)
-
-
 def _regular_inside(directory: Path, name: str, what: str) -> os.stat_result:
     """``directory / name``'s status if it is a regular file (not a link, FIFO or device)."""
     try:
@@ -90,13 +83,13 @@ def _regular_inside(directory: Path, name: str, what: str) -> os.stat_result:
     except OSError as exc:
         raise DcqError(f"{what} cannot be read: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
-        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
-        raise DcqError(f"{what} is {kind}: a dataset directory holds regular files only")
+        raise DcqError(f"{what} is not a regular file but a {file_kind(st.st_mode)}: a dataset directory holds "
+                       f"regular files only")
     return st
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    """A dataset directory's manifest, checked (spec §10): a regular file, a JSON object of format
+    """A dataset directory's manifest, checked (spec §13): a regular file, a JSON object of format
     ``dcq-set/1`` whose ``files`` are distinct plain names with their ``samples`` and ``bytes``,
     and whose ``samples`` is their sum."""
     path = Path(path)
@@ -116,7 +109,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise _bad(path, "manifest lists no part", "a non-empty list of files", repr(files)[:60])
     seen: set[str] = set()
     for k, entry in enumerate(files):
-        if not isinstance(entry, dict) or not _plain_name(entry.get("path")):
+        if not isinstance(entry, dict) or not plain_name(entry.get("path")):
             raise _bad(path, f"entry {k}: path is not a plain file name", "a name inside the directory",
                        repr(entry.get("path") if isinstance(entry, dict) else entry)[:80])
         name = entry["path"]

@@ -7,8 +7,8 @@ of the random generator after it, and the finished part files of a dataset direc
 (:mod:`.output`). Nothing is pickled (npz files are read with
 ``allow_pickle=False``). Each stage's files are kept with their SHA-256, and a rerun uses a
 stage only if its files still match: a changed or damaged checkpoint runs again, with a note,
-never a traceback and never a different file. A rerun of the same command over the same data finds the directory,
-checks its fingerprint (the settings that shape the result, the library version, and the
+never a traceback and never a different file. A rerun of the same command over the same data
+finds the directory, checks its fingerprint (the settings that shape the result, the library version, and the
 decoded images' labels, sources, sizes and leading bytes) and continues after the last
 finished stage: the file it writes is byte-identical to an uninterrupted run's. A directory of
 another conversion is replaced, with a note. It is removed when the conversion succeeds;
@@ -36,6 +36,7 @@ import numpy as np
 from .. import _json as strict_json
 from .._version import __version__
 from ..errors import DcqError
+from ..format.files import plain_name
 from .distributed import Group
 from .imaging import ImageCache
 from .options import ConvertConfig
@@ -154,16 +155,14 @@ class Checkpoints:
         found: list[str] = []
         for stage in done:
             files = digests.get(stage) if isinstance(stage, str) else None
-            if not isinstance(files, dict) or not files:
-                bad: str | None = "no digest"
-            else:
-                bad = next((str(name) for name, digest in files.items()
-                            if not _plain(name) or _digest(self.path(name)) != digest), None)
-            if bad is not None or not isinstance(files, dict):
+            files = files if isinstance(files, dict) and files else {"no digest": None}
+            bad = next((name for name, digest in files.items()
+                        if not plain_name(name) or _digest(self.path(name)) != digest), None)
+            if bad is not None:
                 note(f"the kept {stage!r} stage does not match what was saved ({bad}): it runs again", progress)
                 break
             found.append(stage)
-            self.digests[stage] = {str(k): str(v) for k, v in files.items()}
+            self.digests[stage] = files
         return found
 
     def _common(self, done: list[str]) -> list[str]:
@@ -239,11 +238,6 @@ def _digest(path: Path) -> str | None:
         return h.hexdigest()
     except OSError:
         return None
-
-
-def _plain(name: object) -> bool:
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
-        and "\0" not in name
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:

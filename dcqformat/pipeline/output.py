@@ -66,8 +66,9 @@ def kept_parts(keep: KeptParts, prefix: str, per_file: int, written: Written, pa
     temporary files of a killed writer, are deleted. What they hold is counted into ``written``."""
     parts: list[Path] = []
     for path in sorted(keep.directory.glob(f"{prefix}-*.dcq")):
-        ok = path.name == f"{prefix}-{len(parts):05d}.dcq" and keep.matches(path)
-        if path.name == f"{prefix}-{len(parts):05d}.dcq" and not ok:
+        next_part = path.name == f"{prefix}-{len(parts):05d}.dcq"
+        ok = next_part and keep.matches(path)
+        if next_part and not ok:
             note(f"kept part {path.name} is not one this conversion finished (changed, damaged or another "
                  f"conversion's): it is written again", progress)
         try:
