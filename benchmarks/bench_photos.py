@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 import dcqformat
-from benchmarks.common import save, table
+from benchmarks.common import best_time, save, table
 from dcqformat.pipeline.sources import Sizing
 from dcqformat.quantize import simple_quant
 
@@ -64,13 +64,7 @@ def load_photos(root: Path, size: int, limit: int | None) -> tuple[np.ndarray, n
 
 def cpu_rate(fn, count: int, repeats: int) -> float:  # type: ignore[no-untyped-def]
     """Images per CPU-second of this process (best of ``repeats`` after a warm-up)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t)
-    return count / max(best, 1e-9)
+    return count / max(best_time(fn, repeats, clock=time.process_time), 1e-9)
 
 
 def memory_bandwidth() -> float:

@@ -351,9 +351,9 @@ def shard_samples(src: Iterator[dict[str, Any]], handler: Callable[[Exception], 
         expected = _expected_count(url, counts)
         # Each error the policy was told of accounts for at most one missing sample.
         if expected is not None and not expected - errors.calls <= seen <= expected:
+            gave = f"{seen} samples" + (f" and {errors.calls} errors" if errors.calls else "")
             why = "samples were lost" if seen < expected else "the shard is not the one written"
-            lost = CorruptFile(f"shard {url!r} gave {seen} samples" + (f" and {errors.calls} errors" if errors.calls
-                               else "") + f", the sidecar records {expected}: {why}", section="tar",
+            lost = CorruptFile(f"shard {url!r} gave {gave}, the sidecar records {expected}: {why}", section="tar",
                                expected=expected, found=seen)
             if not handler(lost):
                 return
