@@ -348,23 +348,65 @@ def _nearest(idx, h, w, rows, cols, pal, fill, o, chw):
 
 
 @_helper
-def _bilinear(idx, w, r0, r1, ry, c0, c1, rx, pal, rounding, o, chw):
-    """Bilinear counterpart of :func:`_nearest` (two taps and a weight per row and column)."""
-    channels = pal.shape[1]
-    for y in range(r0.shape[0]):
+def _hrow(idx, row, c0, c1, rx, pal, dest):
+    """Row ``row`` (flat offset) of an index map interpolated along x at the output's columns:
+    ``dest[c, x]`` (float64), the RGB channels unrolled."""
+    if pal.shape[1] == 3:
         for x in range(c0.shape[0]):
-            i00 = idx[r0[y] * w + c0[x]]
-            i01 = idx[r0[y] * w + c1[x]]
-            i10 = idx[r1[y] * w + c0[x]]
-            i11 = idx[r1[y] * w + c1[x]]
+            i0, i1, a = idx[row + c0[x]], idx[row + c1[x]], rx[x]
+            dest[0, x] = pal[i0, 0] * (1.0 - a) + pal[i1, 0] * a
+            dest[1, x] = pal[i0, 1] * (1.0 - a) + pal[i1, 1] * a
+            dest[2, x] = pal[i0, 2] * (1.0 - a) + pal[i1, 2] * a
+    else:
+        for x in range(c0.shape[0]):
+            i0, i1, a = idx[row + c0[x]], idx[row + c1[x]], rx[x]
+            for c in range(pal.shape[1]):
+                dest[c, x] = pal[i0, c] * (1.0 - a) + pal[i1, c] * a
+
+
+@_helper
+def _bilinear(idx, w, r0, r1, ry, c0, c1, rx, pal, rounding, o, chw):
+    """Bilinear counterpart of :func:`_nearest` (two taps and a weight per row and column),
+    separable: each source row is interpolated along x once, kept while the next output rows use
+    it (an enlarged crop reuses each about ``OH / h`` times), then two rows are blended along y."""
+    channels, ow = pal.shape[1], c0.shape[0]
+    rows = np.empty((2, channels, ow), np.float64)
+    held = np.full(2, -1, np.int64)  # the source row each buffer holds
+    for y in range(r0.shape[0]):
+        top = bottom = -1
+        for k in range(2):
+            if held[k] == r0[y]:
+                top = k
+            if held[k] == r1[y]:
+                bottom = k
+        if top < 0:
+            top = 0 if bottom != 0 else 1
+            _hrow(idx, r0[y] * w, c0, c1, rx, pal, rows[top])
+            held[top] = r0[y]
+        if bottom < 0:
+            bottom = 1 - top
+            _hrow(idx, r1[y] * w, c0, c1, rx, pal, rows[bottom])
+            held[bottom] = r1[y]
+        a = ry[y]
+        t, u = rows[top], rows[bottom]
+        if channels == 3 and chw:
+            for x in range(ow):
+                o[0, y, x] = t[0, x] * (1.0 - a) + u[0, x] * a + rounding
+                o[1, y, x] = t[1, x] * (1.0 - a) + u[1, x] * a + rounding
+                o[2, y, x] = t[2, x] * (1.0 - a) + u[2, x] * a + rounding
+        elif channels == 3:
+            for x in range(ow):
+                o[y, x, 0] = t[0, x] * (1.0 - a) + u[0, x] * a + rounding
+                o[y, x, 1] = t[1, x] * (1.0 - a) + u[1, x] * a + rounding
+                o[y, x, 2] = t[2, x] * (1.0 - a) + u[2, x] * a + rounding
+        else:
             for c in range(channels):
-                top = pal[i00, c] * (1.0 - rx[x]) + pal[i01, c] * rx[x]
-                bottom = pal[i10, c] * (1.0 - rx[x]) + pal[i11, c] * rx[x]
-                v = top * (1.0 - ry[y]) + bottom * ry[y] + rounding
-                if chw:
-                    o[c, y, x] = v
-                else:
-                    o[y, x, c] = v
+                for x in range(ow):
+                    v = t[c, x] * (1.0 - a) + u[c, x] * a + rounding
+                    if chw:
+                        o[c, y, x] = v
+                    else:
+                        o[y, x, c] = v
 
 
 @_helper
