@@ -41,11 +41,12 @@ from PIL import Image
 
 import dcqformat
 from benchmarks.common import best_time, save, table
+from dcqformat import codecs
 from dcqformat.pipeline.sources import Sizing
 from dcqformat.quantize import simple_quant
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101" / "test"
-CODECS = ("packed", "zstd", "ctx")
+CODECS = ("packed", "zstd", "ctx", "ctxs")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -149,7 +150,7 @@ def decode_rows(images: np.ndarray, labels: np.ndarray, bits_list: list[int], wo
                                                                                           n, repeats))
         files[bits] = {}
         for codec in CODECS:
-            if codec == "ctx" and bits > 4:
+            if bits > codecs.max_bits(codec):
                 continue
             path = write_dcq(work / f"{h}-{bits}-{codec}.dcq", indices, palettes, assign, labels, bits, codec)
             files[bits][codec] = path

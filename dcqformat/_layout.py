@@ -10,8 +10,8 @@ import struct
 
 MAGIC = b"\x89DCQ\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1  # the newest minor version this code reads and writes
-MINOR_OF_CODEC = {0: 0, 1: 0, 2: 1}  # the version a writer puts in a file of each codec: the oldest that has it
+VERSION_MINOR = 2  # the newest minor version this code reads and writes
+MINOR_OF_CODEC = {0: 0, 1: 0, 2: 1, 3: 2}  # the version a writer puts in a file of each codec: the oldest that has it
 
 ALIGN = 64  # every section starts at a multiple of this
 
@@ -74,7 +74,8 @@ RECORD_FLAGS_KNOWN = RECORD_FLAG_MASKED
 CODEC_PACKED = 0
 CODEC_ZSTD = 1
 CODEC_CTX = 2
-CODECS = {"packed": CODEC_PACKED, "zstd": CODEC_ZSTD, "ctx": CODEC_CTX}
+CODEC_CTXS = 3
+CODECS = {"packed": CODEC_PACKED, "zstd": CODEC_ZSTD, "ctx": CODEC_CTX, "ctxs": CODEC_CTXS}
 CODEC_NAMES = {v: k for k, v in CODECS.items()}
 
 # Format limits.

@@ -237,7 +237,9 @@ def originals(directory: Path) -> dict[str, tuple[bytes, list[np.ndarray]]]:
              "masked gray": write_spec(make_spec(rng, bits=4, channels=1, n=10, sizes=[(5, 6), (4, 4)], masked=0.6,
                                                  patch=(2, 3)), directory / "c.dcq"),
              "ctx masked": write_spec(make_spec(rng, bits=2, channels=3, n=12, sizes=[(7, 9), (8, 8)], masked=0.5,
-                                                patch=(4, 4), codec="ctx"), directory / "d.dcq")}
+                                                patch=(4, 4), codec="ctx"), directory / "d.dcq"),
+             "ctxs stripes": write_spec(make_spec(rng, bits=2, channels=3, n=6, sizes=[(70, 5), (130, 3)],
+                                                  masked=0.5, patch=(4, 4), codec="ctxs"), directory / "e.dcq")}
     return {name: (p.read_bytes(), _read_all(p)) for name, p in files.items()}
 
 

@@ -64,9 +64,14 @@ class Codec(Protocol):
         ...
 
 
-REGISTRY: dict[int, Codec] = {c.id: c for c in (packed.CODEC, zstd.CODEC, ctx.CODEC)}
+REGISTRY: dict[int, Codec] = {c.id: c for c in (packed.CODEC, zstd.CODEC, ctx.CODEC, ctx.STRIPED)}
 NAMES = {c.name: c for c in REGISTRY.values()}
 assert {c.name: c.id for c in REGISTRY.values()} == L.CODECS, "the registry and spec/_layout.py disagree"
+
+
+def max_bits(name: str) -> int:
+    """The most bits per index the codec ``name`` codes (``ctx`` and ``ctxs``: 4; others: 8)."""
+    return ctx.rans.MAX_BITS if name in (ctx.CODEC.name, ctx.STRIPED.name) else 8
 
 
 def by_id(codec_id: int) -> Codec:

@@ -23,10 +23,13 @@ class Sample:
 @dataclass(frozen=True)
 class Shapes:
     """The geometry of the samples a decoder decodes: sizes and drop masks (spec §7; a sample with
-    ``mask_offsets[k] < 0`` is unmasked)."""
+    ``mask_offsets[k] < 0`` is unmasked), and, when only some rows will be read (a crop), the
+    rows ``rows[k] = (first, end)`` that must be right: a codec that can skip the others may
+    (``ctx`` decodes only the stripes that hold them), leaving them any valid index."""
 
     heights: np.ndarray
     widths: np.ndarray
     patch: tuple[int, int] | None = None
     mask_data: np.ndarray | None = None
     mask_offsets: np.ndarray | None = None
+    rows: np.ndarray | None = None

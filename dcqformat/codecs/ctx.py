@@ -1,5 +1,7 @@
-"""Codec ``ctx`` (spec §5.3, id 2): each payload is the sample's index map coded with rANS under
-the file's context model (section ``CTXM``), which the writer counts on its first samples.
+"""Codecs ``ctx`` (spec §5.3, id 2) and ``ctxs`` (§5.4, id 3): each payload is the sample's index
+map coded with rANS under the file's context model (section ``CTXM``), which the writer counts on
+its first samples. ``ctxs`` codes each image as independent horizontal stripes, so that a crop
+decodes only the stripes it touches and the stripes of one image decode in parallel lanes.
 
 The kernels are in :mod:`dcqformat.codecs.rans`; this module builds, serialises and checks the model.
 """
@@ -18,9 +20,10 @@ from ..errors import CorruptFile
 from . import rans
 from .base import Sample, Shapes
 
-# CTXM: bits, prob_bits, reserved u16, context_count u32; then a zlib stream of
-# context_count * 2**bits u16 frequencies (each context's row sums to 2**prob_bits).
+# CTXM: bits, prob_bits, stripe_rows u16 (ctxs; reserved 0 with ctx), context_count u32; then a
+# zlib stream of context_count * 2**bits u16 frequencies (each context's row sums to 2**prob_bits).
 CTXM_HEADER = struct.Struct("<BBHI")
+STRIPE_ROWS = 64  # the writer's stripe height for ctxs (spec §5.4: what it costs in bytes)
 
 
 def normalise(counts: np.ndarray) -> np.ndarray:
@@ -58,45 +61,64 @@ def pixels(sample: Sample, bits: int) -> tuple[np.ndarray, np.ndarray]:
     return work, kept
 
 
+def stripes(height: int, stripe_rows: int) -> list[tuple[int, int]]:
+    """The (first row, rows) of each stripe of an image ``height`` rows high (spec §5.3)."""
+    rows = height if stripe_rows == 0 else min(stripe_rows, height)
+    return [(y, min(rows, height - y)) for y in range(0, height, rows)]
+
+
 class _Encoder:
-    def __init__(self, bits: int, warmup: int) -> None:
+    def __init__(self, bits: int, warmup: int, stripe_rows: int = 0) -> None:
         if bits > rans.MAX_BITS:
-            raise ValueError(f"codec ctx codes 1..{rans.MAX_BITS}-bit maps, not {bits}: use packed or zstd")
-        self.bits, self.warmup = bits, warmup
+            raise ValueError(f"codecs ctx and ctxs code 1..{rans.MAX_BITS}-bit maps, not {bits}: use packed or zstd")
+        if not 0 <= stripe_rows <= L.MAX_SIDE:
+            raise ValueError(f"stripe_rows must be 0 (whole images, ctx) to {L.MAX_SIDE}, got {stripe_rows}")
+        self.bits, self.warmup, self.stripe_rows = bits, warmup, stripe_rows
         self.cum: np.ndarray | None = None
         self.freqs: np.ndarray | None = None
 
-    def _prepared(self, sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _prepared(self, sample: Sample) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each stripe's pixels, kept mask and contexts: a stripe is coded as an image of its own."""
         work, kept = pixels(sample, self.bits)
-        ctx = rans.contexts(work, kept, sample.height, sample.width, self.bits, np.empty(work.size, np.int64))
-        return work, kept, ctx
+        w = sample.width
+        out = []
+        for y0, rows in stripes(sample.height, self.stripe_rows):
+            part, keep = work[y0 * w : (y0 + rows) * w], kept[y0 * w : (y0 + rows) * w]
+            out.append((part, keep, rans.contexts(part, keep, rows, w, self.bits, np.empty(part.size, np.int64))))
+        return out
 
     def start(self, first: list[Sample]) -> None:
         counts = np.zeros((rans.context_count(self.bits), 1 << self.bits), np.int64)
         for sample in first:
-            rans.count(*self._prepared(sample), counts)
+            for stripe in self._prepared(sample):
+                rans.count(*stripe, counts)
         self.freqs = normalise(counts)
         self.cum = cumulative(self.freqs)
 
     def encode(self, sample: Sample) -> bytes:
         assert self.cum is not None, "start() first"
-        work, kept, ctx = self._prepared(sample)
-        buf = np.empty(2 * work.size + 8, np.uint8)
-        start = rans.encode(work, kept, ctx, self.cum, buf)
-        return buf[start:].tobytes()
+        payloads = []
+        for work, kept, ctx in self._prepared(sample):
+            buf = np.empty(2 * work.size + 8, np.uint8)
+            start = rans.encode(work, kept, ctx, self.cum, buf)
+            payloads.append(buf[start:].tobytes())
+        table = b"".join(struct.pack("<I", len(p)) for p in payloads[:-1])
+        return table + b"".join(payloads)
 
     def sections(self) -> dict[bytes, bytes]:
         assert self.freqs is not None, "start() first"
         table = zlib.compress(self.freqs.astype("<u2").tobytes(), 9)
-        return {L.TAG_CTXM: CTXM_HEADER.pack(self.bits, rans.PROB_BITS, 0, self.freqs.shape[0]) + table}
+        head = CTXM_HEADER.pack(self.bits, rans.PROB_BITS, self.stripe_rows, self.freqs.shape[0])
+        return {L.TAG_CTXM: head + table}
 
 
 class _Decoder:
     needs_sizes = True
     in_place = False
 
-    def __init__(self, cum: np.ndarray, bits: int) -> None:
-        self.cum, self.bits = cum, bits
+    def __init__(self, cum: np.ndarray, bits: int, stripe_rows: int = 0) -> None:
+        self.cum, self.bits, self.stripe_rows = cum, bits, stripe_rows
+        self.name = STRIPED.name if stripe_rows else CODEC.name
 
     def check_lengths(self, first: int, lengths: np.ndarray, sizes: np.ndarray, recs_offset: int) -> None:
         ok = lengths >= 4
@@ -114,30 +136,46 @@ class _Decoder:
         patch = shapes.patch or (1, 1)
         mask_offsets = shapes.mask_offsets if shapes.mask_offsets is not None else np.full(idx.size, -1, np.int64)
         mask_data = shapes.mask_data if shapes.mask_data is not None else np.zeros(1, np.uint8)
-        rans.decode_batch(data, offsets, lengths, shapes.heights, shapes.widths, mask_data, mask_offsets,
-                          patch[0], patch[1], self.bits, self.cum, out, out_offsets, status)
+        hs, ws = np.asarray(shapes.heights, np.int64), np.asarray(shapes.widths, np.int64)
+        rows = hs if self.stripe_rows == 0 else np.minimum(self.stripe_rows, hs)
+        jobs = np.empty((int(((hs + rows - 1) // rows).sum()), 5), np.int64)
+        first, last = (np.zeros_like(hs), hs) if shapes.rows is None else (shapes.rows[:, 0], shapes.rows[:, 1])
+        n = rans.stripe_jobs(data, offsets, lengths, hs, ws, mask_offsets, self.stripe_rows, first, last, jobs,
+                             status)
+        map_offsets = np.zeros(idx.size, np.int64)
+        np.cumsum((hs * ws)[:-1], out=map_offsets[1:])
+        maps = np.zeros(int((hs * ws).sum()), np.uint8)  # rows a crop does not need stay 0: a valid index
+        jobs = jobs[:n]
+        if n > 2:  # stripes of one shape side by side, so that they pair up into lanes
+            jobs = jobs[np.lexsort((ws[jobs[:, 0]], jobs[:, 4]))]
+        if not status.any():
+            rans.decode_batch(data, jobs, hs, ws, mask_data, mask_offsets, patch[0], patch[1], self.bits,
+                              self.cum, maps, map_offsets, out, out_offsets, status)
         if status.any():
             k = int(np.argmax(status != 0))
             size = f"{int(shapes.heights[k])}x{int(shapes.widths[k])}"
-            raise CorruptFile(f"sample {int(idx[k])}: ctx payload {rans.MESSAGES[int(status[k])]}", section="DATA",
-                              offset=data_offset + int(offsets[k]), found=f"status {int(status[k])}",
+            raise CorruptFile(f"sample {int(idx[k])}: {self.name} payload {rans.MESSAGES[int(status[k])]}",
+                              section="DATA", offset=data_offset + int(offsets[k]), found=f"status {int(status[k])}",
                               expected=f"{int(lengths[k])} bytes decoding a {size} map")
         return out, out_offsets
 
 
-def parse_model(buf: np.ndarray, offset: int, bits: int) -> np.ndarray:
-    """The (C, K + 1) cumulative table of a CTXM section, checked (spec §5.3)."""
+def parse_model(buf: np.ndarray, offset: int, bits: int, striped: bool) -> tuple[np.ndarray, int]:
+    """The (C, K + 1) cumulative table of a CTXM section, checked, and its stripe height (spec
+    §5.3; codec ``ctxs``, ``striped``: §5.4; ``ctx`` ignores the field: 0)."""
     def corrupt(what: str, expected: object, found: object) -> CorruptFile:
         return CorruptFile(what, section="CTXM", offset=offset, expected=expected, found=found)
 
     raw = buf.tobytes()
     if len(raw) < CTXM_HEADER.size:
         raise corrupt("too short for its header", f">= {CTXM_HEADER.size} bytes", len(raw))
-    model_bits, prob_bits, _, count = CTXM_HEADER.unpack_from(raw, 0)
+    model_bits, prob_bits, stripe_rows, count = CTXM_HEADER.unpack_from(raw, 0)
     if model_bits != bits or bits > rans.MAX_BITS:
         raise corrupt("bits differ from PALT's or exceed the codec's", f"{bits} (<= {rans.MAX_BITS})", model_bits)
     if prob_bits != rans.PROB_BITS:
         raise corrupt("unsupported probability precision", rans.PROB_BITS, prob_bits)
+    if striped and stripe_rows == 0:
+        raise corrupt("codec ctxs needs a stripe height", "stripe_rows 1..65535", 0)
     if count != rans.context_count(bits):
         raise corrupt("wrong context count", rans.context_count(bits), count)
     want = count * (1 << bits) * 2
@@ -155,22 +193,26 @@ def parse_model(buf: np.ndarray, offset: int, bits: int) -> np.ndarray:
     if (sums != rans.PROB_SCALE).any():
         c = int(np.argmax(sums != rans.PROB_SCALE))
         raise corrupt(f"context {c}: frequencies do not sum to 2**{rans.PROB_BITS}", rans.PROB_SCALE, int(sums[c]))
-    return cumulative(freqs)
+    return cumulative(freqs), stripe_rows if striped else 0
 
 
 @dataclass(frozen=True)
 class Ctx:
     id: int = 2
     name: str = "ctx"
+    striped: bool = False
 
     def encoder(self, bits: int, level: int, dictionary: bytes | None, dict_size: int, dict_samples: int) -> _Encoder:
-        return _Encoder(bits, dict_samples)
+        return _Encoder(bits, dict_samples, STRIPE_ROWS if self.striped else 0)
 
     def decoder(self, sections: dict[bytes, tuple[int, np.ndarray]], bits: int) -> _Decoder:
         if L.TAG_CTXM not in sections:
-            raise CorruptFile("codec ctx needs a CTXM section", section="CTXM", expected="present", found="absent")
+            raise CorruptFile(f"codec {self.name} needs a CTXM section", section="CTXM", expected="present",
+                              found="absent")
         offset, buf = sections[L.TAG_CTXM]
-        return _Decoder(parse_model(buf, offset, bits), bits)
+        cum, stripe_rows = parse_model(buf, offset, bits, self.striped)
+        return _Decoder(cum, bits, stripe_rows)
 
 
 CODEC = Ctx()
+STRIPED = Ctx(3, "ctxs", True)

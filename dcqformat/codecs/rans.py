@@ -25,9 +25,11 @@ RANS_L = 1 << 23  # the state's lower bound after renormalisation
 MAX_BITS = 4  # contexts of 5..8-bit maps would need models larger than the data they code
 
 # decode_batch status codes
-OK, OUT_OF_BYTES, BAD_END, TOO_SHORT = 0, 1, 2, 3
+OK, OUT_OF_BYTES, BAD_END, TOO_SHORT, BAD_STRIPES = 0, 1, 2, 3, 4
 MESSAGES = {OUT_OF_BYTES: "needs more bytes than it has", BAD_END: "does not end in the initial state "
-            "with every byte read", TOO_SHORT: "is shorter than the 4-byte rANS state"}
+            "with every byte read", TOO_SHORT: "is shorter than the 4-byte rANS state",
+            BAD_STRIPES: "has a stripe table that does not fit it (each stripe >= 4 bytes, all summing to the "
+            "payload)"}
 
 
 def context_count(bits: int) -> int:
@@ -137,14 +139,15 @@ def _symbol(cum, c, slot, k):
 
 
 @_helper
-def _decode_one(data, start, end, h, w, mask_data, mo, patch_h, patch_w, bits, cum, work):
-    """Decode one payload into the flat index map ``work``; return its status."""
+def _decode_one(data, start, end, h, w, mask_data, mo, patch_h, patch_w, bits, cum, work, y0):
+    """Decode one payload (a sample, or a stripe of it whose first row is the sample's row
+    ``y0``) into the flat index map ``work`` of its ``h`` rows; return its status."""
     if end - start < 4:
         return TOO_SHORT
     x, p, k = _state(data, start), start + 4, 1 << bits
     gw = (w + patch_w - 1) // patch_w
     for y in range(h):
-        gy = (y // patch_h) * gw
+        gy = ((y0 + y) // patch_h) * gw
         i = y * w
         for xx in range(w):
             if mo >= 0:
@@ -174,11 +177,12 @@ def _decode_one(data, start, end, h, w, mask_data, mo, patch_h, patch_w, bits, c
 
 
 @_helper
-def _decode_two(data, start1, end1, start2, end2, h, w, bits, cum, work1, work2, out, base1, base2):
-    """:func:`_decode_one` of two unmasked payloads of one size in lockstep, each bit-packed as it
-    goes into the zeroed streams at ``out[base1]`` and ``out[base2]``: two independent dependency
-    chains that the CPU overlaps (written out twice for that reason). False when either is not
-    right: the caller then clears both streams and decodes each alone to say which."""
+def _decode_two(data, start1, end1, start2, end2, h, w, bits, cum, work1, work2, out, base1, base2, pix1, pix2):
+    """:func:`_decode_one` of two unmasked payloads of one size (samples or stripes) in lockstep,
+    each bit-packed as it goes as pixels ``pix1...`` and ``pix2...`` of the zeroed streams at
+    ``out[base1]`` and ``out[base2]``: two independent dependency chains that the CPU overlaps
+    (written out twice for that reason). False when either is not right: the caller then decodes
+    each alone to say which (packing the same values again changes no bit)."""
     if end1 - start1 < 4 or end2 - start2 < 4:
         return False
     x1, p1, x2, p2, k = _state(data, start1), start1 + 4, _state(data, start2), start2 + 4, 1 << bits
@@ -217,8 +221,8 @@ def _decode_two(data, start1, end1, start2, end2, h, w, bits, cum, work1, work2,
                     p2 += 1
             work1[i] = s1
             work2[i] = s2
-            _put_index(out, base1, i, bits, s1)
-            _put_index(out, base2, i, bits, s2)
+            _put_index(out, base1, pix1 + i, bits, s1)
+            _put_index(out, base2, pix2 + i, bits, s2)
             i += 1
     return x1 == RANS_L and p1 == end1 and x2 == RANS_L and p2 == end2
 
@@ -242,40 +246,98 @@ def _pack(out, base, work, h, w, mask_data, mo, patch_h, patch_w, bits):
                 j += 1
 
 
+@_kernel()
+def stripe_jobs(data, offsets, lengths, heights, widths, mask_offsets, stripe_rows, first_rows, last_rows, jobs,
+                status):
+    """The stripes to decode (spec §5.3): for sample ``b``, those holding rows ``first_rows[b]``
+    to ``last_rows[b] - 1`` (every stripe of a masked sample). Row ``j`` of ``jobs`` is (sample,
+    payload start, payload end, first row, rows); return how many (``status[b]`` says when a
+    sample's stripe table is wrong)."""
+    n = 0
+    for b in range(offsets.shape[0]):
+        h = heights[b]
+        rows = h if stripe_rows == 0 else min(stripe_rows, h)
+        k = (h + rows - 1) // rows
+        pos, end = offsets[b] + 4 * (k - 1), offsets[b] + lengths[b]
+        if pos > end:
+            status[b] = BAD_STRIPES
+            continue
+        first, last = (0, h) if mask_offsets[b] >= 0 else (first_rows[b], last_rows[b])
+        for s in range(k):
+            size = end - pos
+            if s < k - 1:
+                q = offsets[b] + 4 * s
+                size = np.int64(data[q]) | (np.int64(data[q + 1]) << 8) | (np.int64(data[q + 2]) << 16) \
+                    | (np.int64(data[q + 3]) << 24)
+            if size < 4 or pos + size > end or (s == k - 1 and pos + size != end):
+                status[b] = BAD_STRIPES
+                break
+            y0 = s * rows
+            if y0 < last and y0 + rows > first:
+                jobs[n, 0], jobs[n, 1], jobs[n, 2], jobs[n, 3], jobs[n, 4] = b, pos, pos + size, y0, min(rows, h - y0)
+                n += 1
+            pos += size
+    return n
+
+
+@_helper
+def _pack_rows(out, base, work, count, pix, bits):
+    """Bit-pack ``count`` decoded indices of ``work`` as pixels ``pix...`` of the stream at ``out[base]``."""
+    for i in range(count):
+        _put_index(out, base, pix + i, bits, work[i])
+
+
+@_helper
+def _lane(data, job, heights, widths, mask_data, mask_offsets, patch_h, patch_w, bits, cum, maps, map_offsets, out,
+          out_offsets, status):
+    """Decode one job alone (see :func:`decode_batch`)."""
+    b, y0, rows = job[0], job[3], job[4]
+    w, mo = widths[b], mask_offsets[b]
+    first = map_offsets[b] + y0 * w
+    work = maps[first : first + rows * w]
+    result = _decode_one(data, job[1], job[2], rows, w, mask_data, mo, patch_h, patch_w, bits, cum, work, y0)
+    if result != OK:
+        status[b] = result
+    elif mo < 0:
+        _pack_rows(out, out_offsets[b], work, rows * w, y0 * w, bits)
+
+
 @_kernel(parallel=True)
-def decode_batch(data, offsets, lengths, heights, widths, mask_data, mask_offsets, patch_h, patch_w, bits, cum,
-                 out, out_offsets, status):
-    """Decode payloads ``data[offsets[b] : offsets[b] + lengths[b]]`` into the zeroed bit streams
-    at ``out[out_offsets[b]]`` (the sample's kept pixels in stream order, spec §5); ``status[b]``
-    is OK or what is wrong. Samples with ``mask_offsets[b] >= 0`` are masked (spec §7). Pairs
-    of unmasked samples of one size are decoded in lockstep."""
-    for q in prange((offsets.shape[0] + 1) // 2):
-        b = 2 * q
-        pair = b + 1 < offsets.shape[0] and mask_offsets[b] < 0 and mask_offsets[b + 1] < 0 \
-            and heights[b] == heights[b + 1] and widths[b] == widths[b + 1]
+def decode_batch(data, jobs, heights, widths, mask_data, mask_offsets, patch_h, patch_w, bits, cum, maps,
+                 map_offsets, out, out_offsets, status):
+    """Decode the stripes ``jobs`` (:func:`stripe_jobs`) into the zeroed index maps at
+    ``maps[map_offsets[b]]`` and the zeroed bit streams at ``out[out_offsets[b]]`` (the sample's
+    kept pixels in stream order, spec §5); ``status[b]`` is OK or what is wrong. Pairs of
+    unmasked stripes of one size (two stripes of an image, or two small images) are decoded in
+    lockstep; masked samples are packed once all their stripes are decoded."""
+    for q in prange((jobs.shape[0] + 1) // 2):
+        j = 2 * q
+        pair = False
+        if j + 1 < jobs.shape[0]:
+            b1, b2 = jobs[j, 0], jobs[j + 1, 0]
+            pair = mask_offsets[b1] < 0 and mask_offsets[b2] < 0 and jobs[j, 4] == jobs[j + 1, 4] \
+                and widths[b1] == widths[b2]
         if pair:
-            h, w = heights[b], widths[b]
-            work1, work2 = np.empty(h * w, np.uint8), np.empty(h * w, np.uint8)
-            s1, e1, s2, e2 = offsets[b], offsets[b] + lengths[b], offsets[b + 1], offsets[b + 1] + lengths[b + 1]
-            o1, o2 = out_offsets[b], out_offsets[b + 1]
+            w, rows = widths[b1], jobs[j, 4]
+            f1, f2 = map_offsets[b1] + jobs[j, 3] * w, map_offsets[b2] + jobs[j + 1, 3] * w
+            work1, work2 = maps[f1 : f1 + rows * w], maps[f2 : f2 + rows * w]
+            s1, e1, s2, e2 = jobs[j, 1], jobs[j, 2], jobs[j + 1, 1], jobs[j + 1, 2]
+            o1, o2, p1, p2 = out_offsets[b1], out_offsets[b2], jobs[j, 3] * w, jobs[j + 1, 3] * w
             if bits == 1:  # a literal bit depth lets the compiler specialise the inner loop (1.2x)
-                ok = _decode_two(data, s1, e1, s2, e2, h, w, 1, cum, work1, work2, out, o1, o2)
+                ok = _decode_two(data, s1, e1, s2, e2, rows, w, 1, cum, work1, work2, out, o1, o2, p1, p2)
             elif bits == 2:
-                ok = _decode_two(data, s1, e1, s2, e2, h, w, 2, cum, work1, work2, out, o1, o2)
+                ok = _decode_two(data, s1, e1, s2, e2, rows, w, 2, cum, work1, work2, out, o1, o2, p1, p2)
             elif bits == 3:
-                ok = _decode_two(data, s1, e1, s2, e2, h, w, 3, cum, work1, work2, out, o1, o2)
+                ok = _decode_two(data, s1, e1, s2, e2, rows, w, 3, cum, work1, work2, out, o1, o2, p1, p2)
             else:
-                ok = _decode_two(data, s1, e1, s2, e2, h, w, 4, cum, work1, work2, out, o1, o2)
+                ok = _decode_two(data, s1, e1, s2, e2, rows, w, 4, cum, work1, work2, out, o1, o2, p1, p2)
             if ok:
-                status[b] = status[b + 1] = OK
                 continue
-            for o in (o1, o2):  # undo what the pair wrote before it stopped
-                out[o : o + (h * w * bits + 7) // 8] = 0
-        for c in range(b, min(b + 2, offsets.shape[0])):  # alone, or a pair that failed: say which
-            h, w, mo = heights[c], widths[c], mask_offsets[c]
-            work = np.empty(h * w, np.uint8)
-            status[c] = _decode_one(data, offsets[c], offsets[c] + lengths[c], h, w, mask_data, mo, patch_h,
-                                    patch_w, bits, cum, work)
-            if status[c] == OK:
-                _pack(out, out_offsets[c], work, h, w, mask_data, mo, patch_h, patch_w, bits)
+        for c in range(j, min(j + 2, jobs.shape[0])):  # alone, or a pair that failed: say which
+            _lane(data, jobs[c], heights, widths, mask_data, mask_offsets, patch_h, patch_w, bits, cum, maps,
+                  map_offsets, out, out_offsets, status)
+    for b in prange(heights.shape[0]):
+        if mask_offsets[b] >= 0 and status[b] == OK:
+            _pack(out, out_offsets[b], maps[map_offsets[b] :], heights[b], widths[b], mask_data, mask_offsets[b],
+                  patch_h, patch_w, bits)
     return status

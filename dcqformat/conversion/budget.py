@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _layout as L
+from .. import codecs
 from ..errors import DcqError
 from ..format.reader import open as open_dcq
 from ..format.writer import DcqWriter
@@ -26,7 +27,7 @@ from ..pipeline.imaging import ImageCache
 from ..pipeline.options import ConvertConfig
 from ..quantize.simple_quant import pillow_quantize
 
-DECODE_ORDER = ("packed", "zstd", "ctx")  # fastest to decode first
+DECODE_ORDER = ("packed", "zstd", "ctxs", "ctx")  # fastest to decode first (ctxs: on crops)
 FILE_OVERHEAD = 4096  # header, section table, metadata, alignment: bytes per file, about
 
 
@@ -57,7 +58,7 @@ def estimates(cache: ImageCache, cfg: ConvertConfig, sample: int = 64) -> list[E
             shared = cfg.method in ("dcq", "autopalette-shared")
             palettes = (min(cfg.clusters, n) if shared else n) * k * cfg.channels / n
             for codec in DECODE_ORDER:
-                if codec == "ctx" and bits > 4:
+                if bits > codecs.max_bits(codec):
                     continue
                 path = Path(tmp) / f"{bits}-{codec}.dcq"
                 with DcqWriter(path, bits=bits, channels=cfg.channels, codec=codec,

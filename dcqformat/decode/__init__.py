@@ -16,6 +16,7 @@ from .batch import (
     Streams,
     concat,
     crop_arguments,
+    crop_rows,
     decode_crops,
     decode_images,
     decode_indices,
@@ -25,5 +26,5 @@ from .batch import (
     set_parallel,
 )
 
-__all__ = ["PaletteSet", "Streams", "concat", "crop_arguments", "decode_crops", "decode_images", "decode_indices",
-           "decode_masked_crops", "kept_pixels", "resample_planes", "set_parallel"]
+__all__ = ["PaletteSet", "Streams", "concat", "crop_arguments", "crop_rows", "decode_crops", "decode_images",
+           "decode_indices", "decode_masked_crops", "kept_pixels", "resample_planes", "set_parallel"]

@@ -259,6 +259,14 @@ def resample_planes(images: np.ndarray, tables: np.ndarray, boxes: np.ndarray, f
     return out
 
 
+def crop_rows(boxes: np.ndarray) -> np.ndarray:
+    """(N, 2) rows ``(first, end)`` that crops of windows ``boxes`` (N, 4: y0, x0, h, w) can read,
+    nearest or bilinear (one row of margin each side; clipped to the image by the codec)."""
+    first = np.floor(boxes[:, 0]) - 1
+    end = np.ceil(boxes[:, 0] + boxes[:, 2]) + 2
+    return np.clip(np.stack([first, end], 1), 0, None).astype(np.int64)
+
+
 def crop_arguments(n: int, channels: int, table: np.ndarray, fill: Any, boxes: np.ndarray,
                    flips: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes, flips and fill in the types :func:`decode_crops` takes."""

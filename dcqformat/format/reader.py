@@ -17,6 +17,7 @@ from ..decode import (
     Streams,
     bitpack,
     crop_arguments,
+    crop_rows,
     decode_crops,
     decode_images,
     decode_indices,
@@ -252,15 +253,16 @@ class DcqReader(RecordViews):
                 self._sizes.pop(next(iter(self._sizes)))
         return sizes
 
-    def _named_streams(self, idx: np.ndarray) -> Streams:
-        """:meth:`streams` of checked indices; errors name the file."""
+    def _named_streams(self, idx: np.ndarray, rows: np.ndarray | None = None) -> Streams:
+        """:meth:`streams` of checked indices (only rows ``rows``, when given, need be right: see
+        :class:`dcqformat.codecs.Shapes`); errors name the file."""
         try:
-            return self._streams(idx)
+            return self._streams(idx, rows)
         except DcqError as exc:
             exc.path = exc.path or str(self.path)
             raise
 
-    def _streams(self, idx: np.ndarray) -> Streams:
+    def _streams(self, idx: np.ndarray, rows: np.ndarray | None = None) -> Streams:
         rec = self._records
         offsets, lengths = rec.get("payload_offset", idx), rec.get("payload_length", idx)
         h, w = rec.constant("height"), rec.constant("width")
@@ -278,7 +280,7 @@ class DcqReader(RecordViews):
         if self._decoder.needs_sizes:
             pixels = kept_pixels(hs, ws, self._masks, mask_offsets, self.patch_size)
             sizes = np.ascontiguousarray(bitpack.packed_size(pixels, self.bits), dtype=np.int64)
-        shapes = codecs.Shapes(hs, ws, self.patch_size, self._masks, mask_offsets)
+        shapes = codecs.Shapes(hs, ws, self.patch_size, self._masks, mask_offsets, rows)
         data, offsets = self._decoder.decode(self._data, idx, offsets, lengths, sizes,
                                              self.header.sections[L.TAG_DATA].offset, shapes)
         return Streams(data, offsets, hs, ws, rec.get("palette_id", idx), self.bits, self.patch_size,
@@ -321,7 +323,7 @@ class DcqReader(RecordViews):
         elif out.shape != shape or out.dtype != table.dtype:
             raise ValueError(f"out must be {table.dtype} {shape}, got {out.dtype} {out.shape}")
         if idx.size:
-            decode_crops(self._named_streams(idx), table, fill_c, boxes, flips, out,
+            decode_crops(self._named_streams(idx, crop_rows(boxes)), table, fill_c, boxes, flips, out,
                                 bilinear=interpolation == "bilinear", chw=layout == "NCHW")
         return out
 

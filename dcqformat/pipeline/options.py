@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .. import _layout as L
+from .. import codecs
 
 QUANTIZERS = ("dcq", "mediancut", "octree", "kmeans", "autopalette", "autopalette-shared")
 SELECTIONS = ("random", "dq", "adq", "graphcut")
@@ -130,8 +131,9 @@ class ConvertConfig:
         if not isinstance(self.palette_losses, str) or any(t not in ("max", "balance", "align") for t in losses):
             raise OptionError("palette_losses",
                               f"must be a comma list of max, balance, align, got {self.palette_losses!r}")
-        if self.codec == "ctx" and self.bits > 4:
-            raise OptionError("bits", f"codec ctx codes 1..4 bits, got {self.bits} (use packed or zstd)")
+        if self.codec in L.CODECS and self.bits > codecs.max_bits(self.codec):
+            raise OptionError("bits", f"codec {self.codec} codes 1..{codecs.max_bits(self.codec)} bits, got "
+                              f"{self.bits} (use packed or zstd)")
         if self.channels not in L.CHANNELS:
             raise OptionError("channels", f"must be 1 or 3, got {self.channels!r}")
         floats: dict[str, tuple[float, float, bool]] = {

@@ -1,4 +1,5 @@
-"""Codec ``ctx`` (spec/FORMAT.md §5.3) written the slow, obvious way, from the spec alone.
+"""Codecs ``ctx`` (spec/FORMAT.md §5.3) and ``ctxs`` (§5.4) written the slow, obvious way, from the
+spec alone.
 
 Used by make_vectors.py to build the ctx test vectors, and by the tests as the plain twin of
 the Numba kernels in dcqformat/codecs/rans.py (same bytes out, same maps back). Python ints only.
@@ -141,15 +142,49 @@ def decode(payload: bytes, kept: list[bool], h: int, w: int, bits: int, freqs: l
     return work
 
 
-def model_section(bits: int, freqs: list[list[int]]) -> bytes:
-    """CTXM: bits, prob_bits, reserved u16, context_count u32, zlib stream of u16 frequencies."""
+def model_section(bits: int, freqs: list[list[int]], stripe_rows: int = 0) -> bytes:
+    """CTXM: bits, prob_bits, stripe_rows u16 (ctxs; 0 for ctx), context_count u32, zlib stream of u16
+    frequencies."""
     table = b"".join(struct.pack("<H", f) for row in freqs for f in row)
-    return struct.pack("<BBHI", bits, PROB_BITS, 0, len(freqs)) + zlib.compress(table, 9)
+    return struct.pack("<BBHI", bits, PROB_BITS, stripe_rows, len(freqs)) + zlib.compress(table, 9)
 
 
-def model(samples: list[tuple[list[int], list[bool], int, int]], bits: int) -> list[list[int]]:
-    """Frequencies counted on ``samples`` (raster values, kept flags, h, w)."""
+def stripes(values: list[int], kept: list[bool], h: int, w: int, stripe_rows: int) -> list[tuple[list[int], list[bool], int, int]]:
+    """§5.4: the map cut into stripes of ``stripe_rows`` rows (0: one stripe), each an image of its own."""
+    rows = h if stripe_rows == 0 else min(stripe_rows, h)
+    return [(values[y * w : min(y + rows, h) * w], kept[y * w : min(y + rows, h) * w], min(rows, h - y), w)
+            for y in range(0, h, rows)]
+
+
+def model(samples: list[tuple[list[int], list[bool], int, int]], bits: int, stripe_rows: int = 0) -> list[list[int]]:
+    """Frequencies counted on ``samples`` (raster values, kept flags, h, w), stripe by stripe."""
     table = [[0] * (1 << bits) for _ in range(context_count(bits))]
     for values, kept, h, w in samples:
-        counts(values, kept, h, w, bits, table)
+        for part in stripes(values, kept, h, w, stripe_rows):
+            counts(*part, bits, table)
     return [normalise(row) for row in table]
+
+
+def encode_striped(values: list[int], kept: list[bool], h: int, w: int, bits: int, freqs: list[list[int]],
+                   stripe_rows: int) -> bytes:
+    """A ``ctxs`` payload: the u32 lengths of all stripes but the last, then each stripe's ctx payload."""
+    parts = [encode(*part, bits, freqs) for part in stripes(values, kept, h, w, stripe_rows)]
+    return b"".join(struct.pack("<I", len(p)) for p in parts[:-1]) + b"".join(parts)
+
+
+def decode_striped(payload: bytes, kept: list[bool], h: int, w: int, bits: int, freqs: list[list[int]],
+                   stripe_rows: int) -> list[int]:
+    """The raster map of a ``ctxs`` payload; raises ValueError when corrupt."""
+    parts = stripes([0] * (h * w), kept, h, w, stripe_rows)
+    table = 4 * (len(parts) - 1)
+    if len(payload) < table:
+        raise ValueError("shorter than its stripe table")
+    sizes = [struct.unpack_from("<I", payload, 4 * k)[0] for k in range(len(parts) - 1)]
+    sizes.append(len(payload) - table - sum(sizes))
+    if any(size < 4 for size in sizes):
+        raise ValueError("bad stripe table")
+    work, pos = [], table
+    for (_, keep, rows, _), size in zip(parts, sizes):
+        work += decode(payload[pos : pos + size], keep, rows, w, bits, freqs)
+        pos += size
+    return work

@@ -21,7 +21,7 @@ import numpy as np
 import zstandard
 
 HERE = Path(__file__).parent
-CODECS = {"packed": 0, "zstd": 1, "ctx": 2}
+CODECS = {"packed": 0, "zstd": 1, "ctx": 2, "ctxs": 3}
 MAGIC = b"\x89DCQ\r\n\x1a\n"
 FIELDS = ["palette_id", "label", "height", "width", "source_index", "payload_offset", "payload_length",
           "mask_offset", "flags"]
@@ -108,7 +108,8 @@ def canonical_widths(records: list[dict]) -> dict[str, int]:
 
 
 def build(images, palettes, bits, channels, *, labels=None, codec="packed", patch=None, masks=None,
-          widths=None, meta=None, weights=None, zdict=None, extra=(), minor=0, extra_fields=0, block=4096):
+          widths=None, meta=None, weights=None, zdict=None, extra=(), minor=0, extra_fields=0, block=4096,
+          stripe_rows=0):
     """Assemble a file; return (bytes, expected decoded images)."""
     palettes = np.asarray(palettes, np.uint8)
     data, records, mask_bytes, expected = b"", [], b"", []
@@ -118,14 +119,14 @@ def build(images, palettes, bits, channels, *, labels=None, codec="packed", patc
         zc = zstandard.ZstdCompressor(level=19, dict_data=zd, write_content_size=False, write_checksum=False,
                                       write_dict_id=False)
     model = None
-    if codec == "ctx":  # §5.3: the model counted on every sample, then each payload coded under it
+    if codec in ("ctx", "ctxs"):  # §5.3: the model counted on every sample, then each payload coded under it
         plain = []
         for i, (idx, _) in enumerate(images):
             h, w = np.shape(idx)
             dropped = None if masks is None or masks[i] is None else \
                 np.asarray(masks[i], bool).reshape(-(-h // patch[0]), -(-w // patch[1])).tolist()
             plain.append(([int(v) for v in np.asarray(idx).reshape(-1)], ctx.kept_pixels(h, w, patch, dropped), h, w))
-        model = ctx.model(plain, bits)
+        model = ctx.model(plain, bits, stripe_rows)
     for i, (idx, pid) in enumerate(images):
         idx = np.asarray(idx, np.uint8)
         h, w = idx.shape
@@ -154,8 +155,10 @@ def build(images, palettes, bits, channels, *, labels=None, codec="packed", patc
         payload = pack_bits([int(idx[y, x]) for y, x in order], bits)
         if zc is not None:
             payload = zc.compress(payload)
-        if model is not None:
+        if model is not None and codec == "ctx":
             payload = ctx.encode(*plain[i][:2], h, w, bits, model)
+        elif model is not None:  # §5.4: stripes
+            payload = ctx.encode_striped(*plain[i][:2], h, w, bits, model, stripe_rows)
         records.append(dict(palette_id=pid, label=(labels[i] if labels else -1), height=h, width=w,
                             source_index=i, payload_offset=len(data), payload_length=len(payload),
                             mask_offset=moff, flags=flags))
@@ -173,7 +176,7 @@ def build(images, palettes, bits, channels, *, labels=None, codec="packed", patc
     if zdict:
         secs.append((b"ZDCT", 0, zdict))
     if model is not None:
-        secs.append((b"CTXM", 0, ctx.model_section(bits, model)))
+        secs.append((b"CTXM", 0, ctx.model_section(bits, model, stripe_rows)))
     if weights is not None:
         secs.append((b"WGHT", 0, weights))
     secs += list(extra)
@@ -252,6 +255,27 @@ def ctx_vectors() -> dict[str, tuple]:
     return v
 
 
+def ctxs_vectors() -> dict[str, tuple]:
+    """Codec ctxs (1.2): maps taller than a stripe, short ones, a masked one whose patches straddle
+    stripes (own generator)."""
+    rng = np.random.default_rng(20261202)
+
+    def smooth(h, w, bits):
+        ramp = np.add.outer(np.arange(h) * int(rng.integers(1, 3)), np.arange(w)) // 3
+        noise = (rng.random((h, w)) < 0.1) * rng.integers(0, 1 << bits, (h, w))
+        return (ramp + noise) % (1 << bits)
+
+    v = {}
+    pal2 = rng.integers(0, 256, (2, 4, 3))
+    v["ctxs-2bit"] = build([(smooth(*s, 2), i % 2) for i, s in enumerate([(9, 8), (8, 8), (3, 7), (1, 1), (7, 5)])],
+                           pal2, 2, 3, codec="ctxs", labels=[0, 1, 2, 3, 4], minor=2, stripe_rows=3)
+    gray3 = rng.integers(0, 256, (1, 8, 1))
+    v["ctxs-3bit-masked-gray"] = build([(smooth(7, 6, 3), 0), (smooth(5, 5, 3), 0)], gray3, 3, 1, codec="ctxs",
+                                       patch=(2, 2), masks=[[1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0], None], minor=2,
+                                       stripe_rows=3)
+    return v
+
+
 def canonical_vectors(rng: np.random.Generator) -> dict[str, tuple]:
     """Files exactly as DcqWriter must write them; their inputs are saved beside them."""
     out = {}
@@ -305,6 +329,19 @@ def rehead(blob: bytes, offset: int, fmt: str, value) -> bytes:  # type: ignore[
     struct.pack_into(fmt, b, offset, value)
     struct.pack_into("<I", b, 60, zlib.crc32(bytes(b[:60])))
     return bytes(b)
+
+
+def invalid_ctxs_vectors(sbase: bytes) -> dict[str, tuple[bytes, str, str, str]]:
+    """ctxs: a stripe table that does not fit its payload; a CTXM without a stripe height."""
+    def longer_first_stripe(s: bytearray) -> None:  # sample 0's first stripe length beyond its payload
+        struct.pack_into("<I", s, 0, struct.unpack_from("<I", s, 0)[0] + 4096)
+
+    return {
+        "ctxs-stripe-table": (patch_section(sbase, b"DATA", longer_first_stripe), "CorruptFile", "decode",
+                              "stripe table"),
+        "ctxs-no-stripe-rows": (patch_section(sbase, b"CTXM", lambda s: s.__setitem__(slice(2, 4), b"\0\0")),
+                                "CorruptFile", "open", "stripe height"),
+    }
 
 
 def invalid_ctx_vectors(cbase: bytes) -> dict[str, tuple[bytes, str, str, str]]:
@@ -408,6 +445,7 @@ def main() -> None:
     manifest = {"valid": {}, "invalid": {}}
     valid = valid_vectors(rng)
     valid.update(ctx_vectors())
+    valid.update(ctxs_vectors())
     for name, (blob, expected, records) in valid.items():
         (HERE / "valid" / f"{name}.dcq").write_bytes(blob)
         arrays = {f"x{i}": img for i, img in enumerate(expected)}
@@ -431,6 +469,7 @@ def main() -> None:
     base = valid["rgb-2bit-shared"][0]
     invalid = invalid_vectors(base, valid["rgb-2bit-zstd"][0])
     invalid.update(invalid_ctx_vectors(valid["ctx-2bit"][0]))
+    invalid.update(invalid_ctxs_vectors(valid["ctxs-2bit"][0]))
     for name, (blob, err, when, fragment) in invalid.items():
         (HERE / "invalid" / f"{name}.dcq").write_bytes(blob)
         manifest["invalid"][name] = {"error": err, "when": when, "message": fragment}
