@@ -12,14 +12,17 @@ compared on identical maps. Baselines, in the same run and on the same resized p
 JPEG q75 and q90, WebP q50 and lossless, and the index maps as optimised PNG-8
 (``optimize=True``); simplejpeg (libjpeg-turbo) when installed. Decode speed is images per
 CPU-second on one core (``NUMBA_NUM_THREADS=1``, best of ``--repeats``), with ns per pixel.
+At 224 px, the 2-bit files also decode RandomResizedCrop(224) windows (bilinear, uint8) against
+their whole images into the same output: what a crop-aware codec (``ctxs``) saves.
 
 The physical limit: a decoded image is H x W x 3 bytes written; this machine's memory bandwidth
 (a large NumPy copy, bytes written per second) divided by that is the most images per second a
 decoder that writes every pixel once can reach. Each row says how close it gets.
 
 The pipeline section (224 px only; batch 128): DCQDataset through a DataLoader with 2 workers,
-DCQLoader, and the WebDataset pipeline, each on the 2-bit file of every codec, against a Pillow
-JPEG (q90) ImageFolder pipeline with the same workers; images per second of wall time and per
+DCQLoader (normalised float32 out, and uint8 out for normalising on the device), and the
+WebDataset pipeline, each on the 2-bit file of every codec, against a Pillow JPEG (q90)
+ImageFolder pipeline with the same workers; images per second of wall time and per
 CPU-second (this process and its workers). Results go to benchmarks/results/bench_photos.json.
 """
 
@@ -161,6 +164,30 @@ def decode_rows(images: np.ndarray, labels: np.ndarray, bits_list: list[int], wo
     return rows, files
 
 
+def crop_rows(files: dict[str, Path], n: int, repeats: int) -> list[dict]:
+    """Fused decode + RandomResizedCrop(224) windows (bilinear, uint8 CHW) on one core, against
+    decoding the whole image into the same output: what crop-aware decoding (ctxs) saves."""
+    from dcqformat.loaders import RandomResizedCrop
+
+    rows = []
+    for codec, path in files.items():
+        r = dcqformat.open(path)
+        hs, ws = r.field("height"), r.field("width")
+        import torch
+
+        crop, _ = RandomResizedCrop(224).windows(hs, ws, torch.Generator().manual_seed(0))
+        whole = np.stack([np.zeros(n), np.zeros(n), hs, ws], 1)
+        out = np.empty((n, 3, 224, 224), np.uint8)
+        rates = {}
+        for name, boxes in (("crop", crop), ("whole", whole)):
+            rates[name] = cpu_rate(lambda b=boxes, r=r, o=out: r.decode_crops(np.arange(n), b, (224, 224),
+                                                                              interpolation="bilinear", out=o),
+                                   n, repeats)
+        rows.append({"codec": codec, "crop_img_s": rates["crop"], "whole_img_s": rates["whole"],
+                     "gain": rates["crop"] / rates["whole"]})
+    return rows
+
+
 # -- the training input pipeline ------------------------------------------------------------------
 class JpegFolder:
     """A Pillow JPEG ImageFolder with RandomResizedCrop(224) + flip + normalise (torchvision's recipe,
@@ -235,6 +262,10 @@ def pipeline_rows(images: np.ndarray, labels: np.ndarray, files: dict[str, Path]
         wall, cpu = pipeline_rate(lambda path=path: DCQLoader(DCQDataset(path, augment=aug, mean=MEAN, std=STD),
                                                               batch_size=batch, shuffle=True))
         rows.append({"loader": "DCQLoader", "codec": codec, "img_s": wall, "img_cpu_s": cpu})
+        wall, cpu = pipeline_rate(lambda path=path: DCQLoader(DCQDataset(path, augment=aug), batch_size=batch,
+                                                              shuffle=True))
+        rows.append({"loader": "DCQLoader, uint8 out (normalised on the device)", "codec": codec, "img_s": wall,
+                     "img_cpu_s": cpu})
         side, shards = write_shards(path, str(work / f"wds-{codec}" / "p-%06d.tar"), shards=workers)
         wall, cpu = pipeline_rate(lambda shards=shards, side=side: torch.utils.data.DataLoader(
             dcq_pipeline(shards, side, batch_size=batch, augment=aug, mean=MEAN, std=STD, dtype=torch.float32),
@@ -262,7 +293,7 @@ def main() -> None:
     bandwidth = memory_bandwidth()
     print(f"memory bandwidth (NumPy copy, bytes written): {bandwidth / 1e9:.1f} GB/s; numba threads "
           f"{numba.get_num_threads()}")
-    decode, pipeline = [], []
+    decode, pipeline, crops = [], [], []
     with tempfile.TemporaryDirectory() as d:
         for size in args.sizes:
             t = time.perf_counter()
@@ -273,6 +304,11 @@ def main() -> None:
             print(table(rows, [("size", "size", ""), ("storage", "storage", ""), ("bits", "bits", ""),
                                ("bytes", "B/image", ",.0f"), ("img_s", "img/CPU-s", ",.0f"),
                                ("ns_px", "ns/pixel", ".2f"), ("of_limit", "of memory limit", ".3f")]))
+            if size == 224 and 2 in files:
+                crops = crop_rows(files[2], len(images), args.repeats)
+                print(table(crops, [("codec", "2-bit file, RandomResizedCrop(224) bilinear uint8", ""),
+                                    ("crop_img_s", "crops img/CPU-s", ",.0f"),
+                                    ("whole_img_s", "whole images img/CPU-s", ",.0f"), ("gain", "x", ".2f")]))
             if size == 224 and not args.no_pipeline and 2 in files:
                 numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
                 pipeline = pipeline_rows(images, labels, files[2], Path(d), args.workers, args.batch)
@@ -280,7 +316,7 @@ def main() -> None:
                                        ("img_s", "img/s", ",.0f"), ("img_cpu_s", "img/CPU-s", ",.0f"),
                                        ("x_jpeg_cpu", "x Pillow JPEG per CPU-s", ".2f")]))
     path = save("bench_photos", {"photos": args.photos, "bandwidth_bytes_s": bandwidth, "decode": decode,
-                                 "pipeline": pipeline})
+                                 "crops": crops, "pipeline": pipeline})
     print(f"written {path}")
 
 

@@ -202,19 +202,21 @@ def test_corrupt_payloads_raise_and_name_the_sample(tmp_path):
                                       dcqformat.open(path).decode_batch([2, 4]))
 
 
-def test_cli_converts_with_ctx_and_info_says_so(tmp_path):
+@pytest.mark.parametrize("codec, version", [("ctx", "1.1"), ("ctxs", "1.2")])
+def test_cli_converts_with_ctx_and_info_says_so(tmp_path, codec, version):
     from common import gradient_npz
 
     gradient_npz(tmp_path / "src.npz", n=12, side=16, step=12, noise=20, classes=list("ab"), seed=1)
     out = tmp_path / "c.dcq"
     run = subprocess.run([sys.executable, "-m", "dcqformat", "convert", str(tmp_path / "src.npz"), str(out),
-                          "--method", "mediancut", "--bits", "3", "--codec", "ctx", "--quiet"],
+                          "--method", "mediancut", "--bits", "3", "--codec", codec, "--quiet"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     info = subprocess.run([sys.executable, "-m", "dcqformat", "info", str(out)], capture_output=True, text=True)
-    assert "codec ctx" in info.stdout
+    said = " ".join(info.stdout.split())
+    assert f"codec {codec} " in said + " " and f"dcq {version}," in said
     bad = subprocess.run([sys.executable, "-m", "dcqformat", "convert", str(tmp_path / "src.npz"),
-                          str(tmp_path / "d.dcq"), "--bits", "6", "--codec", "ctx"], capture_output=True, text=True)
+                          str(tmp_path / "d.dcq"), "--bits", "6", "--codec", codec], capture_output=True, text=True)
     assert bad.returncode == 2 and "1..4" in bad.stderr
 
 

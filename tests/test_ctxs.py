@@ -4,7 +4,6 @@ reference, crop-aware decoding (only the stripes a crop touches), round trips, c
 from __future__ import annotations
 
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
@@ -137,15 +136,3 @@ def test_corrupt_stripe_tables_name_the_sample(tmp_path):
         np.testing.assert_array_equal(dcqformat.open(bad).decode_batch([0, 3]),
                                       dcqformat.open(path).decode_batch([0, 3]))
 
-
-def test_cli_converts_with_ctxs(tmp_path):
-    from common import gradient_npz
-
-    gradient_npz(tmp_path / "src.npz", n=8, side=80, step=12, noise=20, classes=list("ab"), seed=1)
-    out = tmp_path / "c.dcq"
-    run = subprocess.run([sys.executable, "-m", "dcqformat", "convert", str(tmp_path / "src.npz"), str(out),
-                          "--method", "mediancut", "--bits", "2", "--codec", "ctxs", "--quiet"],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    info = subprocess.run([sys.executable, "-m", "dcqformat", "info", str(out)], capture_output=True, text=True)
-    assert "codec ctxs" in info.stdout and "dcq 1.2" in info.stdout

@@ -49,6 +49,16 @@ def _left(work, w, i, x):
 
 
 @_helper
+def _combine(left, up, ul, ur, bits):
+    """The context of a pixel from its four neighbours' values (spec §5.3)."""
+    if bits <= 2:
+        return (ur << (3 * bits)) | (ul << (2 * bits)) | (up << bits) | left
+    pattern = np.int64(ul == left) | (np.int64(ul == up) << 1) | (np.int64(ur == up) << 2) \
+        | (np.int64(ur == left) << 3)
+    return (pattern << (2 * bits)) | (up << bits) | left
+
+
+@_helper
 def _context(work, w, i, x, bits):
     """Context of flat pixel ``i`` (column ``x``) of an image ``w`` wide (spec §5.3)."""
     left = _left(work, w, i, x)
@@ -58,11 +68,7 @@ def _context(work, w, i, x, bits):
         ur = np.int64(work[i - w + 1]) if x < w - 1 else up
     else:
         up = ul = ur = left
-    if bits <= 2:
-        return (ur << (3 * bits)) | (ul << (2 * bits)) | (up << bits) | left
-    pattern = np.int64(ul == left) | (np.int64(ul == up) << 1) | (np.int64(ur == up) << 2) \
-        | (np.int64(ur == left) << 3)
-    return (pattern << (2 * bits)) | (up << bits) | left
+    return _combine(left, up, ul, ur, bits)
 
 
 @_kernel()
@@ -141,7 +147,8 @@ def _symbol(cum, c, slot, k):
 @_helper
 def _decode_one(data, start, end, h, w, mask_data, mo, patch_h, patch_w, bits, cum, work, y0):
     """Decode one payload (a sample, or a stripe of it whose first row is the sample's row
-    ``y0``) into the flat index map ``work`` of its ``h`` rows; return its status."""
+    ``y0``) into the flat index map ``work`` of its ``h`` rows; return its status. The left,
+    up-left and up neighbours stay in registers, as in :func:`_decode_two`."""
     if end - start < 4:
         return TOO_SHORT
     x, p, k = _state(data, start), start + 4, 1 << bits
@@ -149,80 +156,84 @@ def _decode_one(data, start, end, h, w, mask_data, mo, patch_h, patch_w, bits, c
     for y in range(h):
         gy = ((y0 + y) // patch_h) * gw
         i = y * w
+        u = np.int64(work[i - w]) if y > 0 else np.int64(0)
+        left, ul = u, u  # column 0: left = up-left = up (0 on the first row)
         for xx in range(w):
-            if mo >= 0:
-                g = gy + xx // patch_w
-                if (mask_data[mo + (g >> 3)] >> (g & 7)) & 1:
-                    work[i] = _left(work, w, i, xx)
-                    i += 1
-                    continue
-            c = _context(work, w, i, xx, bits)
-            slot = x & (PROB_SCALE - 1)
-            s = _symbol(cum, c, slot, k)
-            lo = np.int64(cum[c, s])
-            x = (np.int64(cum[c, s + 1]) - lo) * (x >> PROB_BITS) + slot - lo
-            if x < RANS_L:  # renormalise: one or two bytes
-                if p >= end:
+            if y > 0:
+                r = np.int64(work[i - w + 1]) if xx < w - 1 else u
+            else:
+                r = u = ul = left
+            g = gy + xx // patch_w
+            if mo >= 0 and (mask_data[mo + (g >> 3)] >> (g & 7)) & 1:
+                s = left  # a dropped pixel is not coded: it takes its left neighbour's value
+            else:
+                s, x, p = _step(data, p, end, x, _combine(left, u, ul, r, bits), cum, k)
+                if p < 0:
                     return OUT_OF_BYTES
-                x = (x << 8) | data[p]
-                p += 1
-                if x < RANS_L:
-                    if p >= end:
-                        return OUT_OF_BYTES
-                    x = (x << 8) | data[p]
-                    p += 1
             work[i] = s
+            left, ul, u = s, u, r
             i += 1
     return OK if x == RANS_L and p == end else BAD_END
+
+
+@_helper
+def _step(data, p, end, x, c, cum, k):
+    """Decode one symbol in context ``c`` from state ``x`` (payload read up to ``p``, ending at
+    ``end``): (symbol, state, position), position -1 when the payload runs out."""
+    slot = x & (PROB_SCALE - 1)
+    s = _symbol(cum, c, slot, k)
+    lo = np.int64(cum[c, s])
+    x = (np.int64(cum[c, s + 1]) - lo) * (x >> PROB_BITS) + slot - lo
+    if x < RANS_L:  # renormalise: one or two bytes
+        if p >= end:
+            return s, x, -1
+        x = (x << 8) | data[p]
+        p += 1
+        if x < RANS_L:
+            if p >= end:
+                return s, x, -1
+            x = (x << 8) | data[p]
+            p += 1
+    return s, x, p
 
 
 @_helper
 def _decode_two(data, start1, end1, start2, end2, h, w, bits, cum, work1, work2, out, base1, base2, pix1, pix2):
     """:func:`_decode_one` of two unmasked payloads of one size (samples or stripes) in lockstep,
     each bit-packed as it goes as pixels ``pix1...`` and ``pix2...`` of the zeroed streams at
-    ``out[base1]`` and ``out[base2]``: two independent dependency chains that the CPU overlaps
-    (written out twice for that reason). False when either is not right: the caller then decodes
-    each alone to say which (packing the same values again changes no bit)."""
+    ``out[base1]`` and ``out[base2]``: two independent dependency chains that the CPU overlaps.
+    Each lane keeps its left, up-left and up neighbours in registers (one load per pixel, and the
+    left one does not wait for the store of the pixel before). False when either is not right:
+    the caller then decodes each alone to say which (packing the same values again changes no bit)."""
     if end1 - start1 < 4 or end2 - start2 < 4:
         return False
     x1, p1, x2, p2, k = _state(data, start1), start1 + 4, _state(data, start2), start2 + 4, 1 << bits
     for y in range(h):
         i = y * w
+        if y > 0:
+            u1, u2 = np.int64(work1[i - w]), np.int64(work2[i - w])
+        else:
+            u1 = u2 = np.int64(0)
+        l1, l2, ul1, ul2 = u1, u2, u1, u2  # column 0: left = up-left = up (0 on the first row)
         for xx in range(w):
-            c1 = _context(work1, w, i, xx, bits)
-            c2 = _context(work2, w, i, xx, bits)
-            slot1 = x1 & (PROB_SCALE - 1)
-            slot2 = x2 & (PROB_SCALE - 1)
-            s1 = _symbol(cum, c1, slot1, k)
-            s2 = _symbol(cum, c2, slot2, k)
-            lo1 = np.int64(cum[c1, s1])
-            lo2 = np.int64(cum[c2, s2])
-            x1 = (np.int64(cum[c1, s1 + 1]) - lo1) * (x1 >> PROB_BITS) + slot1 - lo1
-            x2 = (np.int64(cum[c2, s2 + 1]) - lo2) * (x2 >> PROB_BITS) + slot2 - lo2
-            if x1 < RANS_L:
-                if p1 >= end1:
-                    return False
-                x1 = (x1 << 8) | data[p1]
-                p1 += 1
-                if x1 < RANS_L:
-                    if p1 >= end1:
-                        return False
-                    x1 = (x1 << 8) | data[p1]
-                    p1 += 1
-            if x2 < RANS_L:
-                if p2 >= end2:
-                    return False
-                x2 = (x2 << 8) | data[p2]
-                p2 += 1
-                if x2 < RANS_L:
-                    if p2 >= end2:
-                        return False
-                    x2 = (x2 << 8) | data[p2]
-                    p2 += 1
+            if y > 0:
+                r1 = np.int64(work1[i - w + 1]) if xx < w - 1 else u1
+                r2 = np.int64(work2[i - w + 1]) if xx < w - 1 else u2
+                c1 = _combine(l1, u1, ul1, r1, bits)
+                c2 = _combine(l2, u2, ul2, r2, bits)
+            else:
+                r1, r2 = l1, l2
+                c1 = _combine(l1, l1, l1, l1, bits)
+                c2 = _combine(l2, l2, l2, l2, bits)
+            s1, x1, p1 = _step(data, p1, end1, x1, c1, cum, k)
+            s2, x2, p2 = _step(data, p2, end2, x2, c2, cum, k)
+            if p1 < 0 or p2 < 0:
+                return False
             work1[i] = s1
             work2[i] = s2
             _put_index(out, base1, pix1 + i, bits, s1)
             _put_index(out, base2, pix2 + i, bits, s2)
+            l1, l2, ul1, ul2, u1, u2 = s1, s2, u1, u2, r1, r2
             i += 1
     return x1 == RANS_L and p1 == end1 and x2 == RANS_L and p2 == end2
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from functools import partial
 from pathlib import Path
 
 import ctx_reference as ctx
@@ -229,15 +230,18 @@ def valid_vectors(rng: np.random.Generator) -> dict[str, tuple]:
     return v
 
 
+def smooth_map(rng: np.random.Generator, h: int, w: int, bits: int) -> np.ndarray:
+    """A map with runs and edges, as quantized photos have."""
+    ramp = np.add.outer(np.arange(h) * int(rng.integers(1, 3)), np.arange(w)) // 3
+    noise = (rng.random((h, w)) < 0.1) * rng.integers(0, 1 << bits, (h, w))
+    return (ramp + noise) % (1 << bits)
+
+
 def ctx_vectors() -> dict[str, tuple]:
     """Codec ctx (1.1): maps with runs and edges, as quantized photos have (own generator: the
     vectors above stay as they were)."""
     rng = np.random.default_rng(20261124)
-
-    def smooth(h, w, bits):
-        ramp = np.add.outer(np.arange(h) * int(rng.integers(1, 3)), np.arange(w)) // 3
-        noise = (rng.random((h, w)) < 0.1) * rng.integers(0, 1 << bits, (h, w))
-        return (ramp + noise) % (1 << bits)
+    smooth = partial(smooth_map, rng)
 
     v = {}
     pal2 = rng.integers(0, 256, (2, 4, 3))
@@ -259,11 +263,7 @@ def ctxs_vectors() -> dict[str, tuple]:
     """Codec ctxs (1.2): maps taller than a stripe, short ones, a masked one whose patches straddle
     stripes (own generator)."""
     rng = np.random.default_rng(20261202)
-
-    def smooth(h, w, bits):
-        ramp = np.add.outer(np.arange(h) * int(rng.integers(1, 3)), np.arange(w)) // 3
-        noise = (rng.random((h, w)) < 0.1) * rng.integers(0, 1 << bits, (h, w))
-        return (ramp + noise) % (1 << bits)
+    smooth = partial(smooth_map, rng)
 
     v = {}
     pal2 = rng.integers(0, 256, (2, 4, 3))
