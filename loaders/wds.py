@@ -81,7 +81,8 @@ def local_sidecar(sidecar: str | os.PathLike[str]) -> Path:
 
 def write_shards(src: str | os.PathLike[str], pattern: str, *, maxcount: int = 10000,
                  sidecar: str | os.PathLike[str] | None = None, maxsize: float = 3e9, shards: int | None = None,
-                 shuffle: bool = True, seed: int = 0, block: int = 512) -> tuple[Path, list[str]]:
+                 shuffle: bool = True, seed: int = 0, block: int = 512,
+                 keep_codec: bool = True) -> tuple[Path, list[str]]:
     """Write every sample of a .dcq file to WebDataset shards, and the sidecar; return both.
 
     Samples go out in a seeded random order (``shuffle``; a class-sorted source would otherwise
@@ -89,7 +90,10 @@ def write_shards(src: str | os.PathLike[str], pattern: str, *, maxcount: int = 1
     shards of equal size (give at least ranks x workers, see :func:`dcq_pipeline`) instead of
     ``maxcount`` samples per shard. Samples go ``block`` to a ``.dcqb`` tar member (spec/WEBDATASET.md
     §2.1: tar's 512-byte header and padding per member would otherwise outweigh a small sample);
-    ``block=0`` writes one ``.dcqi`` + ``.cls`` pair per sample.
+    ``block=0`` writes one ``.dcqi`` + ``.cls`` pair per sample. With ``keep_codec`` (default) the
+    unmasked samples of a ``zstd``, ``ctx`` or ``ctxs`` file keep their payloads as the file codes
+    them (CODED members, §2) and the sidecar carries the codec's model; else every member holds
+    the packed bit stream (what readers before WebDataset format 3 read).
     """
     reader = dcqformat.open(src)
     n = len(reader)
@@ -120,18 +124,21 @@ def write_shards(src: str | os.PathLike[str], pattern: str, *, maxcount: int = 1
             part = ids[start : start + per_member]
             if block:
                 sink.write({"__key__": f"block{start // per_member:09d}",
-                            "dcqb": encode_block([(encode_dcqi(reader, i), int(reader.labels[i])) for i in part])})
+                            "dcqb": encode_block([(encode_dcqi(reader, i, keep_codec), int(reader.labels[i]))
+                                                  for i in part])})
             else:
                 i = part[0]
-                sink.write({"__key__": f"{int(reader.source_indices[i]):09d}", "dcqi": encode_dcqi(reader, i),
-                            "cls": int(reader.labels[i])})
+                sink.write({"__key__": f"{int(reader.source_indices[i]):09d}",
+                            "dcqi": encode_dcqi(reader, i, keep_codec), "cls": int(reader.labels[i])})
             pending[0] += len(part)  # after write(): a write that starts a new shard finishes the old one first
     meta = dict(reader.meta)
     meta["webdataset"] = {"samples": n, "shards": [Path(s).name for s in written], "counts": counts,
                           "member": "dcqb" if block else "dcqi", "block": block,
                           "order": f"shuffled, seed {seed}" if shuffle else "file order"}
+    coded = keep_codec and reader.codec != "packed"
     with dcqformat.DcqWriter(side, bits=reader.bits, channels=reader.channels, palettes=np.array(reader.palettes),
-                             meta=meta, patch_size=reader.patch_size) as w:
+                             meta=meta, patch_size=reader.patch_size, codec=reader.codec if coded else "packed",
+                             codec_sections=reader.codec_sections() if coded else None) as w:
         blob = reader.weights_blob()
         if blob is not None:
             w.set_weights(blob)
@@ -284,14 +291,17 @@ def library_errors(handler: Callable[[Exception], bool], url: str) -> Callable[[
 
 class SampleCheck:
     """Checks of a parsed sample against the sidecar (spec/WEBDATASET.md §2), made before batching
-    so that a bad sample is an error of that sample, for the pipeline's error policy."""
+    so that a bad sample is an error of that sample, for the pipeline's error policy. A CODED
+    member's payload is decoded here, with the sidecar's codec (``side``), into its bit stream."""
 
-    def __init__(self, bits: int, channels: int, palettes: int, patch: tuple[int, int] | None) -> None:
-        self.bits, self.channels, self.palettes, self.patch = bits, channels, palettes, patch
+    def __init__(self, bits: int, channels: int, palettes: int, patch: tuple[int, int] | None,
+                 side: dcqformat.DcqReader | None = None) -> None:
+        self.bits, self.channels, self.palettes, self.patch, self.side = bits, channels, palettes, patch, side
 
     @classmethod
     def of(cls, side: dcqformat.DcqReader) -> SampleCheck:
-        return cls(side.bits, side.channels, len(side.palettes), side.patch_size)
+        return cls(side.bits, side.channels, len(side.palettes), side.patch_size,
+                   side if side.codec != "packed" else None)
 
     def __call__(self, s: DcqiSample) -> None:
         if s.palette_id >= self.palettes or s.bits != self.bits or s.channels != self.channels:
@@ -301,6 +311,17 @@ class SampleCheck:
         if s.dropped is not None and s.patch != self.patch:
             raise CorruptFile("sample has dropped patches the sidecar does not describe", section="dcqi",
                               expected=f"patch {self.patch}", found=f"patch {s.patch}")
+        if s.coded:
+            if self.side is None:
+                raise CorruptFile("coded sample, but the sidecar's codec is packed", section="dcqi",
+                                  expected="a packed stream (flags 0 or MASKED)", found="flag CODED")
+            try:
+                s.stream = self.side.decode_payloads([s.stream], np.array([s.height]), np.array([s.width]))[0]
+            except CorruptFile as exc:
+                raise CorruptFile(f"coded payload of source index {s.source_index} does not decode with the "
+                                  f"sidecar's {self.side.codec} model", section="dcqi", expected=exc.expected,
+                                  found=exc.found) from None
+            s.coded = False
 
 
 def parse_sample(sample: dict[str, Any]) -> list[tuple[DcqiSample, int]]:

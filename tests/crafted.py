@@ -47,6 +47,13 @@ def refresh(blob: bytes) -> bytes:
     return bytes(b)
 
 
+def refresh_member(blob: bytes) -> bytes:
+    """Recompute the CRC of a (possibly mutated) ``.dcqi`` member (spec/WEBDATASET.md §2)."""
+    b = bytearray(blob)
+    b[28:32] = zlib.crc32(bytes(b[:28]) + bytes(b[32:])).to_bytes(4, "little")
+    return bytes(b)
+
+
 def sections_of(blob: bytes) -> dict[bytes, tuple[int, bytes]]:
     """tag -> (flags, bytes) of every section of a file."""
     table_offset, count = struct.unpack_from("<QI", blob, 24)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import io
 import json
 import tarfile
@@ -139,7 +140,8 @@ def k_manifest(original: SetOriginal, rng: np.random.Generator) -> tuple[str, Tr
 
 # -- WebDataset shards --------------------------------------------------------------------------
 class ShardOriginal:
-    """Shards of both member forms and their sidecars, with every sample's image and label."""
+    """Shards of both member forms and their sidecars, and blocks of a ctxs file whose unmasked
+    samples keep their coded payloads (CODED members), with every sample's image and label."""
 
     def __init__(self, directory: Path) -> None:
         from dcqformat.loaders.wds import write_shards
@@ -148,9 +150,10 @@ class ShardOriginal:
         spec = make_spec(rng, bits=2, channels=3, n=24, sizes=[(6, 6)], n_palettes=3, masked=0.3, patch=(3, 3))
         src = write_spec(spec, directory / "shard-src.dcq")
         self.forms: dict[str, tuple[dict[str, bytes], bytes]] = {}
-        for form, block in (("dcqb", 4), ("dcqi", 0)):
+        coded = write_spec(dataclasses.replace(spec, codec="ctxs"), directory / "shard-src-ctxs.dcq")
+        for form, block, source in (("dcqb", 4, src), ("dcqi", 0, src), ("coded", 4, coded)):
             out = directory / f"shards-{form}"
-            side, names = write_shards(src, str(out / "s-%06d.tar"), maxcount=8, shuffle=False, block=block)
+            side, names = write_shards(source, str(out / "s-%06d.tar"), maxcount=8, shuffle=False, block=block)
             self.forms[form] = ({Path(n).name: Path(n).read_bytes() for n in names}, side.read_bytes())
         # what the pipeline gives for each sample: (image bytes, label), refilled with "mean"
         self.expected = self._read(directory / "shards-dcqb", directory / "shards-dcqb" / "s.dcq", None)[0]
@@ -181,7 +184,7 @@ def k_shards(original: ShardOriginal, rng: np.random.Generator) -> tuple[str, Tr
     changed digit there is not counted as a wrong value."""
     import webdataset as wds
 
-    form = ["dcqb", "dcqi"][int(rng.integers(0, 2))]
+    form = ["dcqb", "dcqi", "coded"][int(rng.integers(0, 3))]
     shards, sidecar = original.forms[form]
     target = _pick_target(shards, rng)
     warn = bool(rng.integers(0, 2))
@@ -197,7 +200,7 @@ def k_shards(original: ShardOriginal, rng: np.random.Generator) -> tuple[str, Tr
         expected = original.expected
         images = dict(expected)  # image bytes -> label
         wrong = [im for im, _ in got if im not in images]
-        if wrong or (form == "dcqb" and any(images[im] != y for im, y in got)):
+        if wrong or (form != "dcqi" and any(images[im] != y for im, y in got)):
             raise WrongValues(f"{len(wrong)} samples that were never written")
         if len(got) < len(expected) and not said:
             raise Lost(f"{len(expected) - len(got)} of {len(expected)} samples lost without an error or a warning")

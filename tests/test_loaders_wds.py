@@ -262,3 +262,79 @@ def test_streaming_from_a_loopback_http_server(sorted_shards):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _coded_source(tmp_path: Path, masked: bool = True) -> tuple[Path, np.ndarray]:
+    """A ctxs file (stripes of 64 rows), every fifth sample masked; and every sample's image."""
+    from test_ctx import smooth_map
+
+    rng = np.random.default_rng(4)
+    path = tmp_path / "c.dcq"
+    with dcqformat.DcqWriter(path, bits=2, palettes=rng.integers(0, 256, (3, 4, 3), dtype=np.uint8), codec="ctxs",
+                             patch_size=4) as w:
+        for i in range(30):
+            dropped = rng.random((20, 20)) < 0.3 if masked and i % 5 == 4 else None
+            w.add(smooth_map(rng, 80, 80, 2), palette=i % 3, label=i % 7, dropped=dropped)
+    return path, dcqformat.open(path).decode_batch(np.arange(30), layout="NCHW")
+
+
+def test_shards_keep_the_files_codec(tmp_path):
+    """Unmasked samples of a ctxs file go to CODED members (spec/WEBDATASET.md §2): the shards
+    stay about the file's size, against several times that as packed bits, and decode the same
+    (masked samples go packed)."""
+    plain, _ = _coded_source(tmp_path / "plain", masked=False)
+    _, names = write_shards(plain, str(tmp_path / "k" / "s-%06d.tar"), shards=1)
+    _, packed = write_shards(plain, str(tmp_path / "p" / "s-%06d.tar"), shards=1, keep_codec=False)
+    coded_bytes, packed_bytes = Path(names[0]).stat().st_size, Path(packed[0]).stat().st_size
+    assert coded_bytes < 1.25 * plain.stat().st_size and coded_bytes < 0.6 * packed_bytes, (coded_bytes, packed_bytes)
+    path, want = _coded_source(tmp_path)
+    side, names = write_shards(path, str(tmp_path / "m" / "s-%06d.tar"), shards=1, shuffle=False)
+    assert dcqformat.open(side).codec == "ctxs" and len(dcqformat.open(side)) == 0
+    with tarfile.open(names[0]) as tar:
+        block = parse_block(tar.extractfile(tar.getmembers()[0]).read())
+    assert [s.coded for s, _ in block] == [i % 5 != 4 for i in range(30)]
+    got = torch.cat([batch[0] for batch in dcq_pipeline(names, side, batch_size=7, shuffle=0, reconstruct="none")])
+    holes = np.array([i % 5 == 4 for i in range(30)])
+    np.testing.assert_array_equal(got.numpy()[~holes], want[~holes])
+
+
+def test_a_coded_payload_that_does_not_decode_is_an_error_of_its_sample(tmp_path):
+    from crafted import refresh_member
+
+    path, _ = _coded_source(tmp_path)
+    side, names = write_shards(path, str(tmp_path / "s-%06d.tar"), shards=1, shuffle=False, block=0)
+    bad = tmp_path / "bad-000000.tar"
+    with tarfile.open(names[0]) as src, tarfile.open(bad, "w") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read()
+            if m.name == "000000002.dcqi":
+                data = refresh_member(data[:40] + bytes([data[40] ^ 0x5A]) + data[41:])  # CRC made right
+            m.size = len(data)
+            dst.addfile(m, __import__("io").BytesIO(data))
+    with pytest.raises(DcqError, match="coded payload of source index 2"):
+        list(dcq_pipeline(str(bad), side, batch_size=8, shuffle=0, reconstruct="none"))
+    with pytest.warns(UserWarning, match="coded payload"):
+        got = list(dcq_pipeline(str(bad), side, batch_size=8, shuffle=0, reconstruct="none",
+                                handler=wds.warn_and_continue))
+    assert sum(len(batch[1]) for batch in got) == 29
+
+
+def test_parse_dcqi_flags_by_version(tmp_path):
+    """CODED is a version 2 flag, never with MASKED; a packed sidecar takes no CODED member."""
+    from crafted import refresh_member
+
+    path, _ = _coded_source(tmp_path)
+    blob = bytearray(dcqformat.format.dcqi.encode_dcqi(dcqformat.open(path), 0, coded=True))
+    assert blob[4] == 2 and blob[7] == 2 and parse_dcqi(bytes(blob)).coded
+    for version, flags in ((1, 2), (2, 3), (2, 4)):
+        b = bytearray(blob)
+        b[4], b[7] = version, flags
+        with pytest.raises(DcqError, match="bad .dcqi header"):
+            parse_dcqi(refresh_member(bytes(b)))
+    side, names = write_shards(path, str(tmp_path / "p" / "s-%06d.tar"), shards=1, keep_codec=False)
+    with tarfile.open(names[0]) as tar:
+        assert not any(s.coded for s, _ in parse_block(tar.extractfile(tar.getmembers()[0]).read()))
+    from dcqformat.loaders.wds import SampleCheck
+
+    with pytest.raises(DcqError, match="sidecar's codec is packed"):
+        SampleCheck.of(dcqformat.open(side))(parse_dcqi(bytes(blob)))

@@ -187,7 +187,8 @@ def cmd_to_wds(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise DcqError(f"to-wds needs the loaders' dependencies (torch, webdataset): {exc}") from None
     side, shards = write_shards(args.file, args.pattern, maxcount=args.maxcount, sidecar=args.sidecar,
-                                shards=args.shards, shuffle=not args.no_shuffle, seed=args.seed, block=args.block)
+                                shards=args.shards, shuffle=not args.no_shuffle, seed=args.seed, block=args.block,
+                                keep_codec=not args.packed)
     print(f"wrote {len(shards)} shard(s) ({shards[0] if shards else '-'} ...) and the sidecar {side}")
     return 0
 

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--block", type=_count(0), default=512, help="samples per tar member (default 512; 0: one "
                    ".dcqi + .cls member pair per sample, for WebDataset's per-sample decoders)")
     s.add_argument("--sidecar", default=None, help="sidecar path (default: PATTERN's prefix + .dcq)")
+    s.add_argument("--packed", action="store_true", help="write every sample as packed bits (readers before "
+                   "WebDataset format 3); by default samples of a zstd, ctx or ctxs file keep their coded "
+                   "payloads, and the sidecar the codec's model")
     s.set_defaults(fn=commands.cmd_to_wds)
     s = sub.add_parser("convert", parents=[quiet], help="quantize a dataset into a .dcq file",
                        description="Quantize SRC (an ImageFolder tree, WebDataset tar shards given as a file, a "

@@ -17,7 +17,9 @@ from .reader import DcqReader
 
 DCQI_MAGIC = b"DCQI"
 DCQI = struct.Struct("<4sBBBBIHHQHHI")  # magic, version, bits, channels, flags, palette, h, w, src, ph, pw, crc
-DCQI_VERSION = 1
+DCQI_VERSION = 1  # members of packed streams; CODED ones are version 2 (spec/WEBDATASET.md §2)
+DCQI_VERSIONS = (1, 2)
+MASKED, CODED = 1, 2  # flags
 
 
 @dataclass
@@ -33,16 +35,21 @@ class DcqiSample:
     patch: tuple[int, int] | None
     dropped: np.ndarray | None
     stream: np.ndarray
+    coded: bool = False  # ``stream`` is the payload under the sidecar's codec, not yet a bit stream
 
 
-def encode_dcqi(reader: DcqReader, i: int) -> bytes:
-    """The ``.dcqi`` member of sample ``i`` (its stream is stored unpacked from zstd)."""
+def encode_dcqi(reader: DcqReader, i: int, coded: bool = False) -> bytes:
+    """The ``.dcqi`` member of sample ``i``: its bit stream (unpacked from zstd), or with ``coded``
+    and an unmasked sample of a codec other than packed, its payload as the file stores it
+    (version 2, flag CODED: decoded with the sidecar's codec sections)."""
     h, w = (int(v) for v in reader.shapes[i])
     mask = reader.mask(i)
-    flags = 1 if mask is not None else 0
+    coded = coded and mask is None and reader.codec != "packed"
+    flags = MASKED if mask is not None else CODED if coded else 0
     ph, pw = reader.patch_size if mask is not None and reader.patch_size is not None else (0, 0)
-    body = (bitpack.pack_mask(mask).tobytes() if mask is not None else b"") + reader.payload(i).tobytes()
-    head = DCQI.pack(DCQI_MAGIC, DCQI_VERSION, reader.bits, reader.channels, flags,
+    stream = reader.raw_payload(i) if coded else reader.payload(i)
+    body = (bitpack.pack_mask(mask).tobytes() if mask is not None else b"") + stream.tobytes()
+    head = DCQI.pack(DCQI_MAGIC, 2 if coded else DCQI_VERSION, reader.bits, reader.channels, flags,
                      int(reader.palette_ids[i]), h, w, int(reader.source_indices[i]), ph, pw, 0)
     return head[:-4] + zlib.crc32(head[:-4] + body).to_bytes(4, "little") + body
 
@@ -54,14 +61,16 @@ def parse_dcqi(data: bytes, check_crc: bool = True) -> DcqiSample:
     if len(data) < DCQI.size or data[:4] != DCQI_MAGIC:
         raise CorruptFile("not a .dcqi member", section="dcqi", offset=0, expected=DCQI_MAGIC, found=data[:4])
     magic, version, bits, channels, flags, pid, h, w, src, ph, pw, crc = DCQI.unpack_from(data)
-    if version != DCQI_VERSION:
-        raise UnsupportedVersion(f".dcqi version {version}, this reader supports {DCQI_VERSION}")
+    if version not in DCQI_VERSIONS:
+        raise UnsupportedVersion(f".dcqi version {version}, this reader supports {DCQI_VERSIONS}")
     if check_crc:
         computed = zlib.crc32(memoryview(data)[DCQI.size :], zlib.crc32(data[: DCQI.size - 4]))
         if computed != crc:
             raise ChecksumMismatch("dcqi", DCQI.size - 4, crc, computed)
-    bad_patch = flags and (ph < 1 or pw < 1)
-    if bits not in L.BITS or channels not in L.CHANNELS or h < 1 or w < 1 or flags & ~1 or bad_patch:
+    bad_patch = (ph < 1 or pw < 1) if flags & MASKED else (ph or pw)
+    known = MASKED | CODED if version == 2 else MASKED
+    bad_flags = flags & ~known or flags == MASKED | CODED  # a CODED member is unmasked
+    if bits not in L.BITS or channels not in L.CHANNELS or h < 1 or w < 1 or bad_flags or bad_patch:
         raise CorruptFile("bad .dcqi header", section="dcqi", offset=4,
                           found=f"bits {bits}, channels {channels}, {h}x{w}, flags {flags}, patch {ph}x{pw}")
     if h * w > L.MAX_PIXELS:  # the .dcq reader's limit (spec §4), checked before anything is allocated
@@ -69,7 +78,7 @@ def parse_dcqi(data: bytes, check_crc: bool = True) -> DcqiSample:
                           found=f"{h}x{w}")
     pos, dropped, patch = DCQI.size, None, None
     pixels = h * w
-    if flags:
+    if flags & MASKED:
         patch = (ph, pw)
         gh, gw = bitpack.grid_shape(h, w, ph, pw)
         nbytes = bitpack.mask_nbytes(h, w, ph, pw)
@@ -84,6 +93,10 @@ def parse_dcqi(data: bytes, check_crc: bool = True) -> DcqiSample:
         pos += nbytes
         pixels = kept
     stream = np.frombuffer(data, np.uint8, offset=pos)
+    if flags & CODED:  # the sidecar's codec checks the payload when it decodes it
+        if not stream.size:
+            raise CorruptFile("empty payload", section="dcqi", offset=pos, expected=">= 1 byte", found=0)
+        return DcqiSample(bits, channels, pid, h, w, src, None, None, stream, coded=True)
     if stream.size != bitpack.packed_size(pixels, bits):
         raise CorruptFile("payload size", section="dcqi", offset=pos,
                           expected=bitpack.packed_size(pixels, bits), found=stream.size)

@@ -197,6 +197,33 @@ class DcqReader(RecordViews):
         start = int(s.offsets[0])
         return s.data[start : start + int(s.stream_lengths()[0])]
 
+    def raw_payload(self, i: int) -> np.ndarray:
+        """The payload of sample ``i`` as stored (coded by the file's codec), checksum-verified."""
+        i = self._index(i)
+        start = int(self._records.get("payload_offset", np.array([i]))[0])
+        end = start + int(self._records.get("payload_length", np.array([i]))[0])
+        self._blocks.check(np.array([start]), np.array([end]))
+        return self._data[start:end]
+
+    def codec_sections(self) -> dict[bytes, bytes]:
+        """The codec's own sections (``CTXM``, ``ZDCT``) as stored: what decodes its payloads."""
+        return {tag: self._section(tag).tobytes() for tag in (L.TAG_CTXM, L.TAG_ZDCT) if tag in self.header.sections}
+
+    def decode_payloads(self, payloads: list[np.ndarray], heights: np.ndarray, widths: np.ndarray) -> list[np.ndarray]:
+        """The bit streams (spec §5) of unmasked samples' ``payloads`` coded by this file's codec
+        but stored elsewhere (WebDataset members, spec/WEBDATASET.md §2), one call for them all;
+        a payload that does not decode raises :class:`CorruptFile` naming its position in the list."""
+        hs, ws = np.asarray(heights, np.int64), np.asarray(widths, np.int64)
+        lengths = np.array([p.size for p in payloads], np.int64)
+        offsets = np.zeros(len(payloads), np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        data = np.concatenate([*payloads, np.zeros(1, np.uint8)])
+        sizes = np.ascontiguousarray(bitpack.packed_size(hs * ws, self.bits), dtype=np.int64)
+        self._decoder.check_lengths(0, lengths, sizes, 0)
+        out, at = self._decoder.decode(data, np.arange(len(payloads)), offsets, lengths, sizes, 0,
+                                       codecs.Shapes(hs, ws))
+        return [out[a : a + s] for a, s in zip(at.tolist(), sizes.tolist())]
+
     # -- decoding --------------------------------------------------------------------------
     def indices(self, i: int) -> np.ndarray:
         """The (H, W) palette-index map of sample ``i`` (dropped pixels read 0)."""

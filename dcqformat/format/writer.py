@@ -125,7 +125,11 @@ class DcqWriter:
         dict_samples: int = 2048,
         dict_size: int = 16384,
         block_size: int = 1 << 16,
+        codec_sections: Mapping[bytes, bytes] | None = None,
     ) -> None:
+        """``codec_sections`` (tag -> bytes) are written instead of the encoder's: the model of a
+        file whose payloads live elsewhere (a WebDataset sidecar, spec/WEBDATASET.md §3); such a
+        writer takes no samples."""
         if bits not in L.BITS:
             raise ValueError(f"bits must be {L.MIN_BITS}..{L.MAX_BITS}, got {bits}")
         if channels not in L.CHANNELS:
@@ -148,6 +152,7 @@ class DcqWriter:
                 raise ValueError(f"patch size must be 1..{L.MAX_SIDE}, got {patch_size}")
             self.patch = (ph, pw)
         self._encoder = codecs.by_name(codec).encoder(bits, zstd_level, zstd_dictionary, dict_size, dict_samples)
+        self._codec_sections = dict(codec_sections) if codec_sections is not None else None
         self._pending: list[tuple[codecs.Sample, dict[str, int]]] = []  # held back until the encoder has started
         self._started = False
         self._weights: bytes | None = None
@@ -221,6 +226,8 @@ class DcqWriter:
         grid of ``patch_size``; the dropped pixels are not stored.
         """
         self._check_open()
+        if self._codec_sections is not None:
+            raise ValueError("a writer given codec_sections takes no samples (they were coded under another model)")
         idx = np.asarray(indices)
         if idx.ndim != 2 or idx.dtype.kind not in "ui":
             raise ValueError(f"indices must be an (H, W) integer array, got {idx.dtype} {idx.shape}")
@@ -298,7 +305,7 @@ class DcqWriter:
         """Every section after DATA, in the canonical order, each built by its own module."""
         fields = choose_fields(self._records.chunks())
         codec_id = L.CODECS[self.codec]
-        own = self._encoder.sections()
+        own = self._encoder.sections() if self._codec_sections is None else self._codec_sections
         for tag in L.WRITE_ORDER:
             if tag == L.TAG_RECS:
                 rows = (encode_rows(c, fields) for c in self._records.chunks())
