@@ -259,6 +259,10 @@ def pipeline_rows(images: np.ndarray, labels: np.ndarray, files: dict[str, Path]
         wall, cpu = pipeline_rate(dataset)
         rows.append({"loader": f"DCQDataset, DataLoader {workers} workers", "codec": codec, "img_s": wall,
                      "img_cpu_s": cpu})
+        wall, cpu = pipeline_rate(lambda path=path: DataLoader(DCQDataset(path, augment=aug), batch_size=batch,
+                                                               shuffle=True, num_workers=workers))
+        rows.append({"loader": f"DCQDataset, DataLoader {workers} workers, uint8 out (normalised on the device)",
+                     "codec": codec, "img_s": wall, "img_cpu_s": cpu})
         wall, cpu = pipeline_rate(lambda path=path: DCQLoader(DCQDataset(path, augment=aug, mean=MEAN, std=STD),
                                                               batch_size=batch, shuffle=True))
         rows.append({"loader": "DCQLoader", "codec": codec, "img_s": wall, "img_cpu_s": cpu})
