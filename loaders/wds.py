@@ -181,6 +181,7 @@ class BatchDecoder:
         labels = torch.tensor([y for _, y in samples], dtype=torch.int64)
         for s in items:  # checked before batching by dcq_pipeline; again for batches made elsewhere
             self.check(s)
+        self.check.decode_coded(items)
         rec = self.reconstructor
         masked = [s for s in items if s.dropped is not None]
         streams = streams_of(items, self.bits, None if rec is None else rec.patch)
@@ -223,6 +224,7 @@ def dcqi_handler(sidecar: str | os.PathLike[str]) -> Callable[[str, bytes], Any]
             return None
         s = parse_dcqi(data)
         check(s)
+        check.decode_coded([s])
         out = np.empty((1, s.height, s.width, palettes.channels), np.uint8)
         return decode_images(streams_of([s], s.bits, s.patch), palettes, out, False)[0]
 
@@ -311,17 +313,31 @@ class SampleCheck:
         if s.dropped is not None and s.patch != self.patch:
             raise CorruptFile("sample has dropped patches the sidecar does not describe", section="dcqi",
                               expected=f"patch {self.patch}", found=f"patch {s.patch}")
-        if s.coded:
-            if self.side is None:
-                raise CorruptFile("coded sample, but the sidecar's codec is packed", section="dcqi",
-                                  expected="a packed stream (flags 0 or MASKED)", found="flag CODED")
-            try:
-                s.stream = self.side.decode_payloads([s.stream], np.array([s.height]), np.array([s.width]))[0]
-            except CorruptFile as exc:
-                raise CorruptFile(f"coded payload of source index {s.source_index} does not decode with the "
-                                  f"sidecar's {self.side.codec} model", section="dcqi", expected=exc.expected,
-                                  found=exc.found) from None
-            s.coded = False
+        if s.coded and self.side is None:
+            raise CorruptFile("coded sample, but the sidecar's codec is packed", section="dcqi",
+                              expected="a packed stream (flags 0 or MASKED)", found="flag CODED")
+
+    def decode_coded(self, samples: list[DcqiSample]) -> None:
+        """Decode the payloads of the CODED ones among checked ``samples`` (one tar sample's: a
+        block is checked, and is an error, as a whole) into their bit streams, in one call."""
+        coded = [s for s in samples if s.coded]
+        if not coded:
+            return
+        assert self.side is not None, "checked first"
+        try:
+            streams = self.side.decode_payloads([s.stream for s in coded], np.array([s.height for s in coded]),
+                                                np.array([s.width for s in coded]))
+        except CorruptFile:
+            for s in coded:  # which one
+                try:
+                    self.side.decode_payloads([s.stream], np.array([s.height]), np.array([s.width]))
+                except CorruptFile as exc:
+                    raise CorruptFile(f"coded payload of source index {s.source_index} does not decode with the "
+                                      f"sidecar's {self.side.codec} model", section="dcqi", expected=exc.expected,
+                                      found=exc.found) from None
+            raise
+        for s, stream in zip(coded, streams):
+            s.stream, s.coded = stream, False
 
 
 def parse_sample(sample: dict[str, Any]) -> list[tuple[DcqiSample, int]]:
@@ -346,6 +362,8 @@ def samples_of(src: Iterator[dict[str, Any]], handler: Callable[[Exception], boo
             if check is not None:
                 for s, _ in parsed:
                     check(s)
+                if isinstance(check, SampleCheck):
+                    check.decode_coded([s for s, _ in parsed])
         except Exception as exc:  # noqa: BLE001 - the handler decides, as in webdataset
             if handler(exc):
                 continue
