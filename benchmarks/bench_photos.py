@@ -23,7 +23,8 @@ The pipeline section (224 px only; batch 128): DCQDataset through a DataLoader w
 DCQLoader (normalised float32 out, and uint8 out for normalising on the device), and the
 WebDataset pipeline, each on the 2-bit file of every codec, against a Pillow JPEG (q90)
 ImageFolder pipeline with the same workers; images per second of wall time and per
-CPU-second (this process and its workers). Results go to benchmarks/results/bench_photos.json.
+CPU-second (this process and its workers, in steady state: persistent workers, timed after one
+untimed epoch). Results go to benchmarks/results/bench_photos.json.
 """
 
 from __future__ import annotations
@@ -214,26 +215,56 @@ class JpegFolder:
         return (t - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None], int(self.labels[i])
 
 
-def _children_cpu() -> float:
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of process ``pid`` (Linux /proc)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            continue
+        for k in kids:
+            out += [k, *_descendants(k)]
+    return out
+
+
+def tree_cpu() -> float:
+    """CPU seconds used so far by this process, its live descendants (DataLoader workers, read
+    from /proc) and its children that have exited and been waited for."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for pid in _descendants(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     r = os.times()
-    return r.children_user + r.children_system
+    return total + r.children_user + r.children_system
 
 
 def pipeline_rate(make, epochs: int = 2) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """(images per second of wall time, images per CPU-second of this process and its workers)."""
+    """(images per second of wall time, images per CPU-second of this process and its workers),
+    in steady state: one loader (persistent workers), one untimed epoch first (worker start,
+    compilation), then ``epochs`` timed epochs, as a long training run sees it."""
     loader = make()
-    for i, _ in enumerate(loader):  # warm-up: workers, compilation
-        if i >= 2:
-            break
+    for _ in loader:
+        pass
     seen = 0
-    wall, cpu0, kids0 = time.perf_counter(), time.process_time(), _children_cpu()
+    wall, cpu0 = time.perf_counter(), tree_cpu()
     for _ in range(epochs):
-        loader = make()
         for x, _y in loader:
             seen += len(x)
-        del loader  # workers exit, so their CPU time is counted
-    cpu = time.process_time() - cpu0 + _children_cpu() - kids0
-    return seen / (time.perf_counter() - wall), seen / max(cpu, 1e-9)
+    cpu = tree_cpu() - cpu0
+    wall = time.perf_counter() - wall
+    del loader
+    return seen / wall, seen / max(cpu, 1e-9)
 
 
 def pipeline_rows(images: np.ndarray, labels: np.ndarray, files: dict[str, Path], work: Path,
@@ -248,19 +279,20 @@ def pipeline_rows(images: np.ndarray, labels: np.ndarray, files: dict[str, Path]
     rows: list[dict] = []
     jpeg = encode_pillow(images, "JPEG", quality=90)
     wall, cpu = pipeline_rate(lambda: DataLoader(JpegFolder(jpeg, labels), batch_size=batch, shuffle=True,
-                                                 num_workers=workers, persistent_workers=False))
+                                                 num_workers=workers, persistent_workers=True))
     rows.append({"loader": f"Pillow JPEG q90 ImageFolder, DataLoader {workers} workers", "codec": "-",
                  "img_s": wall, "img_cpu_s": cpu})
     base = cpu
     for codec, path in files.items():
         def dataset(path: Path = path) -> DataLoader:
             ds = DCQDataset(path, augment=aug, mean=MEAN, std=STD)
-            return DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=False)
+            return DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=True)
         wall, cpu = pipeline_rate(dataset)
         rows.append({"loader": f"DCQDataset, DataLoader {workers} workers", "codec": codec, "img_s": wall,
                      "img_cpu_s": cpu})
         wall, cpu = pipeline_rate(lambda path=path: DataLoader(DCQDataset(path, augment=aug), batch_size=batch,
-                                                               shuffle=True, num_workers=workers))
+                                                               shuffle=True, num_workers=workers,
+                                                               persistent_workers=True))
         rows.append({"loader": f"DCQDataset, DataLoader {workers} workers, uint8 out (normalised on the device)",
                      "codec": codec, "img_s": wall, "img_cpu_s": cpu})
         wall, cpu = pipeline_rate(lambda path=path: DCQLoader(DCQDataset(path, augment=aug, mean=MEAN, std=STD),
@@ -273,7 +305,7 @@ def pipeline_rows(images: np.ndarray, labels: np.ndarray, files: dict[str, Path]
         side, shards = write_shards(path, str(work / f"wds-{codec}" / "p-%06d.tar"), shards=workers)
         wall, cpu = pipeline_rate(lambda shards=shards, side=side: torch.utils.data.DataLoader(
             dcq_pipeline(shards, side, batch_size=batch, augment=aug, mean=MEAN, std=STD, dtype=torch.float32),
-            batch_size=None, num_workers=workers))
+            batch_size=None, num_workers=workers, persistent_workers=True))
         rows.append({"loader": f"WebDataset pipeline, {workers} workers", "codec": codec, "img_s": wall,
                      "img_cpu_s": cpu})
     for r in rows:
