@@ -136,3 +136,31 @@ def test_corrupt_stripe_tables_name_the_sample(tmp_path):
         np.testing.assert_array_equal(dcqformat.open(bad).decode_batch([0, 3]),
                                       dcqformat.open(path).decode_batch([0, 3]))
 
+
+
+def test_crops_of_a_multi_file_set_decode_only_their_stripes(tmp_path, monkeypatch):
+    """A DcqSet passes each crop's rows to its parts: the same crops as the packed set, from
+    fewer stripes than the images have."""
+    from dcqformat.codecs import rans
+    from dcqformat.format.multifile import open_set
+
+    rng = np.random.default_rng(11)
+    pal = rng.integers(0, 256, (1, 4, 3)).astype(np.uint8)
+    maps = [smooth_map(rng, 200, 24, 2) for _ in range(6)]
+    paths: dict[str, list[Path]] = {"ctxs": [], "packed": []}
+    for codec in paths:
+        for part in range(2):
+            path = tmp_path / f"{codec}-{part}.dcq"
+            with dcqformat.DcqWriter(path, bits=2, palettes=pal, codec=codec) as wr:
+                for m in maps[3 * part : 3 * part + 3]:
+                    wr.add(m, palette=0)
+            paths[codec].append(path)
+    a, b = open_set(paths["ctxs"]), open_set(paths["packed"])
+    jobs = []
+    stripe_jobs = rans.stripe_jobs
+    monkeypatch.setattr(rans, "stripe_jobs", lambda *args: jobs.append(stripe_jobs(*args)) or jobs[-1])
+    boxes = np.array([[10, 0, 30, 24], [150, 3, 20, 10], [0, 0, 200, 24]] * 2, np.float64)
+    idx = np.array([0, 4, 2, 5, 1, 3])
+    np.testing.assert_array_equal(a.decode_crops(idx, boxes, (8, 8), interpolation="bilinear"),
+                                  b.decode_crops(idx, boxes, (8, 8), interpolation="bilinear"))
+    assert 0 < sum(jobs) < 6 * 4  # 4 stripes of 64 rows per image; the crops need fewer

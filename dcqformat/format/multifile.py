@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import _json as strict_json
 from .. import _layout as L
-from ..decode import PaletteSet, Streams, bitpack, crop_arguments, decode_crops, decode_images, kernels
+from ..decode import PaletteSet, Streams, bitpack, crop_arguments, crop_rows, decode_crops, decode_images, kernels
 from ..errors import CorruptFile, DcqError
 from .files import file_kind, open_regular, plain_name
 from .reader import DcqReader
@@ -263,21 +263,24 @@ class DcqSet(RecordViews):
         """:meth:`DcqReader.decode_crops` over the files (``table`` has the set's palettes' shape):
         the streams of the whole batch are gathered into one buffer and decoded in one call."""
         table = self.palettes if table is None else np.asarray(table)
-        s = self.streams(indices)
-        boxes, flip, fill_c = crop_arguments(len(s), self.channels, table, fill, boxes, flips)
+        idx = self._indices(indices)
+        boxes, flip, fill_c = crop_arguments(idx.size, self.channels, table, fill, boxes, flips)
+        s = self.streams(idx, rows=crop_rows(boxes))
         shape = (len(s), self.channels, *size) if layout == "NCHW" else (len(s), *size, self.channels)
         return decode_crops(s, table, fill_c, boxes, flip, np.empty(shape, table.dtype),
                             bilinear=interpolation == "bilinear", chw=layout == "NCHW")
 
-    def streams(self, indices: Iterable[int] | np.ndarray) -> Streams:
+    def streams(self, indices: Iterable[int] | np.ndarray, *, rows: np.ndarray | None = None) -> Streams:
         """One :class:`Streams` of samples from any files: their stream bytes (and drop masks)
         gathered into one buffer, a copy of the batch's payload bytes only; palette ids numbered
         across the set. Files whose streams are their payloads (``packed``) are gathered in one
-        kernel call from a table of the whole set; others (``zstd``) are decompressed file by file."""
+        kernel call from a table of the whole set; others (``zstd``, ``ctx``) are decoded file by
+        file (``rows``: as :meth:`DcqReader.streams`)."""
         idx = self._indices(indices)
         if self._table is not None:
             return self._table.streams(idx)
-        parts = [(f, pos, self.readers[f].streams(local)) for f, pos, local in self.parts(idx)]
+        parts = [(f, pos, self.readers[f].streams(local, rows=None if rows is None else rows[pos]))
+                 for f, pos, local in self.parts(idx)]
         n = idx.size
         offsets, heights, widths, pids, mask_offsets = (np.zeros(n, np.int64) for _ in range(5))
         files = np.zeros(n, np.int64)

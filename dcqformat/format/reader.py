@@ -264,10 +264,12 @@ class DcqReader(RecordViews):
             decode_images(self._named_streams(idx), self._palette_set, out, layout == "NCHW")
         return out
 
-    def streams(self, indices: Iterable[int] | np.ndarray) -> Streams:
+    def streams(self, indices: Iterable[int] | np.ndarray, *, rows: np.ndarray | None = None) -> Streams:
         """What decoding samples ``indices`` needs (:class:`dcqformat.decode.Streams`): their bit
-        streams, checksum-verified and (zstd) decompressed, sizes, palettes and drop masks."""
-        return self._named_streams(self._index_array(indices))
+        streams, checksum-verified and (zstd) decompressed, sizes, palettes and drop masks. With
+        ``rows`` (N, 2), only rows ``rows[k, 0]`` to ``rows[k, 1] - 1`` of sample ``k`` need be
+        right (a crop's; codec ``ctxs`` then decodes only the stripes that hold them)."""
+        return self._named_streams(self._index_array(indices), rows)
 
     def _uniform_sizes(self, n: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """Read-only arrays of ``n`` heights and widths of a file of one image size (cached by n)."""
