@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -222,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dcq`` console script."""
+    code = _main(argv)
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        # A torchrun rank: its files are written and its process group is left. It ends here,
+        # without the interpreter's teardown, where threads of torch's distributed runtime are
+        # destroyed and now and then abort the process ("terminate called without an active
+        # exception", SIGABRT), which torchrun reports as a failure of the whole run.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     if hasattr(signal, "SIGPIPE"):  # `dcq info f | head` ends quietly, like other Unix tools
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
