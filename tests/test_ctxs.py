@@ -164,3 +164,20 @@ def test_crops_of_a_multi_file_set_decode_only_their_stripes(tmp_path, monkeypat
     np.testing.assert_array_equal(a.decode_crops(idx, boxes, (8, 8), interpolation="bilinear"),
                                   b.decode_crops(idx, boxes, (8, 8), interpolation="bilinear"))
     assert 0 < sum(jobs) < 6 * 4  # 4 stripes of 64 rows per image; the crops need fewer
+
+
+def test_stripes_sharing_a_byte_decode_right_on_every_thread():
+    """Two stripes of a stream can share a byte (3-bit, 4 rows of 5 pixels: 60 bits). Decoded on
+    two threads, packing each stripe as it went lost bits now and then (21 of 3,000 batches);
+    each sample is now packed by one thread once all its stripes are decoded."""
+    rng = np.random.default_rng(0)
+    maps = [smooth_map(rng, 6, 5, 3) for _ in range(64)]
+    enc = ctx._Encoder(3, 64, 4)
+    streams = [sample_of(m, 3, None, None) for m in maps]
+    enc.start(streams)
+    payloads = [enc.encode(s) for s in streams]
+    dec = ctx._Decoder(enc.cum, 3, 4)
+    shapes = Shapes(np.full(64, 6), np.full(64, 5))
+    want = [s.stream for s in streams]
+    for _ in range(1000):
+        assert decode(dec, payloads, shapes, [len(s) for s in want]) == want

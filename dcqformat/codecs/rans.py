@@ -198,13 +198,12 @@ def _step(data, p, end, x, c, cum, k):
 
 
 @_helper
-def _decode_two(data, start1, end1, start2, end2, h, w, bits, cum, work1, work2, out, base1, base2, pix1, pix2):
+def _decode_two(data, start1, end1, start2, end2, h, w, bits, cum, work1, work2):
     """:func:`_decode_one` of two unmasked payloads of one size (samples or stripes) in lockstep,
-    each bit-packed as it goes as pixels ``pix1...`` and ``pix2...`` of the zeroed streams at
-    ``out[base1]`` and ``out[base2]``: two independent dependency chains that the CPU overlaps.
-    Each lane keeps its left, up-left and up neighbours in registers (one load per pixel, and the
-    left one does not wait for the store of the pixel before). False when either is not right:
-    the caller then decodes each alone to say which (packing the same values again changes no bit)."""
+    into the maps ``work1`` and ``work2``: two independent dependency chains that the CPU
+    overlaps. Each lane keeps its left, up-left and up neighbours in registers (one load per
+    pixel, and the left one does not wait for the store of the pixel before). False when either
+    is not right: the caller then decodes each alone to say which."""
     if end1 - start1 < 4 or end2 - start2 < 4:
         return False
     x1, p1, x2, p2, k = _state(data, start1), start1 + 4, _state(data, start2), start2 + 4, 1 << bits
@@ -231,8 +230,6 @@ def _decode_two(data, start1, end1, start2, end2, h, w, bits, cum, work1, work2,
                 return False
             work1[i] = s1
             work2[i] = s2
-            _put_index(out, base1, pix1 + i, bits, s1)
-            _put_index(out, base2, pix2 + i, bits, s2)
             l1, l2, ul1, ul2, u1, u2 = s1, s2, u1, u2, r1, r2
             i += 1
     return x1 == RANS_L and p1 == end1 and x2 == RANS_L and p2 == end2
@@ -276,10 +273,8 @@ def stripe_jobs(data, offsets, lengths, heights, widths, mask_offsets, stripe_ro
         first, last = (0, h) if mask_offsets[b] >= 0 else (first_rows[b], last_rows[b])
         for s in range(k):
             size = end - pos
-            if s < k - 1:
-                q = offsets[b] + 4 * s
-                size = np.int64(data[q]) | (np.int64(data[q + 1]) << 8) | (np.int64(data[q + 2]) << 16) \
-                    | (np.int64(data[q + 3]) << 24)
+            if s < k - 1:  # the u32 length of stripe s, read as a rANS state is
+                size = _state(data, offsets[b] + 4 * s)
             if size < 4 or pos + size > end or (s == k - 1 and pos + size != end):
                 status[b] = BAD_STRIPES
                 break
@@ -292,15 +287,7 @@ def stripe_jobs(data, offsets, lengths, heights, widths, mask_offsets, stripe_ro
 
 
 @_helper
-def _pack_rows(out, base, work, count, pix, bits):
-    """Bit-pack ``count`` decoded indices of ``work`` as pixels ``pix...`` of the stream at ``out[base]``."""
-    for i in range(count):
-        _put_index(out, base, pix + i, bits, work[i])
-
-
-@_helper
-def _lane(data, job, heights, widths, mask_data, mask_offsets, patch_h, patch_w, bits, cum, maps, map_offsets, out,
-          out_offsets, status):
+def _lane(data, job, widths, mask_data, mask_offsets, patch_h, patch_w, bits, cum, maps, map_offsets, status):
     """Decode one job alone (see :func:`decode_batch`)."""
     b, y0, rows = job[0], job[3], job[4]
     w, mo = widths[b], mask_offsets[b]
@@ -309,18 +296,17 @@ def _lane(data, job, heights, widths, mask_data, mask_offsets, patch_h, patch_w,
     result = _decode_one(data, job[1], job[2], rows, w, mask_data, mo, patch_h, patch_w, bits, cum, work, y0)
     if result != OK:
         status[b] = result
-    elif mo < 0:
-        _pack_rows(out, out_offsets[b], work, rows * w, y0 * w, bits)
 
 
 @_kernel(parallel=True)
 def decode_batch(data, jobs, heights, widths, mask_data, mask_offsets, patch_h, patch_w, bits, cum, maps,
                  map_offsets, out, out_offsets, status):
     """Decode the stripes ``jobs`` (:func:`stripe_jobs`) into the zeroed index maps at
-    ``maps[map_offsets[b]]`` and the zeroed bit streams at ``out[out_offsets[b]]`` (the sample's
-    kept pixels in stream order, spec §5); ``status[b]`` is OK or what is wrong. Pairs of
-    unmasked stripes of one size (two stripes of an image, or two small images) are decoded in
-    lockstep; masked samples are packed once all their stripes are decoded."""
+    ``maps[map_offsets[b]]``, then bit-pack each sample's map into the zeroed stream at
+    ``out[out_offsets[b]]`` (its kept pixels in stream order, spec §5); ``status[b]`` is OK or
+    what is wrong. Pairs of unmasked stripes of one size (two stripes of an image, or two small
+    images) are decoded in lockstep. A sample is packed once all its stripes are decoded, by one
+    thread: two stripes of a stream can share a byte, which two threads must not update at once."""
     for q in prange((jobs.shape[0] + 1) // 2):
         j = 2 * q
         pair = False
@@ -333,22 +319,21 @@ def decode_batch(data, jobs, heights, widths, mask_data, mask_offsets, patch_h, 
             f1, f2 = map_offsets[b1] + jobs[j, 3] * w, map_offsets[b2] + jobs[j + 1, 3] * w
             work1, work2 = maps[f1 : f1 + rows * w], maps[f2 : f2 + rows * w]
             s1, e1, s2, e2 = jobs[j, 1], jobs[j, 2], jobs[j + 1, 1], jobs[j + 1, 2]
-            o1, o2, p1, p2 = out_offsets[b1], out_offsets[b2], jobs[j, 3] * w, jobs[j + 1, 3] * w
             if bits == 1:  # a literal bit depth lets the compiler specialise the inner loop (1.2x)
-                ok = _decode_two(data, s1, e1, s2, e2, rows, w, 1, cum, work1, work2, out, o1, o2, p1, p2)
+                ok = _decode_two(data, s1, e1, s2, e2, rows, w, 1, cum, work1, work2)
             elif bits == 2:
-                ok = _decode_two(data, s1, e1, s2, e2, rows, w, 2, cum, work1, work2, out, o1, o2, p1, p2)
+                ok = _decode_two(data, s1, e1, s2, e2, rows, w, 2, cum, work1, work2)
             elif bits == 3:
-                ok = _decode_two(data, s1, e1, s2, e2, rows, w, 3, cum, work1, work2, out, o1, o2, p1, p2)
+                ok = _decode_two(data, s1, e1, s2, e2, rows, w, 3, cum, work1, work2)
             else:
-                ok = _decode_two(data, s1, e1, s2, e2, rows, w, 4, cum, work1, work2, out, o1, o2, p1, p2)
+                ok = _decode_two(data, s1, e1, s2, e2, rows, w, 4, cum, work1, work2)
             if ok:
                 continue
         for c in range(j, min(j + 2, jobs.shape[0])):  # alone, or a pair that failed: say which
-            _lane(data, jobs[c], heights, widths, mask_data, mask_offsets, patch_h, patch_w, bits, cum, maps,
-                  map_offsets, out, out_offsets, status)
+            _lane(data, jobs[c], widths, mask_data, mask_offsets, patch_h, patch_w, bits, cum, maps, map_offsets,
+                  status)
     for b in prange(heights.shape[0]):
-        if mask_offsets[b] >= 0 and status[b] == OK:
+        if status[b] == OK:
             _pack(out, out_offsets[b], maps[map_offsets[b] :], heights[b], widths[b], mask_data, mask_offsets[b],
                   patch_h, patch_w, bits)
     return status
