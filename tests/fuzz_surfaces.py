@@ -157,6 +157,11 @@ class ShardOriginal:
             self.forms[form] = ({Path(n).name: Path(n).read_bytes() for n in names}, side.read_bytes())
         # what the pipeline gives for each sample: (image bytes, label), refilled with "mean"
         self.expected = self._read(directory / "shards-dcqb", directory / "shards-dcqb" / "s.dcq", None)[0]
+        # every form reads the same samples; reading them here also compiles, outside the trials'
+        # time and memory bounds, the kernels each form needs (a CODED member's codec decode)
+        for form in self.forms:
+            got = self._read(directory / f"shards-{form}", directory / f"shards-{form}" / "s.dcq", None)[0]
+            assert sorted(got) == sorted(self.expected), f"the {form} shards read other samples than written"
 
     @staticmethod
     def _read(folder: Path, side: Path, handler: Any) -> tuple[list[tuple[bytes, int]], list[str]]:
