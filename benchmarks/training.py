@@ -32,10 +32,10 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 def train_eval(train_x: np.ndarray, train_y: np.ndarray, test_x: torch.Tensor, test_y: torch.Tensor,
-               epochs: int, seed: int, batch: int = 128) -> float:
+               epochs: int, seed: int, batch: int = 128, classes: int = 10) -> float:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    model = cnn().to(memory_format=torch.channels_last)
+    model = cnn(classes).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     steps = epochs * (len(train_x) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, total_steps=steps, pct_start=0.25)

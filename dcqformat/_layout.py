@@ -35,10 +35,13 @@ TAG_ZDCT = b"ZDCT"
 TAG_WGHT = b"WGHT"
 TAG_META = b"META"
 TAG_CTXM = b"CTXM"
+TAG_DEQW = b"DEQW"
 REQUIRED_TAGS = (TAG_DATA, TAG_RECS, TAG_DCRC, TAG_PALT, TAG_META)
-KNOWN_TAGS = REQUIRED_TAGS + (TAG_MASK, TAG_ZDCT, TAG_CTXM, TAG_WGHT)
+KNOWN_TAGS = REQUIRED_TAGS + (TAG_MASK, TAG_ZDCT, TAG_CTXM, TAG_WGHT, TAG_DEQW)
+MODEL_TAGS = (TAG_WGHT, TAG_DEQW)  # safetensors sections: the MAE, the learned dequantizer
+SKIPPABLE_TAGS = (TAG_DEQW,)  # written with the SKIPPABLE bit: a reader without it decodes as before
 # Order in which a writer lays sections out (canonical files).
-WRITE_ORDER = (TAG_DATA, TAG_RECS, TAG_MASK, TAG_DCRC, TAG_PALT, TAG_ZDCT, TAG_CTXM, TAG_WGHT, TAG_META)
+WRITE_ORDER = (TAG_DATA, TAG_RECS, TAG_MASK, TAG_DCRC, TAG_PALT, TAG_ZDCT, TAG_CTXM, TAG_WGHT, TAG_DEQW, TAG_META)
 
 # PALT: palette_count, bits, channels, reserved; then P * 2**bits * channels uint8.
 PALT_HEADER = struct.Struct("<IBBH")

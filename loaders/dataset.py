@@ -17,6 +17,7 @@ from dcqformat.format.reader import DcqReader, Layout
 
 from .augment import output_size
 from .cache import DEFAULT_LIMIT, RefillCache
+from .dequantize import Dequantize, Restorer
 from .reconstruct import Mode, Reconstructor, refill_and_crop
 from .tables import channel_tables, normalized_fill, normalized_table
 
@@ -42,9 +43,15 @@ class DCQDataset(Dataset):
             ``get_batch(..., masks=True)`` also returns the dropped pixels of the output as bool
             (N, H, W)). Visible pixels are exact.
         snap: snap refilled pixels to the image's palette.
+        dequantize: what a palette image becomes (:mod:`dcqformat.loaders.dequantize`):
+            ``"auto"`` (default: the file's learned dequantizer when it has one, else
+            ``"lookup"``), ``"lookup"`` (each index its palette colour: exact, fused with the
+            crop), ``"deband"`` (the debanding filter: false contours softened, no stored bytes)
+            or ``"learned"`` (the file's DEQW network, one forward pass per batch).
         refill_cache: keep refilled images for later epochs (``"mae"``, ``"smooth"`` and snapped
-            refills; :class:`~dcqformat.loaders.cache.RefillCache`, shared by the DataLoader
-            workers): ``True`` (default) up to 2 GiB, a number of bytes, or ``False``.
+            refills, and images through the learned dequantizer;
+            :class:`~dcqformat.loaders.cache.RefillCache`, shared by the DataLoader workers):
+            ``True`` (default) up to 2 GiB, a number of bytes, or ``False``.
 
     Items are always ``(image, label)``. DataLoader batches are decoded by one parallel call
     through ``__getitems__``. The file is opened lazily in each process, and the dataset pickles
@@ -65,6 +72,7 @@ class DCQDataset(Dataset):
         output: Literal["tensor", "numpy", "pil"] = "tensor",
         reconstruct: Mode = "auto",
         snap: bool = False,
+        dequantize: Dequantize = "auto",
         refill_cache: bool | int = True,
     ) -> None:
         if layout not in ("CHW", "HWC"):
@@ -88,9 +96,12 @@ class DCQDataset(Dataset):
         self.masked = reader.has_masks
         self.reconstructor = Reconstructor(reconstruct, weights=reader.weights_blob(), patch=reader.patch_size,
                                            snap=snap) if self.masked and reader.patch_size else None
+        self.restorer = Restorer(dequantize, weights=reader.weights_blob("DEQW"))
         self.refill_cache: RefillCache | None = None
         rec = self.reconstructor
-        if refill_cache and rec is not None and (rec.mode in ("mae", "smooth") or (rec.snap and rec.mode != "none")):
+        costly = self.restorer.mode == "learned" or (
+            rec is not None and (rec.mode in ("mae", "smooth") or (rec.snap and rec.mode != "none")))
+        if refill_cache and costly:
             limit = DEFAULT_LIMIT if refill_cache is True else int(refill_cache)
             shapes = np.asarray(reader.shapes)
             self.refill_cache = RefillCache(np.column_stack([shapes, np.full(len(shapes), reader.channels)]), limit)
@@ -182,7 +193,7 @@ class DCQDataset(Dataset):
         output are appended to ``masks``.
         """
         r = self.reader
-        if self.masked:
+        if self.masked or self.restorer.whole_images:
             return self._decode_reconstructed(idx, generator, masks)
         layout: Layout = "NCHW" if self.layout == "CHW" else "NHWC"
         if self.augment is None and self._table is None:
@@ -206,14 +217,14 @@ class DCQDataset(Dataset):
 
     def _decode_reconstructed(self, idx: np.ndarray, generator: torch.Generator | None,
                               masks: list[np.ndarray] | None) -> np.ndarray:
-        """Masked files: decode whole images, refill dropped patches, then crop and normalise."""
+        """Masked files, or dequantizing other than by lookup: decode whole images, refill
+        dropped patches, dequantize, then crop and normalise."""
         r, rec = self.reader, self.reconstructor
-        assert rec is not None
         boxes, flips, size, interp = self._windows(idx, generator)
         tables = channel_tables(r.channels, self.mean, self.std, self._table is not None)
         out, hidden = refill_and_crop(r.streams(idx), r.palette_set, rec, tables, boxes, flips, size,
                                       interp == "bilinear", self.layout == "CHW", self.refill_cache, idx,
-                                      masks=masks is not None)
+                                      masks=masks is not None, restorer=self.restorer)
         if masks is not None and hidden is not None:
             masks.append(hidden)
         return out

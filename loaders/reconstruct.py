@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from dcqformat import DcqError, DcqReader
-from dcqformat.decode import PaletteSet, Streams, decode_crops, decode_images, decode_masked_crops, resample_planes
+from dcqformat.decode import PaletteSet, Streams, decode_crops, decode_masked_crops, resample_planes
 from dcqformat.decode.inpaint import harmonic_fill
 
 from .cache import RefillCache
+from .dequantize import Restorer
 from .tables import channel_tables
 
 if TYPE_CHECKING:
@@ -110,25 +111,32 @@ class Reconstructor:
         return filled
 
 
-def refill_and_crop(streams: Streams, palettes: PaletteSet, rec: Reconstructor, tables: np.ndarray,
+def refill_and_crop(streams: Streams, palettes: PaletteSet, rec: Reconstructor | None, tables: np.ndarray,
                     boxes: np.ndarray, flips: np.ndarray, size: tuple[int, int], bilinear: bool,
                     chw: bool, cache: RefillCache | None = None, indices: np.ndarray | None = None,
-                    masks: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                    masks: bool = False, restorer: Restorer | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The one refill path (DCQDataset, the WebDataset decoder, dcq export, the benchmarks).
 
-    Refills the dropped patches of the samples of ``streams`` as ``rec`` says and crops, flips,
-    resizes (and normalises through the per-channel ``tables``) them to ``size``. Returns the
-    batch and, with ``masks`` and ``reconstruct="none"``, its (n, OH, OW) dropped-pixel mask.
+    Refills the dropped patches of the samples of ``streams`` as ``rec`` says (None: a file
+    without dropped patches), dequantizes them as ``restorer`` says (None: palette lookup) and
+    crops, flips, resizes (and normalises through the per-channel ``tables``) them to ``size``.
+    Returns the batch and, with ``masks`` and ``reconstruct="none"``, its (n, OH, OW)
+    dropped-pixel mask.
 
-    ``"none"`` and ``"mean"`` never leave the palette: one fused pass decodes each sample's
-    kept indices straight into its crop, the dropped pixels taking level 0 or the mean colour
-    (:func:`_crop_indexed`). The other modes decode whole images, one batch per image size,
-    refill them (or read them from ``cache``, a :class:`RefillCache`; ``indices`` are the
-    samples' numbers) and crop them.
+    With lookup, ``"none"`` and ``"mean"`` never leave the palette: one fused pass decodes each
+    sample's kept indices straight into its crop, the dropped pixels taking level 0 or the mean
+    colour (:func:`_crop_indexed`). Otherwise whole images are decoded (looked up or debanded),
+    one batch per image size, refilled, run through the learned dequantizer if there is one
+    (or read from ``cache``, a :class:`RefillCache`; ``indices`` are the samples' numbers) and
+    cropped.
     """
-    if rec.mode == "none" or (rec.mode == "mean" and not rec.snap):
+    lookup = restorer is None or not restorer.whole_images
+    if rec is not None and lookup and (rec.mode == "none" or (rec.mode == "mean" and not rec.snap)):
         return _crop_indexed(streams, palettes, rec.mode, tables, boxes, flips, size, bilinear, chw,
                              masks and rec.mode == "none")
+    if masks and rec is not None and rec.mode == "none":
+        raise ValueError("the dropped-pixel masks (masks=True) come with dequantize='lookup' only")
+    restorer = restorer or Restorer("lookup", weights=None)
     n, c = len(streams), tables.shape[0]
     out = np.empty((n, c, *size) if chw else (n, *size, c), tables.dtype)
     for h, w in sorted({(int(a), int(b)) for a, b in zip(streams.heights, streams.widths)}):
@@ -139,10 +147,12 @@ def refill_and_crop(streams: Streams, palettes: PaletteSet, rec: Reconstructor, 
         if todo.any():
             rows = np.flatnonzero(todo)
             sub = part.take(rows) if rows.size < pos.size else part
-            dropped = torch.from_numpy(sub.grids(rec.patch))
-            own = torch.from_numpy(palettes.palettes[sub.palette_ids]) if rec.snap else None
-            decoded = decode_images(sub, palettes, np.empty((rows.size, c, h, w), np.uint8), True)
-            full[rows] = rec.fill(torch.from_numpy(decoded), dropped, own).numpy()
+            decoded = restorer.decode(sub, palettes, np.empty((rows.size, c, h, w), np.uint8))
+            if rec is not None:
+                dropped = torch.from_numpy(sub.grids(rec.patch))
+                own = torch.from_numpy(palettes.palettes[sub.palette_ids]) if rec.snap else None
+                decoded = rec.fill(torch.from_numpy(decoded), dropped, own).numpy()
+            full[rows] = restorer.refine(decoded)
             if cache is not None and indices is not None:
                 cache.put(indices[pos][rows], full[rows])
         out[pos] = resample_planes(full, tables, boxes[pos], flips[pos], size, bilinear, chw)
@@ -171,14 +181,16 @@ def _crop_indexed(streams: Streams, palettes: PaletteSet, mode: str, tables: np.
     return out, hidden
 
 
-def refilled_images(reader: DcqReader, indices: np.ndarray, rec: Reconstructor) -> np.ndarray:
-    """Samples ``indices`` of one size as uint8 (N, H, W, C), dropped patches refilled by ``rec``:
-    the NumPy view of the one refill path (``dcq export``, the benchmarks)."""
+def refilled_images(reader: DcqReader, indices: np.ndarray, rec: Reconstructor | None,
+                    restorer: Restorer | None = None) -> np.ndarray:
+    """Samples ``indices`` of one size as uint8 (N, H, W, C), dropped patches refilled by ``rec``
+    and dequantized by ``restorer``: the NumPy view of the one refill path (``dcq export``, the
+    benchmarks)."""
     streams = reader.streams(indices)
     size = streams.size()
     if size is None:
         raise ValueError("refilled_images needs samples of one size")
     boxes = np.tile([0.0, 0.0, *size], (len(streams), 1))
     out, _ = refill_and_crop(streams, reader.palette_set, rec, channel_tables(reader.channels, None, None, False),
-                             boxes, np.zeros(len(streams), bool), size, False, False)
+                             boxes, np.zeros(len(streams), bool), size, False, False, restorer=restorer)
     return out

@@ -40,6 +40,7 @@ from dcqformat.format.dcqi import (
 )
 
 from .augment import output_size
+from .dequantize import Dequantize, Restorer
 from .reconstruct import Mode, Reconstructor, refill_and_crop
 from .tables import channel_tables, normalized_fill, normalized_table
 
@@ -139,9 +140,10 @@ def write_shards(src: str | os.PathLike[str], pattern: str, *, maxcount: int = 1
     with dcqformat.DcqWriter(side, bits=reader.bits, channels=reader.channels, palettes=np.array(reader.palettes),
                              meta=meta, patch_size=reader.patch_size, codec=reader.codec if coded else "packed",
                              codec_sections=reader.codec_sections() if coded else None) as w:
-        blob = reader.weights_blob()
-        if blob is not None:
-            w.set_weights(blob)
+        for section in ("WGHT", "DEQW"):
+            blob = reader.weights_blob(section)
+            if blob is not None:
+                w.set_weights(blob, section)
     return side, written
 
 
@@ -163,11 +165,13 @@ class BatchDecoder:
 
     def __init__(self, sidecar: str | os.PathLike[str], *, augment: Any = None, layout: str = "CHW",
                  dtype: torch.dtype = torch.uint8, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, reconstruct: Mode = "auto", snap: bool = False) -> None:
+                 std: Sequence[float] | None = None, reconstruct: Mode = "auto", snap: bool = False,
+                 dequantize: Dequantize = "auto") -> None:
         side = open_sidecar(sidecar)
         self.check = SampleCheck.of(side)
         self.reconstructor = None if side.patch_size is None else Reconstructor(
             reconstruct, weights=side.weights_blob(), patch=side.patch_size, snap=snap)
+        self.restorer = Restorer(dequantize, weights=side.weights_blob("DEQW"))
         self.mean, self.std = mean, std
         self.palettes = PaletteSet(np.array(side.palettes), side.bits)
         self.bits, self.channels = side.bits, side.channels
@@ -196,11 +200,11 @@ class BatchDecoder:
             boxes = np.tile([0.0, 0.0, *size], (len(items), 1))
             flips, interp = np.zeros(len(items), bool), "nearest"
         chw = self.layout == "CHW"
-        if masked:
-            assert rec is not None
+        if masked or self.restorer.whole_images:
             tables = channel_tables(self.channels, self.mean, self.std, self.table.dtype != np.uint8)
-            out, hidden = refill_and_crop(streams, self.palettes, rec, tables, boxes, flips, size,
-                                          interp == "bilinear", chw, masks=True)
+            out, hidden = refill_and_crop(streams, self.palettes, rec if masked else None, tables, boxes, flips,
+                                          size, interp == "bilinear", chw, masks=not self.restorer.whole_images,
+                                          restorer=self.restorer)
             return (torch.from_numpy(out), labels) if hidden is None else \
                 (torch.from_numpy(out), labels, torch.from_numpy(hidden))
         boxes, flips, fill = crop_arguments(len(items), self.channels, self.table, self.fill, boxes, flips)
@@ -444,7 +448,7 @@ def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str] | No
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  resampled: bool = False, epoch_batches: int | None = None, partial: bool = True,
                  handler: Callable[[Exception], bool] = wds.reraise_exception, reconstruct: Mode = "auto",
-                 snap: bool = False, seed: int = 0) -> wds.DataPipeline:
+                 snap: bool = False, seed: int = 0, dequantize: Dequantize = "auto") -> wds.DataPipeline:
     """A WebDataset pipeline of decoded ``(images, labels)`` batches from .dcq shards.
 
     The shard list is shuffled anew each epoch, the same way on every rank (``seed``; see
@@ -456,7 +460,9 @@ def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str] | No
     ``pipe:`` commands. ``epoch_batches`` caps each worker's epoch (see :func:`epoch_batches`);
     ``handler`` is WebDataset's error policy (``wds.warn_and_continue`` skips bad samples).
     Dropped patches are refilled as ``reconstruct`` says (see :class:`DCQDataset`; the MAE
-    comes from the sidecar); with ``"none"`` batches are ``(images, labels, masks)``. The sidecar
+    comes from the sidecar); with ``"none"`` batches are ``(images, labels, masks)``. Palette
+    images are dequantized as ``dequantize`` says (see :class:`DCQDataset`; the learned
+    dequantizer comes from the sidecar too). The sidecar
     (default: the one beside the shards, :func:`sidecar_of`) may be a URL like the shards: it is
     fetched once through webdataset's opener.
     """
@@ -472,6 +478,7 @@ def dcq_pipeline(urls: str | Sequence[str], sidecar: str | os.PathLike[str] | No
         stages.append(wds.shuffle(shuffle))  # of samples, blocks unpacked
     stages += [wds.batched(batch_size, partial=partial,
                            collation_fn=BatchDecoder(sidecar, augment=augment, layout=layout, dtype=dtype,
-                                                     mean=mean, std=std, reconstruct=reconstruct, snap=snap))]
+                                                     mean=mean, std=std, reconstruct=reconstruct, snap=snap,
+                                                     dequantize=dequantize))]
     pipeline = wds.DataPipeline(*stages)
     return pipeline.with_epoch(epoch_batches) if epoch_batches else pipeline

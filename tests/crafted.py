@@ -184,14 +184,17 @@ def masked_file(mask_byte: int, h: int = 4, w: int = 6, patch: tuple[int, int] =
 
 
 def plain_file(meta_obj: object | None = None, source_index: int | None = None,
-               weights: bytes | None = None) -> bytes:
-    """Two 2x2 samples at 2 bits, with the given metadata, a stored u64 source index, weights."""
+               weights: bytes | None = None, dequantizer: bytes | None = None) -> bytes:
+    """Two 2x2 samples at 2 bits, with the given metadata, a stored u64 source index, weights
+    (WGHT) and a dequantizer (DEQW)."""
     stored = {} if source_index is None else {"source_index": (8, [source_index, 1])}
     r = recs(2, {"height": (2, 0), "width": (2, 0), "payload_offset": (0, 1), "payload_length": (1, 0),
                  "label": (0, 1)}, stored=stored)
     s = base_sections(bytes([0b11100100, 0b00011011]), r, 2, meta_obj)
     if weights is not None:
         s[L.TAG_WGHT] = (0, weights)
+    if dequantizer is not None:
+        s[L.TAG_DEQW] = (L.SECTION_FLAG_SKIPPABLE, dequantizer)
     return assemble(s)
 
 
@@ -202,10 +205,12 @@ def safetensors(header: dict, data: bytes) -> bytes:
     return len(raw).to_bytes(8, "little") + raw + data
 
 
-def mae_weights(config: dict, tensors: dict[str, tuple[list[int], bytes]] | None = None) -> bytes:
-    """An MAE weights buffer with this config and (by default) one tiny F16 tensor."""
+def mae_weights(config: dict, tensors: dict[str, tuple[list[int], bytes]] | None = None,
+                key: str = "dcq-mae", fmt: str = "dcq-mae/1") -> bytes:
+    """An MAE weights buffer with this config and (by default) one tiny F16 tensor (with ``key``
+    and ``fmt``, another model's: ``"dcq-dequant"``, ``"dcq-dequant/1"``)."""
     tensors = tensors or {"embed.weight": ([2, 2], bytes(8))}
-    header: dict = {"__metadata__": {"dcq-mae": json.dumps({"format": "dcq-mae/1", "config": config})}}
+    header: dict = {"__metadata__": {key: json.dumps({"format": fmt, "config": config})}}
     pos, data = 0, b""
     for name, (shape, raw) in tensors.items():
         header[name] = {"dtype": "F16", "shape": shape, "data_offsets": [pos, pos + len(raw)]}

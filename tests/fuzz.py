@@ -188,6 +188,26 @@ def k_mae_config(rng: np.random.Generator) -> tuple[bytes, Any]:
     return crafted.plain_file(weights=blob), check
 
 
+GOOD_DEQUANTIZER = {"channels": 3, "width": 4, "depth": 2}
+
+
+def k_dequantizer_config(rng: np.random.Generator) -> tuple[bytes, Any]:
+    """The DEQW section's config (spec §9.3): hostile values, a tensor that never matches."""
+    values = [0, -1, 2, 3, 257, 2**31, math.nan, math.inf, "2", True, None, 1.5, 17, [1], {}]
+    config: dict[str, Any] = dict(GOOD_DEQUANTIZER)
+    for key in rng.choice([*GOOD_DEQUANTIZER, "extra"], int(rng.integers(1, 3)), replace=False):
+        config[str(key)] = values[int(rng.integers(0, len(values)))]
+    blob = crafted.mae_weights(config, key="dcq-dequant", fmt="dcq-dequant/1")
+
+    def check(path: Path) -> None:
+        from dcqformat.dequant import dequantizer_from_bytes
+
+        with dcqformat.open(path) as r:
+            dequantizer_from_bytes(r.weights_blob("DEQW"))  # type: ignore[arg-type]
+        raise WrongValues("a dequantizer was built from weights that do not match it")
+    return crafted.plain_file(dequantizer=blob), check
+
+
 _META_VALUES: list[Any] = [None, 1, -2.5, "x", [], ["a", "b"], [["a"]], {}, {"method": "dq", "keep": 0.5},
                            {"fraction": 0.25, "patch": 4}, {"fraction": 7}, {"config": 3}, {"config": {}}, True,
                            {"method": 1, "keep": "x"}, {"method": "dq", "keep": 0.1, "per_class": [1, -1]}]
@@ -196,7 +216,7 @@ _META_VALUES: list[Any] = [None, 1, -2.5, "x", [], ["a", "b"], [["a"]], {}, {"me
 def k_meta_types(rng: np.random.Generator) -> tuple[bytes, Any]:
     meta = {str(k): _META_VALUES[int(rng.integers(0, len(_META_VALUES)))]
             for k in rng.choice(["name", "classes", "color_space", "quantizer", "provenance", "drop", "selection",
-                                 "mae", "future"], int(rng.integers(1, 4)), replace=False)}
+                                 "mae", "dequantizer", "future"], int(rng.integers(1, 4)), replace=False)}
     meta = {k: v for k, v in meta.items() if v is not None}
 
     def check(path: Path) -> None:
@@ -222,7 +242,8 @@ def k_source_index(rng: np.random.Generator) -> tuple[bytes, Any]:
 CRAFTED: dict[str, Callable[[np.random.Generator], tuple[bytes, Any]]] = {
     "zstd declared size": k_zstd_declared, "zstd bomb": k_zstd_bomb, "zstd not one frame": k_zstd_frames,
     "mask padding": k_mask_padding, "huge sample count": k_huge_count, "weights dtypes": k_weights_dtype,
-    "weights header": k_weights_header, "MAE config": k_mae_config, "metadata types": k_meta_types,
+    "weights header": k_weights_header, "MAE config": k_mae_config,
+    "dequantizer config": k_dequantizer_config, "metadata types": k_meta_types,
     "source_index u64": k_source_index,
 }
 

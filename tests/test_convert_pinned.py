@@ -20,9 +20,10 @@ from dcqformat.conversion import ConvertConfig, convert
 PINNED = {
     # 2026-11-24: META's quantizer config gained dither, bytes_per_image, resize, center_crop,
     # max_size, palette_seconds and palette_losses; then mae_size and mae_weights; then drop_by
-    # (each time the digest without the new keys was the one before, checked)
-    "packed": "67406a8f31fec66838b30dc961a59be1d378ae5c1c74810993bb62dfeac0c182",
-    "zstd": "293f5d17e2ffbbc59dc4a772d015afa91b09b931261a12339e74793a46d8f873",
+    # (each time the digest without the new keys was the one before, checked); 2026-12-02:
+    # dequantizer and dequantizer_seconds (checked the same way)
+    "packed": "7084e8903f7e69b59db135ea18aafb18e7a235fbbe6056c825901932da97d271",
+    "zstd": "e0747f6bf09b84ed63121dd91e717ed281d25b065b0e20ef3f9ed3887d82f924",
 }
 
 

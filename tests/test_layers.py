@@ -17,7 +17,7 @@ LAYERS = [
     ("dcqformat.format",),  # sections, reader, writer, dataset directories, .dcqi members
     ("dcqformat.pipeline",),  # what every conversion stage shares
     ("dcqformat",),  # the facade: dcqformat.open, DcqReader, DcqWriter, ConvertConfig
-    ("dcqformat.mae",),  # the MAE that refills dropped patches
+    ("dcqformat.mae", "dcqformat.dequant"),  # the models in the file: the MAE, the learned dequantizer
     ("dcqformat.loaders",),  # torch Dataset, loader, WebDataset pipeline, device decoder
     ("dcqformat.quantize",),  # the quantizers and their stages
     ("dcqformat.select",),  # DQ / ADQ / GraphCut

@@ -15,6 +15,7 @@ from .._version import SPEC_VERSION, __version__
 from ..errors import DcqError
 from ..pipeline.options import (
     CLUSTER_FEATURES,
+    DEQUANTIZER_SIZES,
     DROP_BY,
     MAE_SIZES,
     MAE_WEIGHTS,
@@ -181,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "small, base, large")
     s.add_argument("--mae-weights", default="int8", choices=MAE_WEIGHTS, help="how the file stores the MAE: "
                    "int8 (default, a scale per tensor; a quarter of float32) or float16")
+    s.add_argument("--dequantizer", default="none", choices=DEQUANTIZER_SIZES, help="a learned dequantizer "
+                   "stored in the file (section DEQW), trained on this dataset's (palette image, original) pairs, "
+                   "that the loaders run with dequantize='learned' (or 'auto'): none (default), auto (the largest "
+                   "costing at most 2%% of the index bytes, kept only if on held-out images it beats lookup and the "
+                   "debanding filter by 0.2 dB) or tiny, small, base")
+    s.add_argument("--dequantizer-seconds", type=float, default=None, help="its training time limit (default: "
+                   "60 on a CPU, none on a GPU)")
     s.add_argument("--palette-seconds", type=float, default=None, help="autopalette: time limit of the palette "
                    "network's training (default: 180 on a CPU, none on a GPU)")
     s.add_argument("--palette-losses", default="max,balance,align", help="autopalette: the auxiliary losses to "

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
+from ..dequant.train import dequant_stage
 from ..errors import DcqError
 from ..format.writer import remove_stale_temporaries
 from ..pipeline.checkpoint import Checkpoints, file_settings, fingerprint
@@ -219,8 +220,11 @@ def _convert_baseline(ctx: Conversion, dst: str | Path) -> Written:
         return idx, pal
 
     dropper = Dropper(ctx)
-    mae = mae_stage(ctx, lambda chunk, images: [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)],
-                    dropper)
+    def colours(chunk: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray]:
+        return [pal[idx] for idx, pal in map(quantize, chunk.tolist(), images)]
+
+    mae = mae_stage(ctx, colours, dropper)
+    deq = dequant_stage(ctx, colours)
 
     def rows(start: int) -> Iterator[Row]:
         for chunk, images in progress_of(cache.batches(cfg.batch, start=start), cfg.method,
@@ -230,9 +234,9 @@ def _convert_baseline(ctx: Conversion, dst: str | Path) -> Written:
                 yield idx, pal, cache.labels[i], cache.sources[i], dropped
 
     with Stage(summary, "quantize + write"):
-        written = write_rows(dst, cfg, file_meta(ctx, dropper, mae), None, rows, dropper.patch,
+        written = write_rows(dst, cfg, file_meta(ctx, dropper, mae, None, deq), None, rows, dropper.patch,
                              mae.weights if mae else None, ctx.samples_per_file, ctx.group,
-                             ctx.checkpoints.parts(Path(dst)), progress)
+                             ctx.checkpoints.parts(Path(dst)), progress, deq.weights if deq else None)
     written.mae = mae.report if mae else {}
     return written
 

@@ -3,7 +3,8 @@
 - :mod:`.batch`: the :class:`Streams` value and the decode API (whole images, fused crops),
   re-exported here: ``from dcqformat.decode import Streams, decode_crops``.
 - :mod:`.kernels`: the Numba kernels (unpack, palette lookup, fused crop/flip/resize, CRC);
-  :mod:`.inpaint`: the harmonic fill of dropped patches (spec §9.2).
+  :mod:`.inpaint`: the harmonic fill of dropped patches (spec §9.2); :mod:`.deband`: the
+  debanding of ``dequantize="deband"``.
 - :mod:`.bitpack` and :mod:`.resample`: their plain NumPy twins, which the tests compare against
   (``bitpack`` also packs for the writer).
 
@@ -18,6 +19,7 @@ from .batch import (
     crop_arguments,
     crop_rows,
     decode_crops,
+    decode_debanded,
     decode_images,
     decode_indices,
     decode_masked_crops,
@@ -26,5 +28,6 @@ from .batch import (
     set_parallel,
 )
 
-__all__ = ["PaletteSet", "Streams", "concat", "crop_arguments", "crop_rows", "decode_crops", "decode_images",
+__all__ = ["PaletteSet", "Streams", "concat", "crop_arguments", "crop_rows", "decode_crops", "decode_debanded",
+           "decode_images",
            "decode_indices", "decode_masked_crops", "kept_pixels", "resample_planes", "set_parallel"]

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from . import bitpack, kernels
+from . import bitpack, deband, kernels
 from .kernels import set_parallel
 
-__all__ = ["PaletteSet", "Streams", "concat", "crop_arguments", "decode_crops", "decode_images", "decode_indices",
-           "decode_masked_crops", "kept_pixels", "resample_planes", "set_parallel"]
+__all__ = ["PaletteSet", "Streams", "concat", "crop_arguments", "decode_crops", "decode_debanded", "decode_images",
+           "decode_indices", "decode_masked_crops", "kept_pixels", "resample_planes", "set_parallel"]
 
 _LUT_CACHE_BYTES = 64 << 20
 
@@ -154,6 +154,7 @@ class PaletteSet:
         self.palettes = palettes
         self.bits = bits
         self._luts: dict[bool, np.ndarray] = {}
+        self._weights: np.ndarray | None = None
 
     @property
     def channels(self) -> int:
@@ -168,6 +169,18 @@ class PaletteSet:
             return self._luts[chw], pids
         used, inverse = np.unique(pids, return_inverse=True)
         return kernels.build_luts(self.palettes[used], self.bits, chw), inverse.astype(np.int64)
+
+    def weights(self, pids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Palettes, their debanding weight tables (:func:`deband.weight_tables`) and each
+        sample's row in them, for palettes ``pids``."""
+        k = self.palettes.shape[1]
+        if len(self.palettes) * k * k * 4 <= _LUT_CACHE_BYTES:
+            if self._weights is None:
+                self._weights = deband.weight_tables(self.palettes)
+            return self.palettes, self._weights, np.asarray(pids, np.int64)
+        used, inverse = np.unique(pids, return_inverse=True)
+        colours = np.ascontiguousarray(self.palettes[used])
+        return colours, deband.weight_tables(colours), inverse.reshape(-1).astype(np.int64)
 
 
 def decode_images(s: Streams, palettes: PaletteSet, out: np.ndarray, chw: bool) -> np.ndarray:
@@ -191,6 +204,23 @@ def decode_images(s: Streams, palettes: PaletteSet, out: np.ndarray, chw: bool) 
                                  flat.view(kernels.WORD_DTYPES[s.bits]), chw)
     else:
         kernels.decode_packed_batch(s.data, s.offsets, s.palette_ids, palettes.palettes, s.bits, n, flat, chw)
+    return out
+
+
+def decode_debanded(s: Streams, palettes: PaletteSet, out: np.ndarray) -> np.ndarray:
+    """:func:`decode_images` (N, C, H, W) with the palette's false contours softened
+    (:mod:`dcqformat.decode.deband`); dropped pixels 0, and no one's neighbour."""
+    if not len(s):
+        return out
+    maps = decode_indices(s)
+    hidden = np.zeros((0, 1, 1), np.bool_)
+    if s.any_masked():
+        assert s.patch is not None
+        ph, pw = s.patch
+        grids = s.grids(s.patch)
+        hidden = np.ascontiguousarray(grids.repeat(ph, 1).repeat(pw, 2)[:, : maps.shape[1], : maps.shape[2]])
+    colours, weights, ids = palettes.weights(s.palette_ids)
+    deband.deband_batch(maps, ids, colours, weights, hidden, out)
     return out
 
 

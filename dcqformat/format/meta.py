@@ -106,6 +106,7 @@ def parse_meta(buf: bytes, offset: int = 0) -> FileMeta:
     mae = c.obj(raw, "mae")
     if mae is not None:
         c.obj(mae, "config", "mae.")
+    c.obj(raw, "dequantizer")
     return FileMeta(
         raw=raw,
         name=c.string(raw, "name"),

@@ -187,8 +187,9 @@ class DcqSet(RecordViews):
                 if getattr(r, what) != getattr(first, what):
                     raise CorruptFile(f"{r.path}: {what} differs from {first.path}'s", section="file set",
                                       expected=getattr(first, what), found=getattr(r, what))
-            if r.weights_blob() != first.weights_blob():
-                raise CorruptFile(f"{r.path}: its model weights differ from {first.path}'s", section="WGHT")
+            for section in ("WGHT", "DEQW"):
+                if r.weights_blob(section) != first.weights_blob(section):
+                    raise CorruptFile(f"{r.path}: its model weights differ from {first.path}'s", section=section)
         self.bits, self.channels, self.patch_size = first.bits, first.channels, first.patch_size
         self.classes = first.classes
         counts = np.array([len(r) for r in self.readers], np.int64)
@@ -227,8 +228,8 @@ class DcqSet(RecordViews):
     def has_masks(self) -> bool:
         return any(r.has_masks for r in self.readers)
 
-    def weights_blob(self) -> bytes | None:
-        return self.readers[0].weights_blob()
+    def weights_blob(self, section: str = "WGHT") -> bytes | None:
+        return self.readers[0].weights_blob(section)
 
     # -- decoding ---------------------------------------------------------------------------
     def _indices(self, indices: Iterable[int] | np.ndarray) -> np.ndarray:
@@ -426,7 +427,7 @@ class DcqSetWriter:
         self.per_file, self.args, self.on_part = samples_per_file, writer_args, on_part
         self.parts: list[Path] = []
         self._writer: DcqWriter | None = None
-        self._weights: bytes | None = None
+        self._models: dict[str, bytes] = {}
         self.count = 0
 
     def _current(self) -> DcqWriter:
@@ -437,8 +438,8 @@ class DcqSetWriter:
                     self.on_part(self.parts[-1])
             path = self._tmp / f"{self.prefix}-{len(self.parts):05d}.dcq"
             self._writer = DcqWriter(path, **self.args)
-            if self._weights is not None:
-                self._writer.set_weights(self._weights)
+            for section, blob in self._models.items():
+                self._writer.set_weights(blob, section)
             self.parts.append(path)
         return self._writer
 
@@ -449,11 +450,11 @@ class DcqSetWriter:
         self.parts = list(parts)
         self.count = len(parts) * self.per_file
 
-    def set_weights(self, safetensors_bytes: bytes) -> None:
-        """Weights for every part (give them before the samples)."""
+    def set_weights(self, safetensors_bytes: bytes, section: str = "WGHT") -> None:
+        """Weights for every part, section WGHT or DEQW (give them before the samples)."""
         if self._writer is not None:
             raise ValueError("give the weights before the first sample")
-        self._weights = bytes(safetensors_bytes)
+        self._models[section] = bytes(safetensors_bytes)
 
     def add_palette(self, palette: np.ndarray) -> int:
         return self._current().add_palette(palette)

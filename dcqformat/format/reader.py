@@ -113,8 +113,9 @@ class DcqReader(RecordViews):
             self.patch_size, self._masks = parse_masks(self._section(L.TAG_MASK), secs[L.TAG_MASK].offset)
         self._decoder = codec.decoder({tag: (sec.offset, self._section(tag)) for tag, sec in secs.items()},
                                       self.bits)
-        if L.TAG_WGHT in secs:
-            validate_safetensors(self._section(L.TAG_WGHT), secs[L.TAG_WGHT].offset)
+        for tag in L.MODEL_TAGS:
+            if tag in secs:
+                validate_safetensors(self._section(tag), secs[tag].offset, section=tag.decode())
         validate_records(self._records, secs, self.palettes.shape[0], self.bits, self._masks, self.patch_size,
                          self._decoder.check_lengths)
         self._palette_set = PaletteSet(self.palettes, self.bits)
@@ -390,11 +391,15 @@ class DcqReader(RecordViews):
             return {}
         return load_weights(self._section(L.TAG_WGHT))
 
-    def weights_blob(self) -> bytes | None:
-        """The WGHT section as stored (a safetensors buffer), or None."""
-        if L.TAG_WGHT not in self.header.sections:
+    def weights_blob(self, section: str = "WGHT") -> bytes | None:
+        """A model section as stored (a safetensors buffer), or None: ``WGHT`` (the MAE) or
+        ``DEQW`` (the learned dequantizer)."""
+        tag = section.encode("ascii")
+        if tag not in L.MODEL_TAGS:
+            raise ValueError(f"model sections are WGHT and DEQW, got {section!r}")
+        if tag not in self.header.sections:
             return None
-        return self._section(L.TAG_WGHT).tobytes()
+        return self._section(tag).tobytes()
 
     def info(self) -> dict[str, Any]:
         """A summary of the file: version, codec, sizes, sections."""

@@ -155,7 +155,7 @@ class DcqWriter:
         self._codec_sections = dict(codec_sections) if codec_sections is not None else None
         self._pending: list[tuple[codecs.Sample, dict[str, int]]] = []  # held back until the encoder has started
         self._started = False
-        self._weights: bytes | None = None
+        self._models: dict[bytes, bytes] = {}  # WGHT, DEQW
 
         if self.path.is_dir():
             raise DcqError(f"{self.path}: the destination is a directory")
@@ -204,12 +204,16 @@ class DcqWriter:
         self._palettes.append(pal)
         return self._palettes.count - 1
 
-    def set_weights(self, safetensors_bytes: bytes) -> None:
-        """Embed model weights: a safetensors buffer (spec/FORMAT.md, section WGHT)."""
+    def set_weights(self, safetensors_bytes: bytes, section: str = "WGHT") -> None:
+        """Embed model weights: a safetensors buffer (spec/FORMAT.md), in section ``WGHT`` (the
+        MAE, §9) or ``DEQW`` (the learned dequantizer, §9.3)."""
         from .weights import validate_safetensors
 
-        validate_safetensors(safetensors_bytes)
-        self._weights = bytes(safetensors_bytes)
+        tag = section.encode("ascii")
+        if tag not in L.MODEL_TAGS:
+            raise ValueError(f"model weights go to section WGHT or DEQW, got {section!r}")
+        validate_safetensors(safetensors_bytes, section=section)
+        self._models[tag] = bytes(safetensors_bytes)
 
     def add(
         self,
@@ -299,7 +303,7 @@ class DcqWriter:
             self._file.write(part)
             crc = zlib.crc32(part, crc)
             length += len(part)
-        return pack_section(tag, offset, length, crc)
+        return pack_section(tag, offset, length, crc, L.SECTION_FLAG_SKIPPABLE if tag in L.SKIPPABLE_TAGS else 0)
 
     def _sections(self) -> Iterator[tuple[bytes, Iterable[bytes]]]:
         """Every section after DATA, in the canonical order, each built by its own module."""
@@ -320,8 +324,8 @@ class DcqWriter:
                 yield tag, [head, *(c.tobytes() for c in self._palettes.chunks())]
             elif tag in own:
                 yield tag, [own[tag]]
-            elif tag == L.TAG_WGHT and self._weights is not None:
-                yield tag, [self._weights]
+            elif tag in self._models:
+                yield tag, [self._models[tag]]
             elif tag == L.TAG_META:
                 yield tag, [self._json_meta.encode("utf-8")]
 

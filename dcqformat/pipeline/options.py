@@ -20,6 +20,7 @@ SELECT_FEATURES = ("gradient", "penultimate")
 ALPHA_MODES = ("drop", "composite")
 ON_ERROR = ("skip", "fail")
 MAE_SIZES = ("auto", "none", "tiny", "small", "base", "large")  # dcqformat.mae.sizing.SIZES, named without torch
+DEQUANTIZER_SIZES = ("none", "auto", "tiny", "small", "base")  # dcqformat.dequant.train.SIZE_NAMES
 MAE_WEIGHTS = ("int8", "float16")
 DROP_BY = ("both", "fill", "attention")  # how patches to drop are scored: quantize.drop.drop_scores
 
@@ -62,6 +63,8 @@ class ConvertConfig:
     mae_seconds: float | None = None  # None: 240 s on a CPU, no limit on a GPU
     mae_size: str = "auto"  # the MAE's width and depth: auto (from the data, mae.sizing) or a named size
     mae_weights: str = "int8"  # how WGHT stores the MAE's matrices: int8 (per-tensor scale) or float16
+    dequantizer: str = "none"  # the learned dequantizer (DEQW): none, auto (kept when it beats debanding) or a size
+    dequantizer_seconds: float | None = None  # its training time limit: None = 60 s on a CPU, none on a GPU
     palette_seconds: float | None = None  # autopalette's network: None = 180 s on a CPU, no limit on a GPU
     palette_losses: str = "max,balance,align"  # autopalette's auxiliary losses (the paper's ablation drops one)
     keep: float = 1.0  # sample selection: the fraction of each class to keep
@@ -104,6 +107,7 @@ class ConvertConfig:
         for name, choices in (("method", QUANTIZERS), ("select", SELECTIONS), ("cluster_features", CLUSTER_FEATURES),
                               ("select_features", SELECT_FEATURES), ("alpha", ALPHA_MODES), ("on_error", ON_ERROR),
                               ("codec", tuple(L.CODECS)), ("mae_size", MAE_SIZES), ("mae_weights", MAE_WEIGHTS),
+                              ("dequantizer", DEQUANTIZER_SIZES),
                               ("drop_by", DROP_BY)):
             if getattr(self, name) not in choices:
                 raise OptionError(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
@@ -139,10 +143,11 @@ class ConvertConfig:
         floats: dict[str, tuple[float, float, bool]] = {
             "attention_fraction": (0.0, 1.0, False), "fidelity": (0.0, 1e6, True), "drop_patches": (0.0, 1.0, True),
             "keep": (0.0, 1.0, False), "adq_alpha": (0.0, 1.0, True), "mae_seconds": (0.0, math.inf, False),
-            "bytes_per_image": (0.0, math.inf, False), "palette_seconds": (0.0, math.inf, False)}
+            "dequantizer_seconds": (0.0, math.inf, False), "bytes_per_image": (0.0, math.inf, False),
+            "palette_seconds": (0.0, math.inf, False)}
         for name, (least, most, closed) in floats.items():
             v = getattr(self, name)
-            if v is None and name in ("mae_seconds", "bytes_per_image", "palette_seconds"):
+            if v is None and name in ("mae_seconds", "dequantizer_seconds", "bytes_per_image", "palette_seconds"):
                 continue
             ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
                 and (least <= v if closed else least < v) and v <= most

@@ -94,9 +94,10 @@ def kept_parts(keep: KeptParts, prefix: str, per_file: int, written: Written, pa
 def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palettes: np.ndarray | None,
                rows: Rows, patch: int | None = None, weights: bytes | None = None,
                samples_per_file: int | None = None, group: Group | None = None, keep: KeptParts | None = None,
-               progress: bool = False) -> Written:
+               progress: bool = False, dequantizer: bytes | None = None) -> Written:
     """Write the file (or, with ``samples_per_file``, a dataset directory of part files): ``meta``,
-    the ``palettes`` (or one per row), the rows, the MAE weights. Over several ranks (``group``)
+    the ``palettes`` (or one per row), the rows, the MAE weights (WGHT) and the learned
+    dequantizer's (DEQW). Over several ranks (``group``)
     each writes its rows into part files of its own (``part-rRRR-KKKKK.dcq``) in a directory
     shared by all, and rank 0 writes the manifest and renames it into place. ``keep``: where
     parts are written and kept across a kill (a directory of the work directory), or None."""
@@ -129,6 +130,8 @@ def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palett
     with writer as w:
         if weights is not None:
             w.set_weights(weights)
+        if dequantizer is not None:
+            w.set_weights(dequantizer, "DEQW")
         first = start - start % cfg.batch  # rows() starts at a batch: the batches are the uninterrupted run's
         for k, (idx, pal, label, src_index, dropped) in enumerate(rows(first), first):
             if k < start:

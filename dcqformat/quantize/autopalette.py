@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..dequant.train import dequant_stage
 from ..pipeline.context import Conversion
 from ..pipeline.imaging import as_rgb
 from ..pipeline.output import Written, write_rows
@@ -250,6 +251,7 @@ def convert_autopalette(ctx: Conversion, dst: str | Path) -> Written:
         return out
 
     mae = mae_stage(ctx, colours, dropper)
+    deq = dequant_stage(ctx, colours)
 
     def rows(start: int) -> Any:
         for chunk, images in progress_of(cache.batches(cfg.batch, start=start), "autopalette",
@@ -260,8 +262,8 @@ def convert_autopalette(ctx: Conversion, dst: str | Path) -> Written:
 
     palettes = None if shared is None else (shared.numpy() if cfg.channels == 3 else shared.numpy()[:, :, :1])
     with Stage(summary, "assign + write"):
-        written = write_rows(dst, cfg, file_meta(ctx, dropper, mae, learned), palettes, rows, dropper.patch,
+        written = write_rows(dst, cfg, file_meta(ctx, dropper, mae, learned, deq), palettes, rows, dropper.patch,
                              mae.weights if mae else None, ctx.samples_per_file, ctx.group,
-                             ctx.checkpoints.parts(Path(dst)), progress)
+                             ctx.checkpoints.parts(Path(dst)), progress, deq.weights if deq else None)
     written.mae = mae.report if mae else {}
     return written

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..dequant.train import DequantOutcome, dequant_stage
 from ..pipeline.checkpoint import rng_state, set_rng_state
 from ..pipeline.context import Conversion
 from ..pipeline.distributed import gather_rows
@@ -60,7 +61,11 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
         return assign_shared(images, palettes, stored_w, device, cfg.dither)
 
     dropper = Dropper(ctx)
-    mae = mae_stage(ctx, lambda chunk, images: [stored[pid][idx] for idx, pid in quantize(images)], dropper)
+    def colours(chunk: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray]:
+        return [stored[pid][idx] for idx, pid in quantize(images)]
+
+    mae = mae_stage(ctx, colours, dropper)
+    deq = dequant_stage(ctx, colours)
 
     def rows(start: int) -> Iterator[Row]:
         for chunk, images in progress_of(cache.batches(cfg.batch, start=start), "assign + write",
@@ -68,10 +73,11 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
             for i, (idx, pid), dropped in zip(chunk.tolist(), quantize(images), dropper.masks(chunk, images)):
                 yield idx, int(pid), cache.labels[i], cache.sources[i], dropped
 
-    meta = file_meta(ctx, dropper, mae, learned)
+    meta = file_meta(ctx, dropper, mae, learned, deq)
     with Stage(summary, "assign + write"):
         written = write_rows(dst, cfg, meta, stored, rows, dropper.patch, mae.weights if mae else None,
-                             ctx.samples_per_file, ctx.group, ctx.checkpoints.parts(Path(dst)), progress)
+                             ctx.samples_per_file, ctx.group, ctx.checkpoints.parts(Path(dst)), progress,
+                             deq.weights if deq else None)
     written.mae = mae.report if mae else {}
     return written
 
@@ -257,12 +263,14 @@ def _pad(palette: torch.Tensor, colours: int) -> torch.Tensor:
 
 
 def file_meta(ctx: Conversion, dropper: Dropper, mae: MaeOutcome | None,
-              learned: dict[str, Any] | None = None) -> dict[str, Any]:
+              learned: dict[str, Any] | None = None, deq: DequantOutcome | None = None) -> dict[str, Any]:
     """The file's metadata: the context's, plus what the stages learned (``quantizer`` additions,
-    ``drop``, ``mae``); the context's own dict is left as it is."""
+    ``drop``, ``mae``, ``dequantizer``); the context's own dict is left as it is."""
     meta = {**ctx.meta, "quantizer": {**ctx.meta["quantizer"], **(learned or {})}}
     if dropper.info is not None:
         meta["drop"] = dropper.info
     if mae is not None:
         meta["mae"] = mae.meta
+    if deq is not None:
+        meta["dequantizer"] = deq.meta
     return meta
