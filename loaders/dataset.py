@@ -275,6 +275,11 @@ class DCQDataset(Dataset):
         if self.masked:
             kwargs.setdefault("patch", r.patch_size)
             kwargs.setdefault("reconstructor", self.reconstructor)
+        if self.restorer.mode == "deband":
+            raise ValueError("dequantize='deband' runs in the CPU loaders only (a Numba kernel); on a device use "
+                             "'lookup' or 'learned'")
+        if self.restorer.mode == "learned":
+            kwargs.setdefault("dequantizer", self.restorer.model)
         return DeviceDecoder(np.array(r.palettes), r.bits, h, w, **kwargs)
 
     def __repr__(self) -> str:

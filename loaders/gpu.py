@@ -7,6 +7,7 @@ The host sends ``bits / (8 * C)`` of the bytes of uint8 pixels (2-bit RGB: 1/12)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ from dcqformat.decode import bitpack
 
 from .reconstruct import Reconstructor, pixel_mask
 from .tables import channel_tables, normalized_table
+
+if TYPE_CHECKING:
+    from dcqformat.dequant import Dequantizer
 
 
 class DeviceDecoder(torch.nn.Module):
@@ -28,6 +32,8 @@ class DeviceDecoder(torch.nn.Module):
         patch: the file's (patch_h, patch_w), for files with dropped patches.
         reconstructor: a :class:`~dcqformat.loaders.reconstruct.Reconstructor` that refills
             them (its MAE runs where the batch is).
+        dequantizer: the file's learned dequantizer (:class:`dcqformat.dequant.Dequantizer`),
+            run on the decoded (and refilled) uint8 batch where the batch is; moves with ``.to()``.
 
     For a masked file, ``forward(packed, palette_ids, dropped)`` takes each sample's stream of
     kept pixels (zero-padded to the full size) and its (gh, gw) patch mask; the kept pixels are
@@ -44,8 +50,9 @@ class DeviceDecoder(torch.nn.Module):
     def __init__(self, palettes: np.ndarray, bits: int, height: int, width: int, *,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  dtype: torch.dtype = torch.float32, patch: tuple[int, int] | None = None,
-                 reconstructor: Reconstructor | None = None) -> None:
+                 reconstructor: Reconstructor | None = None, dequantizer: Dequantizer | None = None) -> None:
         super().__init__()
+        self.dequantizer: Dequantizer | None = dequantizer
         self.bits, self.height, self.width = bits, height, width
         self.dtype, self.patch, self.reconstructor = dtype, patch, reconstructor
         pal = torch.as_tensor(np.asarray(palettes))
@@ -75,8 +82,11 @@ class DeviceDecoder(torch.nn.Module):
         idx = (((lo | (hi << 8)) >> self.shift) & ((1 << self.bits) - 1)).to(torch.int64)  # (N, H*W)
         pids = palette_ids.to(torch.int64)
         if dropped is None or dropped.numel() == 0:
-            pix = self.table[pids[:, None], idx]  # (N, H*W, C)
-            return pix.permute(0, 2, 1).reshape(n_img, -1, self.height, self.width)
+            if self.dequantizer is None:
+                pix = self.table[pids[:, None], idx]  # (N, H*W, C)
+                return pix.permute(0, 2, 1).reshape(n_img, -1, self.height, self.width)
+            pix = self.palettes[pids[:, None], idx].permute(0, 2, 1).reshape(n_img, -1, self.height, self.width)
+            return self._typed(self.dequantizer.restore(pix))
         if self.patch is None:
             raise ValueError("this decoder was built without the file's patch size")
         hidden = pixel_mask(dropped.bool(), self.patch, self.height, self.width).reshape(n_img, -1)
@@ -87,6 +97,12 @@ class DeviceDecoder(torch.nn.Module):
         pix = torch.where(hidden.reshape(n_img, 1, self.height, self.width), 0, pix)
         if self.reconstructor is not None:
             pix = self.reconstructor.fill(pix, dropped.bool(), self.palettes[pids] if self.reconstructor.snap else None)
+        if self.dequantizer is not None:
+            pix = self.dequantizer.restore(pix)
+        return self._typed(pix)
+
+    def _typed(self, pix: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) pixels in the output dtype (normalised floats through ``levels``)."""
         if self.dtype == torch.uint8:
             return pix
         channel = torch.arange(pix.shape[1], device=pix.device)[None, :, None, None]

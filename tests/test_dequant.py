@@ -166,6 +166,22 @@ def test_crops_in_workers_and_webdataset_agree(files, tmp_path):
         assert sorted(map(bytes, x.flatten(1).numpy())) == sorted(map(bytes, want.flatten(1).numpy())), order[:1]
 
 
+def test_device_decoder_runs_the_dequantizer_like_the_cpu_path(files):
+    d, _, _ = files
+    ds = DCQDataset(d / "learned.dcq", dequantize="learned")
+    view = ds.packed_view()
+    packed, pids, grids = ds.packed(np.arange(len(ds)))
+    for dtype, mean, std in ((torch.uint8, None, None), (torch.float32, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))):
+        got = DCQDataset(d / "learned.dcq", dequantize="learned", dtype=dtype, mean=mean, std=std).device_decoder()(
+            packed, torch.from_numpy(pids), grids)
+        want = DCQDataset(d / "learned.dcq", dequantize="learned", dtype=dtype, mean=mean, std=std).get_batch(
+            np.arange(len(ds)))[0]
+        assert got.dtype == want.dtype and torch.allclose(got, want, atol=1e-6)
+    assert len(view) == len(ds)
+    with pytest.raises(ValueError, match="CPU loaders only"):
+        DCQDataset(d / "learned.dcq", dequantize="deband").device_decoder()
+
+
 def test_cli_convert_with_a_dequantizer(tmp_path):
     photos = sample_data.load_photo_crops(48)
     np.savez(tmp_path / "x.npz", x=photos.images[:24], y=photos.labels[:24])
@@ -176,6 +192,12 @@ def test_cli_convert_with_a_dequantizer(tmp_path):
     assert run.returncode == 0, run.stderr
     info = subprocess.run([*dcq, "info", str(tmp_path / "o.dcq")], capture_output=True, text=True)
     assert info.returncode == 0 and "DEQW" in info.stdout
+    export = subprocess.run([*dcq, "export", out, str(tmp_path / "e.npz"), "--dequantize", "learned", "--quiet"],
+                            capture_output=True, text=True)
+    assert export.returncode == 0, export.stderr
+    with np.load(tmp_path / "e.npz") as e, dcqformat.open(out) as r:
+        want = DCQDataset(out, dequantize="learned", layout="HWC").get_batch(np.arange(len(r)))[0].numpy()
+        assert np.array_equal(e["x"][np.argsort(e["source_index"])], want[np.argsort(r.source_indices)])
     bad = subprocess.run([*dcq, "convert", src, str(tmp_path / "p.dcq"), "--dequantizer", "huge"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--dequantizer" in bad.stderr

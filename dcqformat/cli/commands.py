@@ -101,7 +101,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         n = len(r) if args.limit is None else min(args.limit, len(r))
         classes = r.classes or []
         out = Path(args.out)
-        decode = refilling_decoder(r, args.reconstruct)
+        decode = refilling_decoder(r, args.reconstruct, args.dequantize)
         if out.suffix == ".npz":
             shapes = r.shapes[:n]
             if n and (shapes != shapes[0]).any():

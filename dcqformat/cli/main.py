@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refill dropped patches: auto (default: the file's MAE if any, else smooth), mae, smooth "
                         "(harmonic inpainting from the visible pixels), mean (the image's mean colour) or none "
                         "(black)")
+    s.add_argument("--dequantize", default="lookup", choices=["auto", "lookup", "deband", "learned"],
+                   help="what the palette images become, as the loaders' dequantize=: lookup (default: the palette "
+                        "colours, exact), deband (false contours softened), learned (the file's learned "
+                        "dequantizer, section DEQW) or auto (learned when the file has one, else lookup)")
     s.add_argument("--limit", type=_count(0), default=None, help="export only the first N samples")
     s.add_argument("--names-from", default=None, metavar="SRC", help="name PNGs after the source's files "
                    "(the dataset FILE was converted from) instead of by source index")

@@ -12,23 +12,27 @@ from ..errors import DcqError
 from ..format.reader import DcqReader
 
 
-def refilling_decoder(r: DcqReader, mode: str = "auto") -> Callable[[np.ndarray], list[np.ndarray]]:
+def refilling_decoder(r: DcqReader, mode: str = "auto",
+                      dequantize: str = "lookup") -> Callable[[np.ndarray], list[np.ndarray]]:
     """Samples -> their (H, W, C) uint8 images in order, dropped patches refilled as ``mode`` says
-    (auto: by the file's MAE when it has one, else by harmonic inpainting); the samples of each
-    image size decoded in one call."""
+    (auto: by the file's MAE when it has one, else by harmonic inpainting) and dequantized as the
+    loaders' ``dequantize`` says; the samples of each image size decoded in one call."""
     decode: Callable[[np.ndarray], np.ndarray]
-    if not r.has_masks or mode == "none":
+    if (not r.has_masks or mode == "none") and dequantize == "lookup":
         decode = r.decode_batch
     else:
         try:
+            from ..loaders.dequantize import Restorer
             from ..loaders.reconstruct import Reconstructor, refilled_images
         except ImportError as exc:
-            raise DcqError(f"refilling dropped patches needs torch ({exc}); use --reconstruct none") from None
-        assert r.patch_size is not None
-        rec = Reconstructor(mode, weights=r.weights_blob(), patch=r.patch_size)
+            raise DcqError(f"refilling dropped patches and dequantizing need torch ({exc}); use --reconstruct "
+                           "none and --dequantize lookup") from None
+        rec = Reconstructor(mode, weights=r.weights_blob(), patch=r.patch_size) \
+            if r.has_masks and r.patch_size is not None else None
+        restorer = Restorer(dequantize, weights=r.weights_blob("DEQW"))
 
         def refill(idx: np.ndarray) -> np.ndarray:
-            return refilled_images(r, idx, rec)
+            return refilled_images(r, idx, rec, restorer)
         decode = refill
 
     def run(idx: np.ndarray) -> list[np.ndarray]:
