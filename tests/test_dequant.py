@@ -4,6 +4,7 @@ workers, WebDataset), each against decoding and restoring by hand."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,6 +73,23 @@ def test_sizes_follow_the_data():
     big = choose_config("auto", images=50_000, pixels=1024, channels=3, bits=2)
     assert big == DequantConfig(3, 24, 4) and stored_bytes(big) <= 0.02 * 50_000 * 1024 * 2 / 8
     assert choose_config("small", images=1, pixels=1, channels=1, bits=1) == DequantConfig(1, 16, 3)
+
+
+def test_golden_vector_dequantizes_as_the_spec_says():
+    """valid/deqw-2bit: a DEQW section built by hand; its images dequantized by the spec's plain
+    NumPy reference (float64) are y0, y1: the library's float32 network is within one level, and
+    equal on nearly every value."""
+    vectors = Path(__file__).resolve().parents[1] / "spec/test-vectors/valid"
+    expected = np.load(vectors / "deqw-2bit.npz")
+    with dcqformat.open(vectors / "deqw-2bit.dcq") as r:
+        model = dequantizer_from_bytes(r.weights_blob("DEQW"))
+        assert model.config == DequantConfig(3, 4, 3) and r.meta["dequantizer"]["config"]["width"] == 4
+        for i in range(len(r)):
+            assert np.array_equal(r[i], expected[f"x{i}"])
+            got = model.restore(torch.from_numpy(expected[f"x{i}"].transpose(2, 0, 1)[None].copy()))[0]
+            diff = np.abs(got.numpy().transpose(1, 2, 0).astype(int) - expected[f"y{i}"].astype(int))
+            assert diff.max() <= 1 and (diff == 0).mean() > 0.98
+            assert not np.array_equal(expected[f"y{i}"], expected[f"x{i}"])
 
 
 def test_store_round_trip_int8_and_float16():

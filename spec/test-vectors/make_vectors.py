@@ -276,6 +276,66 @@ def ctxs_vectors() -> dict[str, tuple]:
     return v
 
 
+def dequantizer_blob(config: dict, tensors: dict[str, np.ndarray]) -> bytes:
+    """A dcq-dequant/1 safetensors buffer (§9.3) built by hand: kernels I8 with an F32 scale,
+    biases F16, tensors in name order, the header padded to 8 bytes."""
+    header: dict = {"__metadata__": {"dcq-dequant": json.dumps({"config": config, "format": "dcq-dequant/1"},
+                                                               sort_keys=True)}}
+    data = b""
+    for name in sorted(tensors):
+        raw = tensors[name].tobytes()
+        dtype = {np.dtype("int8"): "I8", np.dtype("<f4"): "F32", np.dtype("<f2"): "F16"}[tensors[name].dtype]
+        header[name] = {"dtype": dtype, "shape": list(tensors[name].shape), "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def dequantize_reference(img: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """§9.3 in plain NumPy: (H, W, C) uint8 -> uint8; each layer a 3x3 zero-padded convolution
+    (float64 here: outputs may differ from float32 by one level only next to a half)."""
+    x = img.astype(np.float64).transpose(2, 0, 1) / 255
+    h, w = img.shape[:2]
+    a = x
+    for k, (weight, bias) in enumerate(layers):
+        padded = np.pad(a, ((0, 0), (1, 1), (1, 1)))
+        out = np.zeros((weight.shape[0], h, w))
+        for dy in range(3):
+            for dx in range(3):
+                out += np.einsum("oi,ihw->ohw", weight[:, :, dy, dx], padded[:, dy : dy + h, dx : dx + w])
+        a = out + bias[:, None, None]
+        if k < len(layers) - 1:
+            a = np.maximum(a, 0)
+    y = np.clip(x + a, 0, 1)
+    return np.floor(y * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+
+
+def deqw_vectors() -> dict[str, tuple]:
+    """The learned dequantizer (1.2 addendum, §9.3): a file with a DEQW section (SKIPPABLE): its
+    lookup decode is the usual one; the npz also holds each image dequantized by the reference
+    (y0, y1, ...). Own generator."""
+    rng = np.random.default_rng(20261203)
+    config = {"channels": 3, "depth": 3, "width": 4}
+    shapes = [(4, 3), (4, 4), (3, 4)]
+    tensors, layers = {}, []
+    for k, (o, i) in enumerate(shapes):
+        q = rng.integers(-127, 128, (o, i, 3, 3)).astype(np.int8)
+        scale = np.float32(0.02 / (k + 1))
+        bias = (rng.standard_normal(o) * 0.05).astype("<f2")
+        tensors[f"net.{2 * k}.weight"] = q
+        tensors[f"net.{2 * k}.weight.scale"] = np.array(scale, "<f4")
+        tensors[f"net.{2 * k}.bias"] = bias
+        layers.append((q.astype(np.float64) * float(scale), bias.astype(np.float64)))
+    blob = dequantizer_blob(config, tensors)
+    pal = rng.integers(0, 256, (2, 4, 3))
+    file, expected, records = build([(smooth_map(rng, 9, 7, 2), 0), (smooth_map(rng, 5, 6, 2), 1)], pal, 2, 3,
+                                    labels=[0, 1], extra=[(b"DEQW", 1, blob)],
+                                    meta={"dequantizer": {"config": config}})
+    dequantized = [dequantize_reference(img, layers) for img in expected]
+    return {"deqw-2bit": (file, expected, records, dequantized)}
+
+
 def canonical_vectors(rng: np.random.Generator) -> dict[str, tuple]:
     """Files exactly as DcqWriter must write them; their inputs are saved beside them."""
     out = {}
@@ -446,9 +506,11 @@ def main() -> None:
     valid = valid_vectors(rng)
     valid.update(ctx_vectors())
     valid.update(ctxs_vectors())
-    for name, (blob, expected, records) in valid.items():
+    valid.update(deqw_vectors())
+    for name, (blob, expected, records, *more) in valid.items():
         (HERE / "valid" / f"{name}.dcq").write_bytes(blob)
         arrays = {f"x{i}": img for i, img in enumerate(expected)}
+        arrays.update({f"y{i}": img for i, img in enumerate(more[0] if more else [])})
         arrays["labels"] = np.array([r["label"] for r in records], np.int64)
         arrays["source_index"] = np.array([r["source_index"] for r in records], np.int64)
         np.savez(HERE / "valid" / f"{name}.npz", **arrays)
@@ -470,6 +532,9 @@ def main() -> None:
     invalid = invalid_vectors(base, valid["rgb-2bit-zstd"][0])
     invalid.update(invalid_ctx_vectors(valid["ctx-2bit"][0]))
     invalid.update(invalid_ctxs_vectors(valid["ctxs-2bit"][0]))
+    deqw = valid["deqw-2bit"][0]
+    invalid["deqw-not-safetensors"] = (replace_section(deqw, b"DEQW", b"\x05" + bytes(15)), "CorruptFile", "open",
+                                       "(DEQW at byte 576): safetensors header is not JSON")
     for name, (blob, err, when, fragment) in invalid.items():
         (HERE / "invalid" / f"{name}.dcq").write_bytes(blob)
         manifest["invalid"][name] = {"error": err, "when": when, "message": fragment}
