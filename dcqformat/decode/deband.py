@@ -51,34 +51,50 @@ def deband_batch(maps, table_ids, palettes, weights, hidden, out):
     pixels (dropped patches) count as no one's neighbour and are set to 0.
     """
     n, h, w = maps.shape
-    c = palettes.shape[2]
+    c = palettes.shape[2]  # 1 or 3 (spec §3)
     masked = hidden.shape[0] > 0
+    half, top = np.float32(0.5), np.float32(255.0)
     for b in prange(n):
         pal = palettes[table_ids[b]]
+        colour = pal.astype(np.float32)
         wt = weights[table_ids[b]]
-        acc = np.zeros(c, np.float32)
+        m = maps[b]
         for y in range(h):
             y0, y1 = max(y - 1, 0), min(y + 2, h)
             for x in range(w):
-                a = maps[b, y, x]
+                a = m[y, x]
                 if masked and hidden[b, y, x]:
                     for ch in range(c):
                         out[b, ch, y, x] = 0
                     continue
                 x0, x1 = max(x - 1, 0), min(x + 2, w)
+                if not masked:  # a window of one colour gives that colour exactly: skip the sums
+                    same = True
+                    for yy in range(y0, y1):
+                        for xx in range(x0, x1):
+                            if m[yy, xx] != a:
+                                same = False
+                    if same:
+                        for ch in range(c):
+                            out[b, ch, y, x] = pal[a, ch]
+                        continue
                 total = np.float32(0.0)
-                for ch in range(c):
-                    acc[ch] = np.float32(0.0)
+                s0 = np.float32(0.0)
+                s1 = np.float32(0.0)
+                s2 = np.float32(0.0)
                 for yy in range(y0, y1):
                     for xx in range(x0, x1):
                         if masked and hidden[b, yy, xx]:
                             continue
-                        q = maps[b, yy, xx]
+                        q = m[yy, xx]
                         wq = wt[a, q]
                         total += wq
-                        for ch in range(c):
-                            acc[ch] += wq * np.float32(pal[q, ch])
-                for ch in range(c):
-                    v = np.floor(acc[ch] / total + np.float32(0.5))
-                    out[b, ch, y, x] = np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
+                        s0 += wq * colour[q, 0]
+                        if c == 3:
+                            s1 += wq * colour[q, 1]
+                            s2 += wq * colour[q, 2]
+                out[b, 0, y, x] = np.uint8(min(max(np.floor(s0 / total + half), np.float32(0.0)), top))
+                if c == 3:
+                    out[b, 1, y, x] = np.uint8(min(max(np.floor(s1 / total + half), np.float32(0.0)), top))
+                    out[b, 2, y, x] = np.uint8(min(max(np.floor(s2 / total + half), np.float32(0.0)), top))
     return out
