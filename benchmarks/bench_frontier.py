@@ -228,13 +228,24 @@ def _panel(ax, plt, title: str, rows: list[dict]) -> None:  # type: ignore[no-un
     ax.legend(fontsize=7, ncol=2, loc="lower right")
 
 
+PANELS = (("CIFAR-10", ("bench_frontier", "bench_frontier_dequantize")),
+          ("Caltech-101, 64 px", ("bench_frontier_caltech64",)))
+
+
 def plot_saved(out: Path) -> None:
-    """The plot of the saved results of both datasets (those that exist)."""
+    """The plot of the saved results of both datasets (a panel's files merged, the later file's
+    row kept where both have a storage; the frontier marked anew)."""
     found = []
-    for title, name in (("CIFAR-10", "bench_frontier"), ("Caltech-101, 64 px", "bench_frontier_caltech64")):
-        path = Path(f"benchmarks/results/{name}.json")
-        if path.exists():
-            found.append((title, json.loads(path.read_text())["rows"]))
+    for title, names in PANELS:
+        rows: dict[str, dict] = {}
+        for name in names:
+            path = Path(f"benchmarks/results/{name}.json")
+            if path.exists():
+                rows.update({r["storage"]: r for r in json.loads(path.read_text())["rows"]})
+        if rows:
+            merged = sorted(rows.values(), key=lambda r: r["bytes"])
+            frontier(merged)
+            found.append((title, merged))
     plot(found, out)
 
 
