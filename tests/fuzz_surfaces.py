@@ -311,7 +311,7 @@ def k_export(rng: np.random.Generator) -> tuple[str, Trial]:
                 w.add(np.zeros((2, 2), np.uint8), palette=0, label=label)
         before = set(d.rglob("*"))
         args = argparse.Namespace(file=str(work / "h.dcq"), out=str(work / "out"), limit=None, names_from=None,
-                                  reconstruct="auto")
+                                  reconstruct="auto", dequantize="lookup")
         with contextlib.redirect_stdout(io.StringIO()):
             cmd_export(args)
         made = set(d.rglob("*")) - before
