@@ -149,14 +149,13 @@ def recode(path: Path, codec: str, out: Path | None = None, deq: train.DequantOu
     with dcqformat.open(path) as r:
         meta = {**r.meta, "dequantizer": deq.meta} if deq else r.meta
         models = {s: r.weights_blob(s) for s in ("WGHT", "DEQW")} | ({"DEQW": deq.weights} if deq else {})
-    with dcqformat.open(path) as r, dcqformat.DcqWriter(out, bits=r.bits, palettes=r.palettes, codec=codec,
-                                                        meta=meta) as w:
-        for section, blob in models.items():
-            if blob is not None:
-                w.set_weights(blob, section)
-        for i in range(len(r)):
-            w.add(r.indices(i), palette=int(r.palette_ids[i]), label=int(r.labels[i]),
-                  source_index=int(r.source_indices[i]))
+        with dcqformat.DcqWriter(out, bits=r.bits, palettes=r.palettes, codec=codec, meta=meta) as w:
+            for section, blob in models.items():
+                if blob is not None:
+                    w.set_weights(blob, section)
+            for i in range(len(r)):
+                w.add(r.indices(i), palette=int(r.palette_ids[i]), label=int(r.labels[i]),
+                      source_index=int(r.source_indices[i]))
     return out
 
 

@@ -15,6 +15,7 @@ Only this module (and the reader's checks) calls :mod:`dcqformat.decode.kernels`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -153,8 +154,7 @@ class PaletteSet:
     def __init__(self, palettes: np.ndarray, bits: int) -> None:
         self.palettes = palettes
         self.bits = bits
-        self._luts: dict[bool, np.ndarray] = {}
-        self._weights: np.ndarray | None = None
+        self._tables: dict[object, np.ndarray] = {}
 
     @property
     def channels(self) -> int:
@@ -162,25 +162,29 @@ class PaletteSet:
 
     def luts(self, pids: np.ndarray, chw: bool) -> tuple[np.ndarray, np.ndarray]:
         """Expansion tables for palettes ``pids`` and each sample's row in them."""
-        per_palette = 256 * self.channels * (8 // self.bits)
-        if len(self.palettes) * per_palette <= _LUT_CACHE_BYTES:
-            if chw not in self._luts:
-                self._luts[chw] = kernels.build_luts(self.palettes, self.bits, chw)
-            return self._luts[chw], pids
-        used, inverse = np.unique(pids, return_inverse=True)
-        return kernels.build_luts(self.palettes[used], self.bits, chw), inverse.astype(np.int64)
+        _, luts, rows = self._per_palette(("lut", chw), 256 * self.channels * (8 // self.bits),
+                                          lambda pal: kernels.build_luts(pal, self.bits, chw), pids)
+        return luts, rows
 
     def weights(self, pids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Palettes, their debanding weight tables (:func:`deband.weight_tables`) and each
         sample's row in them, for palettes ``pids``."""
         k = self.palettes.shape[1]
-        if len(self.palettes) * k * k * 4 <= _LUT_CACHE_BYTES:
-            if self._weights is None:
-                self._weights = deband.weight_tables(self.palettes)
-            return self.palettes, self._weights, np.asarray(pids, np.int64)
+        colours, weights, rows = self._per_palette("weights", k * k * 4, deband.weight_tables, pids)
+        return colours, weights, np.asarray(rows, np.int64)
+
+    def _per_palette(self, key: object, nbytes: int, build: Callable[[np.ndarray], np.ndarray],
+                     pids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``build``'s tables (``nbytes`` per palette) of every palette, built once and kept under
+        ``key`` while they fit the cache, else of the palettes ``pids`` use; returned with those
+        palettes and each sample's row in them."""
+        if len(self.palettes) * nbytes <= _LUT_CACHE_BYTES:
+            if key not in self._tables:
+                self._tables[key] = build(self.palettes)
+            return self.palettes, self._tables[key], pids
         used, inverse = np.unique(pids, return_inverse=True)
         colours = np.ascontiguousarray(self.palettes[used])
-        return colours, deband.weight_tables(colours), inverse.reshape(-1).astype(np.int64)
+        return colours, build(colours), inverse.reshape(-1).astype(np.int64)
 
 
 def decode_images(s: Streams, palettes: PaletteSet, out: np.ndarray, chw: bool) -> np.ndarray:
@@ -216,9 +220,7 @@ def decode_debanded(s: Streams, palettes: PaletteSet, out: np.ndarray) -> np.nda
     hidden = np.zeros((0, 1, 1), np.bool_)
     if s.any_masked():
         assert s.patch is not None
-        ph, pw = s.patch
-        grids = s.grids(s.patch)
-        hidden = np.ascontiguousarray(grids.repeat(ph, 1).repeat(pw, 2)[:, : maps.shape[1], : maps.shape[2]])
+        hidden = np.ascontiguousarray(bitpack.dropped_pixels(s.grids(s.patch), *s.patch, *maps.shape[1:]))
     colours, weights, ids = palettes.weights(s.palette_ids)
     deband.deband_batch(maps, ids, colours, weights, hidden, out)
     return out

@@ -86,8 +86,8 @@ def kept_pixel_order(
 
 
 def dropped_pixels(dropped: np.ndarray, patch_h: int, patch_w: int, height: int, width: int) -> np.ndarray:
-    """(H, W) bool: True where a pixel lies in a dropped patch of the (gh, gw) mask."""
-    return np.repeat(np.repeat(np.asarray(dropped, bool), patch_h, 0), patch_w, 1)[:height, :width]
+    """(..., H, W) bool: True where a pixel lies in a dropped patch of the (..., gh, gw) mask(s)."""
+    return np.repeat(np.repeat(np.asarray(dropped, bool), patch_h, -2), patch_w, -1)[..., :height, :width]
 
 
 def index_map(stream: np.ndarray, bits: int, height: int, width: int,
