@@ -10,8 +10,9 @@ import struct
 
 MAGIC = b"\x89DCQ\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 2  # the newest minor version this code reads and writes
-MINOR_OF_CODEC = {0: 0, 1: 0, 2: 1, 3: 2}  # the version a writer puts in a file of each codec: the oldest that has it
+VERSION_MINOR = 3  # the newest minor version this code reads and writes
+# The version a writer puts in a file of each codec: the oldest that has it.
+MINOR_OF_CODEC = {0: 0, 1: 0, 2: 1, 3: 2, 4: 3}
 
 ALIGN = 64  # every section starts at a multiple of this
 
@@ -36,12 +37,15 @@ TAG_WGHT = b"WGHT"
 TAG_META = b"META"
 TAG_CTXM = b"CTXM"
 TAG_DEQW = b"DEQW"
+TAG_CTXG = b"CTXG"
 REQUIRED_TAGS = (TAG_DATA, TAG_RECS, TAG_DCRC, TAG_PALT, TAG_META)
-KNOWN_TAGS = REQUIRED_TAGS + (TAG_MASK, TAG_ZDCT, TAG_CTXM, TAG_WGHT, TAG_DEQW)
+KNOWN_TAGS = REQUIRED_TAGS + (TAG_MASK, TAG_ZDCT, TAG_CTXM, TAG_CTXG, TAG_WGHT, TAG_DEQW)
+CODEC_TAGS = (TAG_CTXM, TAG_ZDCT, TAG_CTXG)  # the sections a codec writes of its own (its model)
 MODEL_TAGS = (TAG_WGHT, TAG_DEQW)  # safetensors sections: the MAE, the learned dequantizer
 SKIPPABLE_TAGS = (TAG_DEQW,)  # written with the SKIPPABLE bit: a reader without it decodes as before
 # Order in which a writer lays sections out (canonical files).
-WRITE_ORDER = (TAG_DATA, TAG_RECS, TAG_MASK, TAG_DCRC, TAG_PALT, TAG_ZDCT, TAG_CTXM, TAG_WGHT, TAG_DEQW, TAG_META)
+WRITE_ORDER = (TAG_DATA, TAG_RECS, TAG_MASK, TAG_DCRC, TAG_PALT, TAG_ZDCT, TAG_CTXM, TAG_CTXG, TAG_WGHT, TAG_DEQW,
+               TAG_META)
 
 # PALT: palette_count, bits, channels, reserved; then P * 2**bits * channels uint8.
 PALT_HEADER = struct.Struct("<IBBH")
@@ -78,7 +82,8 @@ CODEC_PACKED = 0
 CODEC_ZSTD = 1
 CODEC_CTX = 2
 CODEC_CTXS = 3
-CODECS = {"packed": CODEC_PACKED, "zstd": CODEC_ZSTD, "ctx": CODEC_CTX, "ctxs": CODEC_CTXS}
+CODEC_CTXG = 4
+CODECS = {"packed": CODEC_PACKED, "zstd": CODEC_ZSTD, "ctx": CODEC_CTX, "ctxs": CODEC_CTXS, "ctxg": CODEC_CTXG}
 CODEC_NAMES = {v: k for k, v in CODECS.items()}
 
 # Format limits.

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _layout as L
 from ..errors import UnsupportedVersion
-from . import ctx, packed, zstd
+from . import ctx, ctxg, packed, zstd
 from .base import Sample, Shapes
 
 
@@ -64,13 +64,15 @@ class Codec(Protocol):
         ...
 
 
-REGISTRY: dict[int, Codec] = {c.id: c for c in (packed.CODEC, zstd.CODEC, ctx.CODEC, ctx.STRIPED)}
+REGISTRY: dict[int, Codec] = {c.id: c for c in (packed.CODEC, zstd.CODEC, ctx.CODEC, ctx.STRIPED, ctxg.CODEC)}
 NAMES = {c.name: c for c in REGISTRY.values()}
 assert {c.name: c.id for c in REGISTRY.values()} == L.CODECS, "the registry and spec/_layout.py disagree"
 
 
 def max_bits(name: str) -> int:
-    """The most bits per index the codec ``name`` codes (``ctx`` and ``ctxs``: 4; others: 8)."""
+    """The most bits per index the codec ``name`` codes (``ctx``, ``ctxs`` and ``ctxg``: 4; others: 8)."""
+    if name == ctxg.CODEC.name:
+        return ctxg.MAX_BITS
     return ctx.rans.MAX_BITS if name in (ctx.CODEC.name, ctx.STRIPED.name) else 8
 
 

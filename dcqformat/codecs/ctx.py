@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,52 +113,100 @@ class _Encoder:
         return {L.TAG_CTXM: head + table}
 
 
-class _Decoder:
+@dataclass
+class Batch:
+    """The samples a striped decoder decodes at once: their output streams (zeroed), geometry and
+    stripe jobs (:func:`rans.stripe_jobs`, stripes of one shape side by side so that they pair
+    up into lanes), and each one's status."""
+
+    out: np.ndarray
+    out_offsets: np.ndarray
+    status: np.ndarray
+    patch: tuple[int, int]
+    mask_data: np.ndarray
+    mask_offsets: np.ndarray
+    heights: np.ndarray
+    widths: np.ndarray
+    jobs: np.ndarray
+
+
+class StripedDecoder:
+    """What the decoders of ``ctx``, ``ctxs`` and ``ctxg`` share: payload checks, the stripe jobs
+    of a batch, the error that names the sample. A subclass decodes a batch in :meth:`run`."""
+
     needs_sizes = True
     in_place = False
-
-    def __init__(self, cum: np.ndarray, bits: int, stripe_rows: int = 0) -> None:
-        self.cum, self.bits, self.stripe_rows = cum, bits, stripe_rows
-        self.name = STRIPED.name if stripe_rows else CODEC.name
+    name = "ctx"
+    stripe_rows = 0
+    state_bytes = 4  # the shortest payload: the rANS state
+    messages = rans.MESSAGES
 
     def check_lengths(self, first: int, lengths: np.ndarray, sizes: np.ndarray, recs_offset: int) -> None:
-        ok = lengths >= 4
+        ok = lengths >= self.state_bytes
         if not ok.all():
             i = int(np.argmin(ok))
             raise CorruptFile(f"record {first + i}: bad payload_length", section="RECS", offset=recs_offset,
-                              expected=">= 4 (the rANS state)", found=int(lengths[i]))
+                              expected=f">= {self.state_bytes} (the rANS state)", found=int(lengths[i]))
 
     def decode(self, data: np.ndarray, idx: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
                sizes: np.ndarray, data_offset: int, shapes: Shapes) -> tuple[np.ndarray, np.ndarray]:
         out_offsets = np.zeros(idx.size, np.int64)
         np.cumsum(sizes[:-1], out=out_offsets[1:])
-        out = np.zeros(int(sizes.sum()) + 1, np.uint8)
         status = np.zeros(idx.size, np.int64)
-        patch = shapes.patch or (1, 1)
         mask_offsets = shapes.mask_offsets if shapes.mask_offsets is not None else np.full(idx.size, -1, np.int64)
-        mask_data = shapes.mask_data if shapes.mask_data is not None else np.zeros(1, np.uint8)
         hs, ws = np.asarray(shapes.heights, np.int64), np.asarray(shapes.widths, np.int64)
         rows = hs if self.stripe_rows == 0 else np.minimum(self.stripe_rows, hs)
         jobs = np.empty((int(((hs + rows - 1) // rows).sum()), 5), np.int64)
         first, last = (np.zeros_like(hs), hs) if shapes.rows is None else (shapes.rows[:, 0], shapes.rows[:, 1])
         n = rans.stripe_jobs(data, offsets, lengths, hs, ws, mask_offsets, self.stripe_rows, first, last, jobs,
                              status)
-        map_offsets = np.zeros(idx.size, np.int64)
-        np.cumsum((hs * ws)[:-1], out=map_offsets[1:])
-        maps = np.zeros(int((hs * ws).sum()), np.uint8)  # rows a crop does not need stay 0: a valid index
         jobs = jobs[:n]
-        if n > 2:  # stripes of one shape side by side, so that they pair up into lanes
+        if n > 2:
             jobs = jobs[np.lexsort((ws[jobs[:, 0]], jobs[:, 4]))]
+        batch = Batch(np.zeros(int(sizes.sum()) + 1, np.uint8), out_offsets, status, shapes.patch or (1, 1),
+                      shapes.mask_data if shapes.mask_data is not None else np.zeros(1, np.uint8), mask_offsets,
+                      hs, ws, jobs)
         if not status.any():
-            rans.decode_batch(data, jobs, hs, ws, mask_data, mask_offsets, patch[0], patch[1], self.bits,
-                              self.cum, maps, map_offsets, out, out_offsets, status)
+            self.run(data, batch)
         if status.any():
             k = int(np.argmax(status != 0))
             size = f"{int(shapes.heights[k])}x{int(shapes.widths[k])}"
-            raise CorruptFile(f"sample {int(idx[k])}: {self.name} payload {rans.MESSAGES[int(status[k])]}",
+            raise CorruptFile(f"sample {int(idx[k])}: {self.name} payload {self.messages[int(status[k])]}",
                               section="DATA", offset=data_offset + int(offsets[k]), found=f"status {int(status[k])}",
                               expected=f"{int(lengths[k])} bytes decoding a {size} map")
-        return out, out_offsets
+        return batch.out, out_offsets
+
+    def run(self, data: np.ndarray, b: Batch) -> None:
+        """Decode the batch's jobs into ``b.out``, setting ``b.status`` where a payload is wrong."""
+        raise NotImplementedError
+
+
+class _Decoder(StripedDecoder):
+    def __init__(self, cum: np.ndarray, bits: int, stripe_rows: int = 0) -> None:
+        self.cum, self.bits, self.stripe_rows = cum, bits, stripe_rows
+        self.name = STRIPED.name if stripe_rows else CODEC.name
+
+    def run(self, data: np.ndarray, b: Batch) -> None:
+        map_offsets = np.zeros(b.heights.size, np.int64)
+        np.cumsum((b.heights * b.widths)[:-1], out=map_offsets[1:])
+        maps = np.zeros(int((b.heights * b.widths).sum()), np.uint8)  # rows a crop does not need stay 0
+        rans.decode_batch(data, b.jobs, b.heights, b.widths, b.mask_data, b.mask_offsets, b.patch[0], b.patch[1],
+                          self.bits, self.cum, maps, map_offsets, b.out, b.out_offsets, b.status)
+
+
+def inflate(raw: bytes, want: int, what: str, corrupt: Callable[[str, object, object], CorruptFile]) -> bytes:
+    """A section's zlib stream that must inflate to exactly ``want`` bytes and end there; at most
+    ``want`` bytes are inflated (a model section's body, spec §5.3, §5.5)."""
+    inflater = zlib.decompressobj()
+    try:
+        body = inflater.decompress(raw, want)
+    except zlib.error as exc:
+        raise corrupt(f"{what} does not inflate ({exc})", "a zlib stream", "bad data") from None
+    if len(body) != want or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+        raise corrupt(f"{what} of the wrong size", f"a complete zlib stream of {want} bytes",
+                      f"{len(body)} bytes{'' if inflater.eof else ', unfinished'}"
+                      f"{', trailing data' if inflater.unconsumed_tail or inflater.unused_data else ''}")
+    return body
 
 
 def parse_model(buf: np.ndarray, offset: int, bits: int, striped: bool) -> tuple[np.ndarray, int]:
@@ -178,16 +227,7 @@ def parse_model(buf: np.ndarray, offset: int, bits: int, striped: bool) -> tuple
         raise corrupt("codec ctxs needs a stripe height", "stripe_rows 1..65535", 0)
     if count != rans.context_count(bits):
         raise corrupt("wrong context count", rans.context_count(bits), count)
-    want = count * (1 << bits) * 2
-    inflater = zlib.decompressobj()
-    try:
-        table = inflater.decompress(raw[CTXM_HEADER.size :], want)
-    except zlib.error as exc:
-        raise corrupt(f"frequency table does not inflate ({exc})", "a zlib stream", "bad data") from None
-    if len(table) != want or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
-        raise corrupt("frequency table of the wrong size", f"a complete zlib stream of {want} bytes",
-                      f"{len(table)} bytes{'' if inflater.eof else ', unfinished'}"
-                      f"{', trailing data' if inflater.unconsumed_tail or inflater.unused_data else ''}")
+    table = inflate(raw[CTXM_HEADER.size :], count * (1 << bits) * 2, "frequency table", corrupt)
     freqs = np.frombuffer(table, "<u2").reshape(count, 1 << bits).astype(np.int64)
     sums = freqs.sum(axis=1)
     if (sums != rans.PROB_SCALE).any():

@@ -67,7 +67,7 @@ def estimates(cache: ImageCache, cfg: ConvertConfig, sample: int = 64) -> list[E
                         w.add(idx, palette=0)
                 with open_dcq(path) as r:
                     per_sample = sum(r.header.sections[t].length for t in (L.TAG_DATA, L.TAG_RECS)) / len(maps)
-                    model = sum(r.header.sections[t].length for t in (L.TAG_CTXM, L.TAG_ZDCT) if t in r.header.sections)
+                    model = sum(r.header.sections[t].length for t in L.CODEC_TAGS if t in r.header.sections)
                 out.append(Estimate(bits, codec, per_sample + (model + FILE_OVERHEAD) / n + palettes))
     return out
 

@@ -208,7 +208,7 @@ class DcqReader(RecordViews):
 
     def codec_sections(self) -> dict[bytes, bytes]:
         """The codec's own sections (``CTXM``, ``ZDCT``) as stored: what decodes its payloads."""
-        return {tag: self._section(tag).tobytes() for tag in (L.TAG_CTXM, L.TAG_ZDCT) if tag in self.header.sections}
+        return {tag: self._section(tag).tobytes() for tag in L.CODEC_TAGS if tag in self.header.sections}
 
     def decode_payloads(self, payloads: list[np.ndarray], heights: np.ndarray, widths: np.ndarray) -> list[np.ndarray]:
         """The bit streams (spec §5) of unmasked samples' ``payloads`` coded by this file's codec

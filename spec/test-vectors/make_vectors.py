@@ -18,11 +18,12 @@ from functools import partial
 from pathlib import Path
 
 import ctx_reference as ctx
+import ctxg_reference as ctxg
 import numpy as np
 import zstandard
 
 HERE = Path(__file__).parent
-CODECS = {"packed": 0, "zstd": 1, "ctx": 2, "ctxs": 3}
+CODECS = {"packed": 0, "zstd": 1, "ctx": 2, "ctxs": 3, "ctxg": 4}
 MAGIC = b"\x89DCQ\r\n\x1a\n"
 FIELDS = ["palette_id", "label", "height", "width", "source_index", "payload_offset", "payload_length",
           "mask_offset", "flags"]
@@ -120,14 +121,14 @@ def build(images, palettes, bits, channels, *, labels=None, codec="packed", patc
         zc = zstandard.ZstdCompressor(level=19, dict_data=zd, write_content_size=False, write_checksum=False,
                                       write_dict_id=False)
     model = None
-    if codec in ("ctx", "ctxs"):  # §5.3: the model counted on every sample, then each payload coded under it
+    if codec in ("ctx", "ctxs", "ctxg"):  # §5.3: the model counted on every sample, then each payload coded under it
         plain = []
         for i, (idx, _) in enumerate(images):
             h, w = np.shape(idx)
             dropped = None if masks is None or masks[i] is None else \
                 np.asarray(masks[i], bool).reshape(-(-h // patch[0]), -(-w // patch[1])).tolist()
             plain.append(([int(v) for v in np.asarray(idx).reshape(-1)], ctx.kept_pixels(h, w, patch, dropped), h, w))
-        model = ctx.model(plain, bits, stripe_rows)
+        model = ctxg.model(plain, bits, stripe_rows) if codec == "ctxg" else ctx.model(plain, bits, stripe_rows)
     for i, (idx, pid) in enumerate(images):
         idx = np.asarray(idx, np.uint8)
         h, w = idx.shape
@@ -158,6 +159,8 @@ def build(images, palettes, bits, channels, *, labels=None, codec="packed", patc
             payload = zc.compress(payload)
         if model is not None and codec == "ctx":
             payload = ctx.encode(*plain[i][:2], h, w, bits, model)
+        elif model is not None and codec == "ctxg":  # §5.5
+            payload = ctxg.encode(*plain[i][:2], h, w, bits, *model, stripe_rows)
         elif model is not None:  # §5.4: stripes
             payload = ctx.encode_striped(*plain[i][:2], h, w, bits, model, stripe_rows)
         records.append(dict(palette_id=pid, label=(labels[i] if labels else -1), height=h, width=w,
@@ -176,7 +179,9 @@ def build(images, palettes, bits, channels, *, labels=None, codec="packed", patc
     secs.append((b"PALT", 0, struct.pack("<IBBH", len(palettes), bits, channels, 0) + palettes.tobytes()))
     if zdict:
         secs.append((b"ZDCT", 0, zdict))
-    if model is not None:
+    if model is not None and codec == "ctxg":
+        secs.append((b"CTXG", 0, ctxg.model_section(bits, *model, stripe_rows)))
+    elif model is not None:
         secs.append((b"CTXM", 0, ctx.model_section(bits, model, stripe_rows)))
     if weights is not None:
         secs.append((b"WGHT", 0, weights))
@@ -274,6 +279,47 @@ def ctxs_vectors() -> dict[str, tuple]:
                                        patch=(2, 2), masks=[[1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0], None], minor=2,
                                        stripe_rows=3)
     return v
+
+
+def ctxg_vectors() -> dict[str, tuple]:
+    """Codec ctxg (1.3): maps taller than a stripe, widths that are not whole groups, a masked
+    gray one, noise that the model never saw (escapes) (own generator)."""
+    rng = np.random.default_rng(20261203)
+    smooth = partial(smooth_map, rng)
+
+    v = {}
+    pal2 = rng.integers(0, 256, (2, 4, 3))
+    noise = rng.integers(0, 4, (4, 6))
+    v["ctxg-2bit"] = build([(smooth(*s, 2), i % 2) for i, s in enumerate([(9, 8), (8, 8), (3, 7), (1, 1), (7, 5)])]
+                           + [(noise, 0)], pal2, 2, 3, codec="ctxg", labels=[0, 1, 2, 3, 4, 5], minor=3,
+                           stripe_rows=3)
+    gray3 = rng.integers(0, 256, (1, 8, 1))
+    v["ctxg-3bit-masked-gray"] = build([(smooth(7, 6, 3), 0), (smooth(5, 5, 3), 0)], gray3, 3, 1, codec="ctxg",
+                                       patch=(2, 2), masks=[[1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0], None], minor=3,
+                                       stripe_rows=3)
+    return v
+
+
+def invalid_ctxg_vectors(gbase: bytes) -> dict[str, tuple[bytes, str, str, str]]:
+    """ctxg: a model whose frequencies do not sum to 2**12; a stripe shorter than the 8-byte state."""
+    b = bytearray(gbase)
+    size, table_off, count = struct.unpack_from("<QQI", b, 16)
+    at = next(table_off + 32 * k for k in range(count) if b[table_off + 32 * k : table_off + 32 * k + 4] == b"CTXG")
+    off, length = struct.unpack_from("<QQ", b, at + 8)
+    head = bytes(b[off : off + 8])
+    body = bytearray(zlib.decompress(bytes(b[off + 8 : off + length])))
+    patterns = struct.unpack_from("<H", head, 4)[0]
+    struct.pack_into("<H", body, patterns, struct.unpack_from("<H", body, patterns)[0] + 1)
+
+    def short_first_stripe(s: bytearray) -> None:  # sample 0's first stripe: 4 bytes, its state needs 8
+        struct.pack_into("<I", s, 0, 4)
+
+    return {
+        "ctxg-model-sum": (replace_section(gbase, b"CTXG", head + zlib.compress(bytes(body), 9)), "CorruptFile",
+                           "open", "sum to"),
+        "ctxg-stripe-short": (patch_section(gbase, b"DATA", short_first_stripe), "CorruptFile", "decode",
+                              "ctxg payload"),
+    }
 
 
 def dequantizer_blob(config: dict, tensors: dict[str, np.ndarray]) -> bytes:
@@ -506,6 +552,7 @@ def main() -> None:
     valid = valid_vectors(rng)
     valid.update(ctx_vectors())
     valid.update(ctxs_vectors())
+    valid.update(ctxg_vectors())
     valid.update(deqw_vectors())
     for name, (blob, expected, records, *more) in valid.items():
         (HERE / "valid" / f"{name}.dcq").write_bytes(blob)
@@ -532,6 +579,7 @@ def main() -> None:
     invalid = invalid_vectors(base, valid["rgb-2bit-zstd"][0])
     invalid.update(invalid_ctx_vectors(valid["ctx-2bit"][0]))
     invalid.update(invalid_ctxs_vectors(valid["ctxs-2bit"][0]))
+    invalid.update(invalid_ctxg_vectors(valid["ctxg-2bit"][0]))
     deqw = valid["deqw-2bit"][0]
     invalid["deqw-not-safetensors"] = (replace_section(deqw, b"DEQW", b"\x05" + bytes(15)), "CorruptFile", "open",
                                        "(DEQW at byte 576): safetensors header is not JSON")
