@@ -13,7 +13,7 @@ JPEG q75 and q90, WebP q50 and lossless, and the index maps as optimised PNG-8
 (``optimize=True``); simplejpeg (libjpeg-turbo) when installed. Decode speed is images per
 CPU-second on one core (``NUMBA_NUM_THREADS=1``, best of ``--repeats``), with ns per pixel.
 At 224 px, the 2-bit files also decode RandomResizedCrop(224) windows (bilinear, uint8) against
-their whole images into the same output: what a crop-aware codec (``ctxs``) saves.
+their whole images into the same output: what a crop-aware codec (``ctxs``, ``ctxg``) saves.
 
 The physical limit: a decoded image is H x W x 3 bytes written; this machine's memory bandwidth
 (a large NumPy copy, bytes written per second) divided by that is the most images per second a
@@ -50,7 +50,7 @@ from dcqformat.pipeline.sources import Sizing
 from dcqformat.quantize import simple_quant
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101" / "test"
-CODECS = ("packed", "zstd", "ctx", "ctxs")
+CODECS = ("packed", "zstd", "ctx", "ctxs", "ctxg")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -167,7 +167,7 @@ def decode_rows(images: np.ndarray, labels: np.ndarray, bits_list: list[int], wo
 
 def crop_rows(files: dict[str, Path], n: int, repeats: int) -> list[dict]:
     """Fused decode + RandomResizedCrop(224) windows (bilinear, uint8 CHW) on one core, against
-    decoding the whole image into the same output: what crop-aware decoding (ctxs) saves."""
+    decoding the whole image into the same output: what crop-aware decoding (ctxs, ctxg) saves."""
     from dcqformat.loaders import RandomResizedCrop
 
     rows = []

@@ -92,7 +92,7 @@ def write_shards(src: str | os.PathLike[str], pattern: str, *, maxcount: int = 1
     ``maxcount`` samples per shard. Samples go ``block`` to a ``.dcqb`` tar member (spec/WEBDATASET.md
     §2.1: tar's 512-byte header and padding per member would otherwise outweigh a small sample);
     ``block=0`` writes one ``.dcqi`` + ``.cls`` pair per sample. With ``keep_codec`` (default) the
-    unmasked samples of a ``zstd``, ``ctx`` or ``ctxs`` file keep their payloads as the file codes
+    unmasked samples of a ``zstd``, ``ctx``, ``ctxs`` or ``ctxg`` file keep their payloads as the file codes
     them (CODED members, §2) and the sidecar carries the codec's model; else every member holds
     the packed bit stream (what readers before WebDataset format 3 read).
     """

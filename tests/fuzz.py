@@ -260,7 +260,9 @@ def originals(directory: Path) -> dict[str, tuple[bytes, list[np.ndarray]]]:
              "ctx masked": write_spec(make_spec(rng, bits=2, channels=3, n=12, sizes=[(7, 9), (8, 8)], masked=0.5,
                                                 patch=(4, 4), codec="ctx"), directory / "d.dcq"),
              "ctxs stripes": write_spec(make_spec(rng, bits=2, channels=3, n=6, sizes=[(70, 5), (130, 3)],
-                                                  masked=0.5, patch=(4, 4), codec="ctxs"), directory / "e.dcq")}
+                                                  masked=0.5, patch=(4, 4), codec="ctxs"), directory / "e.dcq"),
+             "ctxg groups": write_spec(make_spec(rng, bits=2, channels=3, n=6, sizes=[(70, 6), (130, 8)],
+                                                 masked=0.5, patch=(4, 4), codec="ctxg"), directory / "f.dcq")}
     return {name: (p.read_bytes(), _read_all(p)) for name, p in files.items()}
 
 

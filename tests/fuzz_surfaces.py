@@ -140,7 +140,7 @@ def k_manifest(original: SetOriginal, rng: np.random.Generator) -> tuple[str, Tr
 
 # -- WebDataset shards --------------------------------------------------------------------------
 class ShardOriginal:
-    """Shards of both member forms and their sidecars, and blocks of a ctxs file whose unmasked
+    """Shards of both member forms and their sidecars, and blocks of a ctxs and a ctxg file whose unmasked
     samples keep their coded payloads (CODED members), with every sample's image and label."""
 
     def __init__(self, directory: Path) -> None:
@@ -151,7 +151,9 @@ class ShardOriginal:
         src = write_spec(spec, directory / "shard-src.dcq")
         self.forms: dict[str, tuple[dict[str, bytes], bytes]] = {}
         coded = write_spec(dataclasses.replace(spec, codec="ctxs"), directory / "shard-src-ctxs.dcq")
-        for form, block, source in (("dcqb", 4, src), ("dcqi", 0, src), ("coded", 4, coded)):
+        grouped = write_spec(dataclasses.replace(spec, codec="ctxg"), directory / "shard-src-ctxg.dcq")
+        for form, block, source in (("dcqb", 4, src), ("dcqi", 0, src), ("coded", 4, coded),
+                                    ("coded-ctxg", 4, grouped)):
             out = directory / f"shards-{form}"
             side, names = write_shards(source, str(out / "s-%06d.tar"), maxcount=8, shuffle=False, block=block)
             self.forms[form] = ({Path(n).name: Path(n).read_bytes() for n in names}, side.read_bytes())
@@ -189,7 +191,7 @@ def k_shards(original: ShardOriginal, rng: np.random.Generator) -> tuple[str, Tr
     changed digit there is not counted as a wrong value."""
     import webdataset as wds
 
-    form = ["dcqb", "dcqi", "coded"][int(rng.integers(0, 3))]
+    form = list(original.forms)[int(rng.integers(0, len(original.forms)))]
     shards, sidecar = original.forms[form]
     target = _pick_target(shards, rng)
     warn = bool(rng.integers(0, 2))

@@ -212,3 +212,16 @@ def test_model_ids_in_range():
         ctxg.CODEC.decoder({b"CTXG": (0, np.frombuffer(blob, np.uint8))}, 2)
     with pytest.raises(CorruptFile, match="needs a CTXG section"):
         ctxg.CODEC.decoder({}, 2)
+
+
+@pytest.mark.parametrize(("h", "w", "bits"), [(3, 1, 1), (5, 1, 2), (1, 1, 4), (2, 3, 3)])
+def test_tiny_files_round_trip(tmp_path, h, w, bits):
+    """A file of one tiny image: every symbol is rarer than the escape threshold, so the model
+    is the escape alone (it must not take all 2**12 slots: the encoder could not code it)."""
+    rng = np.random.default_rng(h * w * bits)
+    idx = rng.integers(0, 1 << bits, (h, w)).astype(np.uint8)
+    pal = rng.integers(0, 256, (1, 1 << bits, 1)).astype(np.uint8)
+    with dcqformat.DcqWriter(tmp_path / "t.dcq", bits=bits, palettes=pal, channels=1, codec="ctxg") as wr:
+        wr.add(idx, palette=0)
+    np.testing.assert_array_equal(dcqformat.open(tmp_path / "t.dcq", verify=True).decode(0)[..., 0], pal[0, idx, 0])
+    assert ctxg.quantise(np.array([0] * 256 + [9])).max() < 4096

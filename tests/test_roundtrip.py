@@ -15,11 +15,11 @@ sizes = st.lists(st.tuples(st.integers(1, 19), st.integers(1, 19)), min_size=1, 
 
 
 @given(bits=st.integers(1, 8), channels=st.sampled_from([1, 3]),
-       codec=st.sampled_from(["packed", "zstd", "ctx", "ctxs"]), n=st.integers(0, 24), sizes=sizes,
+       codec=st.sampled_from(["packed", "zstd", "ctx", "ctxs", "ctxg"]), n=st.integers(0, 24), sizes=sizes,
        masked=st.sampled_from([0.0, 0.5]), seed=st.integers(0, 2**32 - 1))
 def test_roundtrip_property(tmp_path_factory, bits, channels, codec, n, sizes, masked, seed):
     rng = np.random.default_rng(seed)
-    bits = min(bits, 4) if codec in ("ctx", "ctxs") else bits  # ctx and ctxs code 1..4 bits
+    bits = min(bits, 4) if codec in ("ctx", "ctxs", "ctxg") else bits  # ctx, ctxs and ctxg code 1..4 bits
     patch = (int(rng.integers(1, 5)), int(rng.integers(1, 5))) if masked else None
     spec = make_spec(rng, bits=bits, channels=channels, n=n, codec=codec, sizes=sizes, masked=masked, patch=patch)
     path = write_spec(spec, tmp_path_factory.mktemp("rt") / "f.dcq")

@@ -137,8 +137,11 @@ def symbols(gm: np.ndarray, keys: np.ndarray, bits: int) -> np.ndarray:
 
 def quantise(counts: np.ndarray) -> np.ndarray:
     """Counts -> frequencies summing to ``PROB_SCALE``, each counted symbol >= 1, the rest 0, so
-    that the coded size under them is least (greedy, a step at a time): the encoder's choice."""
-    c = np.asarray(counts, np.float64)
+    that the coded size under them is least (greedy, a step at a time): the encoder's choice. No
+    symbol gets all of them (the encoder's bound 2**51 * f must fit 63 bits)."""
+    c = np.asarray(counts, np.float64).copy()
+    if (c > 0).sum() < 2:  # one symbol would take all 2**12 slots, which the 64-bit encoder cannot code
+        c[0 if c[0] == 0 else 1] = 1e-3
     seen = c > 0
     f = np.where(seen, np.maximum(1, np.floor(c * grans.PROB_SCALE / c.sum())), 0)
     while f.sum() < grans.PROB_SCALE:

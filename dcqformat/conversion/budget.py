@@ -27,7 +27,7 @@ from ..pipeline.imaging import ImageCache
 from ..pipeline.options import ConvertConfig
 from ..quantize.simple_quant import pillow_quantize
 
-DECODE_ORDER = ("packed", "zstd", "ctxs", "ctx")  # fastest to decode first (ctxs: on crops)
+DECODE_ORDER = ("packed", "zstd", "ctxg", "ctxs", "ctx")  # fastest to decode first (ctxs: on crops)
 FILE_OVERHEAD = 4096  # header, section table, metadata, alignment: bytes per file, about
 
 

@@ -24,10 +24,10 @@ SIZES: dict[str, dict[str, int]] = {
 }
 SHARE = 0.1  # the MAE may cost at most this share of the bytes dropping saves
 # coded bytes per packed byte of an index map, typical of each codec (bench_frontier, 1-4 bits)
-CODEC_RATIO = {"packed": 1.0, "zstd": 0.7, "ctx": 0.45, "ctxs": 0.46}
+CODEC_RATIO = {"packed": 1.0, "zstd": 0.7, "ctx": 0.45, "ctxs": 0.46, "ctxg": 0.49}
 # the same for the patches drop_by="fill" drops, the smoothest (bench_drop, CIFAR-10 2-bit: of the
 # 64 B of packed pixels dropped per image, zstd saves 20 B and ctx 9 B)
-FILL_CODEC_RATIO = {"packed": 1.0, "zstd": 0.32, "ctx": 0.15, "ctxs": 0.15}
+FILL_CODEC_RATIO = {"packed": 1.0, "zstd": 0.32, "ctx": 0.15, "ctxs": 0.15, "ctxg": 0.16}
 
 
 def weight_bytes(config: MAEConfig, precision: str = "int8") -> int:
