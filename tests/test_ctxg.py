@@ -78,16 +78,15 @@ def test_kernels_match_the_reference(case):
 
 
 def test_relabelling_tables_follow_the_spec():
-    """The library's pattern numbers and relabelling agree with the reference for every key."""
+    """The library's relabelling and key count agree with the reference for every key."""
     for bits in (1, 2, 3, 4):
         t = ctxg.tables(bits)
-        numbers = ref.pattern_numbers(bits)
-        assert t.patterns == len(numbers)
         n, k = ctxg.neighbours(bits), 1 << bits
+        assert t.labels.shape == (ctxg.key_count(bits), k) == (k**n, k)
         for key in np.random.default_rng(bits).integers(0, k**n, 200):
             context = [(int(key) >> (bits * j)) & (k - 1) for j in range(n)]
-            labels, label = ref.relabel(context, bits)
-            assert t.pattern[key] == numbers[tuple(labels)]
+            assert ref.key_of(context, bits) == key
+            label = ref.relabel(context, bits)[1]
             assert t.labels[key].tolist() == [label[v] for v in range(k)]
 
 
@@ -179,13 +178,13 @@ def test_corrupt_payloads_name_the_sample(tmp_path):
     assert length > table
 
 
-def _model(bits: int = 2, patterns: int | None = None, models: int = 1, freqs: list[int] | None = None,
+def _model(bits: int = 2, keys: int | None = None, models: int = 1, freqs: list[int] | None = None,
            prob_bits: int = 12, stripe_rows: int = 64, tail: bytes = b"") -> bytes:
-    patterns = ctxg.tables(bits).patterns if patterns is None else patterns
+    keys = ctxg.key_count(bits) if keys is None else keys
     a = ctxg.alphabet(bits) + 1
     f = freqs if freqs is not None else [4095] + [0] * (a - 2) + [1]
-    body = bytes(patterns) + struct.pack(f"<{len(f)}H", *f) * models
-    return struct.pack("<BBHHH", bits, prob_bits, stripe_rows, patterns, models) + zlib.compress(body) + tail
+    body = bytes(keys) + struct.pack(f"<{len(f)}H", *f) * models
+    return struct.pack("<BBHHH", bits, prob_bits, stripe_rows, keys, models) + zlib.compress(body) + tail
 
 
 @pytest.mark.parametrize(("blob", "message"), [
@@ -193,7 +192,7 @@ def _model(bits: int = 2, patterns: int | None = None, models: int = 1, freqs: l
     (_model(bits=3), "bits differ"),
     (_model(prob_bits=11), "precision"),
     (_model(stripe_rows=0), "stripe height"),
-    (_model(patterns=7), "pattern count"),
+    (_model(keys=7), "key count"),
     (_model(models=0), "model count"),
     (_model()[:-3], "wrong size|does not inflate"),
     (_model(tail=b"x"), "trailing"),
@@ -205,9 +204,9 @@ def test_model_section_is_checked(blob, message):
 
 
 def test_model_ids_in_range():
-    patterns = ctxg.tables(2).patterns
-    body = bytes([0] * (patterns - 1) + [3]) + struct.pack("<257H", *([4095] + [0] * 255 + [1]))
-    blob = struct.pack("<BBHHH", 2, 12, 64, patterns, 1) + zlib.compress(body)
+    keys = ctxg.key_count(2)
+    body = bytes([0] * (keys - 1) + [3]) + struct.pack("<257H", *([4095] + [0] * 255 + [1]))
+    blob = struct.pack("<BBHHH", 2, 12, 64, keys, 1) + zlib.compress(body)
     with pytest.raises(CorruptFile, match="model id out of range"):
         ctxg.CODEC.decoder({b"CTXG": (0, np.frombuffer(blob, np.uint8))}, 2)
     with pytest.raises(CorruptFile, match="needs a CTXG section"):

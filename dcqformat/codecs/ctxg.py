@@ -3,13 +3,13 @@ bit-packed stream) per rANS symbol, in independent horizontal stripes as ``ctxs`
 
 A group's *context* is the list of its neighbours' values: for 1 and 2 bits, the pixel left of
 the group (L), the one above that (UL), the group above (U0..U(G-1)) and the pixel above-right
-(UR); for 3 and 4 bits, L, U0 and U1. Palette indices are names, not numbers, so both the
-context and the group are *relabelled*: context values get labels 0, 1, ... in order of first
-appearance, values not in the context the next labels in increasing order. The context's
-labels (its *pattern*) choose the model, the group's labels are the symbol. A flat region is
-then one pattern whatever its colour, and the file's model (section ``CTXG``, counted on the
-first samples) needs one frequency table per pattern, not per colour combination. Rare patterns
-share one table; a symbol a table has no frequency for is coded as the escape.
+(UR); for 3 and 4 bits, L, U0 and U1. The context's raw bits are its *key*, and the file's model
+(section ``CTXG``, counted on the first samples) maps every key to one of up to 255 frequency
+tables. Palette indices are names, not numbers, so the group is *relabelled* before it is coded:
+context values get labels 0, 1, ... in order of first appearance, values not in the context the
+next labels in increasing order. A flat region is then one symbol whatever its colour, and keys
+of the same shape can share a table: the writer clusters the keys into tables by their counts.
+A symbol a table has no frequency for is coded as the escape.
 
 The kernels are in :mod:`dcqformat.codecs.grans`; this module builds the relabelling tables,
 serialises and checks the model, and prepares the encoder's symbols.
@@ -30,12 +30,12 @@ from . import grans, rans
 from .base import Sample
 from .ctx import STRIPE_ROWS, Batch, StripedDecoder, inflate, pixels, stripes
 
-# CTXG: bits, prob_bits, stripe_rows, pattern_count, model_count; then a zlib stream of
-# pattern_count u8 model ids and model_count * (2**(G*bits) + 1) u16 frequencies (the escape last).
+# CTXG: bits, prob_bits, stripe_rows, key_count, model_count; then a zlib stream of key_count u8
+# model ids and model_count * (2**(G*bits) + 1) u16 frequencies (the escape last).
 CTXG_HEADER = struct.Struct("<BBHHH")
 MAX_BITS = 4  # 5-8-bit groups are single pixels: their relabelling tables would outgrow the data
-MAX_MODELS = 64  # the writer's choice (the format allows 255): patterns beyond share the last table
-OWN_MODEL = 256  # groups a pattern needs in the warm-up to seed a model (the writer's choice)
+MAX_MODELS = 128  # the writer's choice (the format allows 255)
+OWN_MODEL = 256  # groups a key needs in the warm-up to seed a model (the writer's choice)
 RARE = 5  # symbols seen this often or less in the warm-up go by the escape (the writer's choice)
 
 
@@ -49,6 +49,11 @@ def alphabet(bits: int) -> int:
     return 1 << (group_pixels(bits) * bits)
 
 
+def key_count(bits: int) -> int:
+    """Context keys: 2**(bits * neighbours) (2,048, 16,384, 512, 4,096 for 1..4 bits)."""
+    return 1 << (bits * neighbours(bits))
+
+
 def neighbours(bits: int) -> int:
     """Context pixels: L, UL, U0..U(G-1), UR for 1-2 bits; L, U0, U1 for 3-4."""
     return group_pixels(bits) + 3 if bits <= 2 else 3
@@ -58,7 +63,7 @@ def neighbours(bits: int) -> int:
 class Tables:
     """The relabelling of every context key (the neighbours' values, ``bits`` bits each, L first)."""
 
-    pattern: np.ndarray  # key -> pattern number (patterns numbered in increasing order of their labels)
+    pattern: np.ndarray  # key -> its context's labels, numbered (the writer's first guess at tables)
     patterns: int
     labels: np.ndarray  # (key, value) -> label
     keyrow: np.ndarray  # key -> row of ``groupout`` (one per distinct label -> value map)
@@ -154,27 +159,40 @@ def quantise(counts: np.ndarray) -> np.ndarray:
     return f.astype(np.int64)
 
 
-def cluster(counts: np.ndarray, models: int, rounds: int = 3) -> np.ndarray:
-    """Pattern -> model: the ``models`` most frequent patterns seed the models, then each pattern
-    goes to the model that codes its counts in the fewest bits, and the models are recounted
-    (``rounds`` times): the encoder's choice."""
+def cluster(counts: np.ndarray, models: int, start: np.ndarray | None = None, rounds: int = 3) -> np.ndarray:
+    """Rows of ``counts`` (contexts x symbols) -> ``models`` groups: from ``start`` (a first
+    assignment) or with the ``models`` most frequent rows as seeds, each row goes to the group
+    whose pooled counts code it in the fewest bits, and the groups are recounted, ``rounds``
+    times (Lloyd's iterations under cross-entropy): the encoder's choice."""
     order = np.argsort(-counts.sum(axis=1), kind="stable")
-    model_of = np.zeros(len(counts), np.int64)
-    model_of[order[:models]] = np.arange(models)
-    seeds = np.zeros(len(counts), bool)
-    seeds[order[:models]] = True
-    for r in range(rounds):
-        pick = seeds if r == 0 else np.ones(len(counts), bool)
+    if start is None:
+        model_of = np.zeros(len(counts), np.int64)
+        model_of[order[:models]] = np.arange(models)
+        pick = np.zeros(len(counts), bool)
+        pick[order[:models]] = True
+    else:
+        model_of, pick = np.asarray(start, np.int64), np.ones(len(counts), bool)
+    for _ in range(rounds):
         pooled = np.zeros((models, counts.shape[1]))
         np.add.at(pooled, model_of[pick], counts[pick])
         logp = np.log2((pooled + 0.02) / (pooled + 0.02).sum(axis=1, keepdims=True))
         model_of = np.argmin(-counts @ logp.T, axis=1)
-        model_of[order[:models]] = np.arange(models)  # a seed keeps its model: none is left empty
+        pick = np.ones(len(counts), bool)
     return model_of
 
 
+def coded_bits(counts: np.ndarray, model_of: np.ndarray, models: int) -> float:
+    """Bits of ``counts`` coded under the pooled counts of their groups (ideal, no escapes)."""
+    pooled = np.zeros((models, counts.shape[1]))
+    np.add.at(pooled, model_of, counts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp = np.where(pooled > 0, np.log2(pooled / np.maximum(pooled.sum(axis=1, keepdims=True), 1)), 0)
+    return float(-(pooled * logp).sum())
+
+
 def decode_tables(model_of: np.ndarray, freqs: np.ndarray, bits: int) -> tuple[np.ndarray, ...]:
-    """A file's model -> the kernels' tables: ``keyinfo`` (key -> model << MODEL_SHIFT | offset of
+    """A file's model (key -> model id, frequencies) -> the kernels' tables: ``keyinfo`` (key ->
+    model << MODEL_SHIFT | offset of
     the key's row of ``groupout``), ``slots`` (model << PROB_BITS | slot -> symbol), ``ranges``
     (model * RANGE_STRIDE + symbol -> frequency << PROB_BITS | cumulative frequency, the escape
     after the last symbol), ``esc_start`` (model -> its first escape slot) and ``groupout``
@@ -186,7 +204,7 @@ def decode_tables(model_of: np.ndarray, freqs: np.ndarray, bits: int) -> tuple[n
     slots = np.concatenate([np.repeat(np.arange(a) & 255, freqs[i]) for i in range(m)]).astype(np.uint8)
     ranges = np.zeros((m, grans.RANGE_STRIDE), np.uint32)
     ranges[:, :a] = (freqs << grans.PROB_BITS) | cum[:, :-1]
-    keyinfo = (model_of[t.pattern] << grans.MODEL_SHIFT) | (t.keyrow.astype(np.int64) * (a - 1))
+    keyinfo = (model_of << grans.MODEL_SHIFT) | (t.keyrow.astype(np.int64) * (a - 1))
     return (keyinfo.astype(np.uint32), slots, ranges.reshape(-1), cum[:, a - 1].copy(), t.groupout.reshape(-1))
 
 
@@ -200,7 +218,7 @@ class _Encoder:
         self.cum: np.ndarray | None = None
 
     def _prepared(self, sample: Sample) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Each stripe's (symbols, patterns), in raster order; dropped pixels take their left
+        """Each stripe's (symbols, keys), in raster order; dropped pixels take their left
         neighbour's value (as ``ctx``, spec §5.3) and are coded."""
         work, kept = pixels(sample, self.bits)
         h, w = sample.height, sample.width
@@ -208,30 +226,34 @@ class _Encoder:
             rans.contexts(work, kept, h, w, self.bits, np.empty(work.size, np.int64))
         gm = group_map(work.reshape(h, w), self.bits)
         out = []
-        pattern = tables(self.bits).pattern
         for y0, rows in stripes(h, self.stripe_rows):
             part = gm[y0 : y0 + rows]
             keys = contexts(part, self.bits)
-            out.append((symbols(part, keys, self.bits).reshape(-1), pattern[keys].reshape(-1)))
+            out.append((symbols(part, keys, self.bits).reshape(-1), keys.reshape(-1)))
         return out
 
     def start(self, first: list[Sample]) -> None:
         t, a = tables(self.bits), alphabet(self.bits)
-        counts = np.zeros((t.patterns, a), np.int64)
+        counts = np.zeros((t.pattern.size, a), np.int64)
         for sample in first:
-            for sym, pat in self._prepared(sample):
-                np.add.at(counts, (pat, sym), 1)
-        used = int((counts.sum(axis=1) >= OWN_MODEL).sum())
-        self.model_of = cluster(counts, max(1, min(MAX_MODELS, used)))
-        pooled = np.zeros((int(self.model_of.max()) + 1, a + 1), np.int64)
-        np.add.at(pooled[:, :a], self.model_of, counts)
+            for sym, keys in self._prepared(sample):
+                np.add.at(counts, (keys, sym), 1)
+        models = max(1, min(MAX_MODELS, int((counts.sum(axis=1) >= OWN_MODEL).sum())))
+        # two first guesses, the better kept: the most frequent keys, or keys of one pattern together
+        by_pattern = np.zeros((t.patterns, a), np.int64)
+        np.add.at(by_pattern, t.pattern, counts)
+        guesses = [cluster(counts, models),
+                   cluster(counts, models, cluster(by_pattern, min(models, t.patterns))[t.pattern])]
+        model_of = min(guesses, key=lambda m: coded_bits(counts, m, models))
+        pooled = np.zeros((models, a + 1), np.int64)
+        np.add.at(pooled[:, :a], model_of, counts)
         rare = pooled[:, :a] <= RARE  # symbols this rare go by the escape
         pooled[:, a] = np.maximum(1, np.where(rare, pooled[:, :a], 0).sum(axis=1))
         pooled[:, :a][rare] = 0
-        self.use_model(self.model_of, np.stack([quantise(c) for c in pooled]))
+        self.use_model(model_of, np.stack([quantise(c) for c in pooled]))
 
     def use_model(self, model_of: np.ndarray, freqs: np.ndarray) -> None:
-        """Code with this model (pattern -> model id, (models, symbols + 1) frequencies)."""
+        """Code with this model (key -> model id, (models, symbols + 1) frequencies)."""
         self.model_of, self.freqs = np.asarray(model_of, np.int64), np.asarray(freqs, np.int64)
         self.cum = np.zeros((len(self.freqs), self.freqs.shape[1] + 1), np.int64)
         np.cumsum(self.freqs, axis=1, out=self.cum[:, 1:])
@@ -239,8 +261,8 @@ class _Encoder:
     def encode(self, sample: Sample) -> bytes:
         assert self.model_of is not None and self.freqs is not None and self.cum is not None, "start() first"
         payloads = []
-        for sym, pat in self._prepared(sample):
-            models = self.model_of[pat]
+        for sym, keys in self._prepared(sample):
+            models = self.model_of[keys]
             escaped = self.freqs[models, sym] == 0
             buf = np.empty(sym.size + 4, np.uint32)  # a group's symbol and escape never take 32 bits
             start = grans.encode(sym, models, escaped, self.cum, self.bits, buf)
@@ -276,7 +298,7 @@ class _Decoder(StripedDecoder):
 
 
 def parse_model(buf: np.ndarray, offset: int, bits: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """A CTXG section's pattern -> model map, (models, symbols + 1) frequencies and stripe
+    """A CTXG section's key -> model map, (models, symbols + 1) frequencies and stripe
     height, checked (spec §5.5)."""
     def corrupt(what: str, expected: object, found: object) -> CorruptFile:
         return CorruptFile(what, section="CTXG", offset=offset, expected=expected, found=found)
@@ -284,24 +306,24 @@ def parse_model(buf: np.ndarray, offset: int, bits: int) -> tuple[np.ndarray, np
     raw = buf.tobytes()
     if len(raw) < CTXG_HEADER.size:
         raise corrupt("too short for its header", f">= {CTXG_HEADER.size} bytes", len(raw))
-    model_bits, prob_bits, stripe_rows, patterns, models = CTXG_HEADER.unpack_from(raw, 0)
+    model_bits, prob_bits, stripe_rows, keys, models = CTXG_HEADER.unpack_from(raw, 0)
     if model_bits != bits or bits > MAX_BITS:
         raise corrupt("bits differ from PALT's or exceed the codec's", f"{bits} (<= {MAX_BITS})", model_bits)
     if prob_bits != grans.PROB_BITS:
         raise corrupt("unsupported probability precision", grans.PROB_BITS, prob_bits)
     if stripe_rows == 0:
         raise corrupt("codec ctxg needs a stripe height", "stripe_rows 1..65535", 0)
-    if patterns != tables(bits).patterns:
-        raise corrupt("wrong pattern count", tables(bits).patterns, patterns)
+    if keys != key_count(bits):
+        raise corrupt("wrong key count", key_count(bits), keys)
     if not 1 <= models <= 255:
         raise corrupt("model count out of range", "1..255", models)
     a = alphabet(bits) + 1
-    body = inflate(raw[CTXG_HEADER.size :], patterns + models * a * 2, "model", corrupt)
-    model_of = np.frombuffer(body, np.uint8, patterns).astype(np.int64)
+    body = inflate(raw[CTXG_HEADER.size :], keys + models * a * 2, "model", corrupt)
+    model_of = np.frombuffer(body, np.uint8, keys).astype(np.int64)
     if (model_of >= models).any():
         p = int(np.argmax(model_of >= models))
-        raise corrupt(f"pattern {p}: model id out of range", f"< {models}", int(model_of[p]))
-    freqs = np.frombuffer(body, "<u2", models * a, patterns).reshape(models, a).astype(np.int64)
+        raise corrupt(f"key {p}: model id out of range", f"< {models}", int(model_of[p]))
+    freqs = np.frombuffer(body, "<u2", models * a, keys).reshape(models, a).astype(np.int64)
     sums = freqs.sum(axis=1)
     if (sums != grans.PROB_SCALE).any():
         m = int(np.argmax(sums != grans.PROB_SCALE))

@@ -34,12 +34,9 @@ def relabel(context: list[int], bits: int) -> tuple[list[int], dict[int, int]]:
     return [label[v] for v in context], label
 
 
-def pattern_numbers(bits: int) -> dict[tuple[int, ...], int]:
-    """Every pattern (the labels of a context) -> its number: patterns sorted by sum label_j * K**j."""
-    k, n = 1 << bits, neighbour_count(bits)
-    pats = {tuple(relabel(list(c), bits)[0]) for c in product(range(k), repeat=n)}
-    order = sorted(pats, key=lambda p: sum(v * k**j for j, v in enumerate(p)))
-    return {p: i for i, p in enumerate(order)}
+def key_of(context: list[int], bits: int) -> int:
+    """A context's key: its values, ``bits`` bits each, the first lowest."""
+    return sum(v << (bits * j) for j, v in enumerate(context))
 
 
 def group_rows(values: list[int], h: int, w: int, bits: int) -> list[list[list[int]]]:
@@ -66,14 +63,14 @@ def context(rows: list[list[list[int]]], y: int, g: int, bits: int) -> list[int]
     return [left, ul, *u, ur]
 
 
-def symbols(rows: list[list[list[int]]], bits: int, numbers: dict[tuple[int, ...], int]) -> list[tuple[int, int]]:
-    """(pattern number, symbol) of each group of a stripe, in raster order."""
+def symbols(rows: list[list[list[int]]], bits: int) -> list[tuple[int, int]]:
+    """(key, symbol) of each group of a stripe, in raster order."""
     out = []
     for y in range(len(rows)):
         for g in range(len(rows[y])):
-            labels, label = relabel(context(rows, y, g, bits), bits)
-            sym = sum(label[v] << (bits * j) for j, v in enumerate(rows[y][g]))
-            out.append((numbers[tuple(labels)], sym))
+            ctx = context(rows, y, g, bits)
+            label = relabel(ctx, bits)[1]
+            out.append((key_of(ctx, bits), sum(label[v] << (bits * j) for j, v in enumerate(rows[y][g]))))
     return out
 
 
@@ -97,8 +94,8 @@ def encode_stripe(syms: list[tuple[int, int]], bits: int, model_of: list[int], f
     esc = len(freqs[0]) - 1
     words: list[int] = []
     x = RANS_L
-    for pattern, s in reversed(syms):
-        f = freqs[model_of[pattern]]
+    for key, s in reversed(syms):
+        f = freqs[model_of[key]]
         if f[s] == 0:  # the escape, then the plain bits
             if x >= (RANS_L >> nbits) << 32:
                 words.append(x & MASK32)
@@ -113,8 +110,8 @@ def encode_stripe(syms: list[tuple[int, int]], bits: int, model_of: list[int], f
     return struct.pack("<Q", x) + b"".join(struct.pack("<I", v) for v in reversed(words))
 
 
-def decode_stripe(payload: bytes, rows: int, w: int, bits: int, model_of: list[int], freqs: list[list[int]],
-                  numbers: dict[tuple[int, ...], int]) -> list[list[list[int]]]:
+def decode_stripe(payload: bytes, rows: int, w: int, bits: int, model_of: list[int],
+                  freqs: list[list[int]]) -> list[list[list[int]]]:
     """A stripe's rows of groups; raises ValueError when corrupt."""
     if len(payload) < 8:
         raise ValueError("shorter than the state")
@@ -135,8 +132,9 @@ def decode_stripe(payload: bytes, rows: int, w: int, bits: int, model_of: list[i
         out.append([])
         for g in range(ng):
             out[y].append([0] * per)  # a placeholder: context() reads only earlier groups of this row
-            labels, label = relabel(context(out, y, g, bits), bits)
-            f = freqs[model_of[numbers[tuple(labels)]]]
+            ctx = context(out, y, g, bits)
+            label = relabel(ctx, bits)[1]
+            f = freqs[model_of[key_of(ctx, bits)]]
             slot = x % PROB_SCALE
             s, start = 0, 0
             while start + f[s] <= slot:
@@ -156,9 +154,8 @@ def decode_stripe(payload: bytes, rows: int, w: int, bits: int, model_of: list[i
 def encode(values: list[int], kept: list[bool], h: int, w: int, bits: int, model_of: list[int],
            freqs: list[list[int]], stripe_rows: int) -> bytes:
     """A payload: the u32 lengths of all stripes but the last, then each stripe's payload."""
-    numbers = pattern_numbers(bits)
     rows = group_rows(fill_dropped(values, kept, h, w), h, w, bits)
-    parts = [encode_stripe(symbols(rows[y : y + n], bits, numbers), bits, model_of, freqs)
+    parts = [encode_stripe(symbols(rows[y : y + n], bits), bits, model_of, freqs)
              for y, n in stripes(h, stripe_rows)]
     return b"".join(struct.pack("<I", len(p)) for p in parts[:-1]) + b"".join(parts)
 
@@ -166,7 +163,6 @@ def encode(values: list[int], kept: list[bool], h: int, w: int, bits: int, model
 def decode(payload: bytes, h: int, w: int, bits: int, model_of: list[int], freqs: list[list[int]],
            stripe_rows: int) -> list[int]:
     """The raster map of a payload (dropped pixels as filled); raises ValueError when corrupt."""
-    numbers = pattern_numbers(bits)
     parts = stripes(h, stripe_rows)
     table = 4 * (len(parts) - 1)
     if len(payload) < table:
@@ -177,7 +173,7 @@ def decode(payload: bytes, h: int, w: int, bits: int, model_of: list[int], freqs
         raise ValueError("bad stripe table")
     values, pos = [], table
     for (_, rows), size in zip(parts, sizes):
-        for row in decode_stripe(payload[pos : pos + size], rows, w, bits, model_of, freqs, numbers):
+        for row in decode_stripe(payload[pos : pos + size], rows, w, bits, model_of, freqs):
             values += [v for group in row for v in group][:w]
         pos += size
     return values
@@ -185,18 +181,20 @@ def decode(payload: bytes, h: int, w: int, bits: int, model_of: list[int], freqs
 
 def model(samples: list[tuple[list[int], list[bool], int, int]], bits: int, stripe_rows: int,
           models: int = 4) -> tuple[list[int], list[list[int]]]:
-    """A simple valid model (the reference writer's, not the library's): pattern p uses model
-    min(p, models - 1); each model's frequencies from its counts, every counted symbol >= 1, the
-    escape 1, the largest taking the rest."""
-    numbers = pattern_numbers(bits)
+    """A simple valid model (the reference writer's, not the library's): the context of key k
+    uses model (its count of distinct values - 1), at most models - 1; each model's frequencies
+    from its counts, every counted symbol >= 1, the escape 1, the largest taking the rest."""
     a = 1 << (group_pixels(bits) * bits)
-    model_of = [min(p, models - 1) for p in range(len(numbers))]
+    n = neighbour_count(bits)
+    model_of = [0] * (1 << (bits * n))
+    for c in product(range(1 << bits), repeat=n):
+        model_of[key_of(list(c), bits)] = min(len(set(c)), models) - 1
     counts = [[0] * a for _ in range(models)]
     for values, kept, h, w in samples:
         rows = group_rows(fill_dropped(values, kept, h, w), h, w, bits)
-        for y, n in stripes(h, stripe_rows):
-            for pattern, s in symbols(rows[y : y + n], bits, numbers):
-                counts[model_of[pattern]][s] += 1
+        for y, rows_n in stripes(h, stripe_rows):
+            for key, s in symbols(rows[y : y + rows_n], bits):
+                counts[model_of[key]][s] += 1
     freqs = []
     for row in counts:
         total = sum(row) or 1
@@ -207,7 +205,7 @@ def model(samples: list[tuple[list[int], list[bool], int, int]], bits: int, stri
 
 
 def model_section(bits: int, model_of: list[int], freqs: list[list[int]], stripe_rows: int) -> bytes:
-    """CTXG: bits, prob_bits, stripe_rows u16, pattern_count u16, model_count u16; then a zlib
-    stream of the u8 model of each pattern and each model's u16 frequencies (the escape last)."""
+    """CTXG: bits, prob_bits, stripe_rows u16, key_count u16, model_count u16; then a zlib stream
+    of the u8 model of each key and each model's u16 frequencies (the escape last)."""
     body = bytes(model_of) + b"".join(struct.pack("<H", f) for row in freqs for f in row)
     return struct.pack("<BBHHH", bits, PROB_BITS, stripe_rows, len(model_of), len(freqs)) + zlib.compress(body, 9)

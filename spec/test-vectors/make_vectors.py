@@ -308,8 +308,8 @@ def invalid_ctxg_vectors(gbase: bytes) -> dict[str, tuple[bytes, str, str, str]]
     off, length = struct.unpack_from("<QQ", b, at + 8)
     head = bytes(b[off : off + 8])
     body = bytearray(zlib.decompress(bytes(b[off + 8 : off + length])))
-    patterns = struct.unpack_from("<H", head, 4)[0]
-    struct.pack_into("<H", body, patterns, struct.unpack_from("<H", body, patterns)[0] + 1)
+    keys = struct.unpack_from("<H", head, 4)[0]  # the frequencies follow the key_count model ids
+    struct.pack_into("<H", body, keys, struct.unpack_from("<H", body, keys)[0] + 1)
 
     def short_first_stripe(s: bytearray) -> None:  # sample 0's first stripe: 4 bytes, its state needs 8
         struct.pack_into("<I", s, 0, 4)
