@@ -202,7 +202,7 @@ def test_corrupt_payloads_raise_and_name_the_sample(tmp_path):
                                       dcqformat.open(path).decode_batch([2, 4]))
 
 
-@pytest.mark.parametrize("codec, version", [("ctx", "1.1"), ("ctxs", "1.2")])
+@pytest.mark.parametrize("codec, version", [("ctx", "1.1"), ("ctxs", "1.2"), ("ctxg", "1.3")])
 def test_cli_converts_with_ctx_and_info_says_so(tmp_path, codec, version):
     from common import gradient_npz
 
