@@ -109,6 +109,7 @@ def test_round_trip_and_crops_against_packed(tmp_path, bits):
                 wr.add(idx, palette=k % 2, label=k, dropped=dropped)
     a, b = dcqformat.open(paths["ctxg"], verify=True), dcqformat.open(paths["packed"])
     assert a.codec == "ctxg" and a.version == (1, 3)
+    assert a.decode_batch([]).shape[0] == 0 and len(a.streams(np.array([], np.int64)).offsets) == 0
     for k in range(len(items)):
         np.testing.assert_array_equal(a.decode(k), b.decode(k))
     idx = np.arange(len(items))

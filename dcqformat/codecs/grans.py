@@ -34,7 +34,7 @@ STATE_BYTES = 8
 OK, OUT_OF_BYTES, BAD_END, TOO_SHORT, BAD_STRIPES = 0, 1, 2, 3, 4
 MESSAGES = {OUT_OF_BYTES: "needs more bytes than it has", BAD_END: "does not end in the initial state "
             "with every word read", TOO_SHORT: "is shorter than the 8-byte rANS state",
-            BAD_STRIPES: "has a stripe table that does not fit it (each stripe >= 8 bytes, all summing to the "
+            BAD_STRIPES: "has a stripe table that does not fit it (each stripe >= 4 bytes, all summing to the "
             "payload)"}
 
 
@@ -163,7 +163,7 @@ def decode_batch(data, jobs, heights, widths, mask_data, mask_offsets, patch_h, 
     stream order). ``status[b]`` is OK or what is wrong. Stripes start on row boundaries, so no
     two share a byte."""
     per = 8 // bits
-    zeros = np.zeros(int(widths.max()) // per + 2, np.uint8)
+    zeros = np.zeros((int(widths.max()) // per if widths.shape[0] else 0) + 2, np.uint8)  # the row above a stripe
     n = jobs.shape[0]
     for q in prange((n + 1) // 2):
         j = 2 * q
