@@ -225,3 +225,19 @@ def test_tiny_files_round_trip(tmp_path, h, w, bits):
         wr.add(idx, palette=0)
     np.testing.assert_array_equal(dcqformat.open(tmp_path / "t.dcq", verify=True).decode(0)[..., 0], pal[0, idx, 0])
     assert ctxg.quantise(np.array([0] * 256 + [9])).max() < 4096
+
+
+def test_noise_that_the_model_never_saw_codes_and_decodes(tmp_path):
+    """Every group of the later images escapes (the model saw flat maps only): the most words a
+    payload can take, and still the exact maps back."""
+    pal = np.arange(12, dtype=np.uint8).reshape(1, 4, 3)
+    rng = np.random.default_rng(9)
+    flat = [np.full((40, 40), k % 4, np.uint8) for k in range(4)]
+    noise = [rng.integers(0, 4, (70, 33)).astype(np.uint8) for _ in range(3)]
+    with dcqformat.DcqWriter(tmp_path / "n.dcq", bits=2, palettes=pal, codec="ctxg", dict_samples=4) as wr:
+        for m in flat + noise:
+            wr.add(m, palette=0)
+    r = dcqformat.open(tmp_path / "n.dcq", verify=True)
+    assert (r.field("payload_length")[4:] > 70 * 33 * 2 // 8).all()  # escapes: more than the packed bits
+    for k, m in enumerate(flat + noise):
+        np.testing.assert_array_equal(r.decode(k), pal[0][m])

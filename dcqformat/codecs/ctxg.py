@@ -264,7 +264,9 @@ class _Encoder:
         for sym, keys in self._prepared(sample):
             models = self.model_of[keys]
             escaped = self.freqs[models, sym] == 0
-            buf = np.empty(sym.size + 4, np.uint32)  # a group's symbol and escape never take 32 bits
+            # a group adds at most 20 bits to the state (12 for its symbol, 8 for an escape's plain
+            # bits) and a word takes 32 out: fewer words than groups, plus the state's two and slack
+            buf = np.empty(sym.size + 8, np.uint32)
             start = grans.encode(sym, models, escaped, self.cum, self.bits, buf)
             payloads.append(buf[start:].astype("<u4").tobytes())
         table = b"".join(struct.pack("<I", len(p)) for p in payloads[:-1])
