@@ -56,6 +56,11 @@ class Codec(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def max_bits(self) -> int:
+        """The most bits per index it codes."""
+        ...
+
     def encoder(self, bits: int, level: int, dictionary: bytes | None, dict_size: int,
                 dict_samples: int) -> Encoder: ...
 
@@ -71,9 +76,7 @@ assert {c.name: c.id for c in REGISTRY.values()} == L.CODECS, "the registry and 
 
 def max_bits(name: str) -> int:
     """The most bits per index the codec ``name`` codes (``ctx``, ``ctxs`` and ``ctxg``: 4; others: 8)."""
-    if name == ctxg.CODEC.name:
-        return ctxg.MAX_BITS
-    return ctx.rans.MAX_BITS if name in (ctx.CODEC.name, ctx.STRIPED.name) else 8
+    return by_name(name).max_bits
 
 
 def by_id(codec_id: int) -> Codec:

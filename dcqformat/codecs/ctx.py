@@ -240,6 +240,7 @@ def parse_model(buf: np.ndarray, offset: int, bits: int, striped: bool) -> tuple
 class Ctx:
     id: int = 2
     name: str = "ctx"
+    max_bits: int = rans.MAX_BITS
     striped: bool = False
 
     def encoder(self, bits: int, level: int, dictionary: bytes | None, dict_size: int, dict_samples: int) -> _Encoder:
@@ -255,4 +256,4 @@ class Ctx:
 
 
 CODEC = Ctx()
-STRIPED = Ctx(3, "ctxs", True)
+STRIPED = Ctx(3, "ctxs", striped=True)

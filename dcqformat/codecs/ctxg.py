@@ -337,6 +337,7 @@ def parse_model(buf: np.ndarray, offset: int, bits: int) -> tuple[np.ndarray, np
 class Ctxg:
     id: int = 4
     name: str = "ctxg"
+    max_bits: int = MAX_BITS
 
     def encoder(self, bits: int, level: int, dictionary: bytes | None, dict_size: int, dict_samples: int) -> _Encoder:
         return _Encoder(bits, dict_samples)

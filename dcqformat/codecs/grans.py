@@ -21,7 +21,7 @@ import numpy as np
 from numba import prange
 
 from ..decode.kernels import _helper, _kernel
-from .rans import _put_index
+from .rans import _pack
 
 PROB_BITS = 12
 PROB_SCALE = 1 << PROB_BITS
@@ -120,28 +120,15 @@ def _decode_two(data, s1, e1, s2, e2, rows, ng, bits, tables, gb1, base1, gb2, b
 
 @_helper
 def _to_stream(out, base, groups, gbase, h, w, mask_data, mo, patch_h, patch_w, bits):
-    """Bit-pack a decoded group map's kept pixels in stream order at ``out[base]`` (spec §5, §7)."""
+    """Bit-pack a decoded group map's kept pixels in stream order at ``out[base]`` (spec §5, §7):
+    its pixels as an index map, packed as ``ctx`` packs its maps."""
     per = 8 // bits
     ng, low = (w + per - 1) // per, (1 << bits) - 1
-    if mo < 0:
-        j = 0
-        for y in range(h):
-            for xx in range(w):
-                g = np.int64(groups[gbase + y * ng + xx // per])
-                _put_index(out, base, j, bits, (g >> (bits * (xx % per))) & low)
-                j += 1
-        return
-    j = 0  # masked: kept patches in grid order, each row-major
-    gh, gw = (h + patch_h - 1) // patch_h, (w + patch_w - 1) // patch_w
-    for c in range(gh * gw):
-        if (mask_data[mo + (c >> 3)] >> (c & 7)) & 1:
-            continue
-        y0, x0 = (c // gw) * patch_h, (c % gw) * patch_w
-        for y in range(y0, min(y0 + patch_h, h)):
-            for xx in range(x0, min(x0 + patch_w, w)):
-                g = np.int64(groups[gbase + y * ng + xx // per])
-                _put_index(out, base, j, bits, (g >> (bits * (xx % per))) & low)
-                j += 1
+    work = np.empty(h * w, np.uint8)
+    for y in range(h):
+        for xx in range(w):
+            work[y * w + xx] = (np.int64(groups[gbase + y * ng + xx // per]) >> (bits * (xx % per))) & low
+    _pack(out, base, work, h, w, mask_data, mo, patch_h, patch_w, bits)
 
 
 @_helper

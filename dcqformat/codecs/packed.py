@@ -43,6 +43,7 @@ class _Decoder:
 class Packed:
     id: int = 0
     name: str = "packed"
+    max_bits: int = 8
 
     def encoder(self, bits: int, level: int, dictionary: bytes | None, dict_size: int, dict_samples: int) -> _Encoder:
         return _Encoder()

@@ -101,6 +101,7 @@ class _Decoder:
 class Zstd:
     id: int = 1
     name: str = "zstd"
+    max_bits: int = 8
 
     def encoder(self, bits: int, level: int, dictionary: bytes | None, dict_size: int, dict_samples: int) -> _Encoder:
         return _Encoder(level, dictionary, dict_size, dict_samples)

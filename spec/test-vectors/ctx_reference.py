@@ -176,15 +176,21 @@ def decode_striped(payload: bytes, kept: list[bool], h: int, w: int, bits: int, 
                    stripe_rows: int) -> list[int]:
     """The raster map of a ``ctxs`` payload; raises ValueError when corrupt."""
     parts = stripes([0] * (h * w), kept, h, w, stripe_rows)
-    table = 4 * (len(parts) - 1)
+    work = []
+    for (_, keep, rows, _), part in zip(parts, stripe_payloads(payload, len(parts))):
+        work += decode(part, keep, rows, w, bits, freqs)
+    return work
+
+
+def stripe_payloads(payload: bytes, k: int) -> list[bytes]:
+    """§5.4: the ``k`` stripe payloads of a payload (its table: the u32 lengths of all but the
+    last); raises ValueError when the table does not fit (a stripe under 4 bytes, or past the end)."""
+    table = 4 * (k - 1)
     if len(payload) < table:
         raise ValueError("shorter than its stripe table")
-    sizes = [struct.unpack_from("<I", payload, 4 * k)[0] for k in range(len(parts) - 1)]
+    sizes = [struct.unpack_from("<I", payload, 4 * j)[0] for j in range(k - 1)]
     sizes.append(len(payload) - table - sum(sizes))
     if any(size < 4 for size in sizes):
         raise ValueError("bad stripe table")
-    work, pos = [], table
-    for (_, keep, rows, _), size in zip(parts, sizes):
-        work += decode(payload[pos : pos + size], keep, rows, w, bits, freqs)
-        pos += size
-    return work
+    starts = [table + sum(sizes[:j]) for j in range(k)]
+    return [payload[a : a + size] for a, size in zip(starts, sizes)]

@@ -10,6 +10,8 @@ import struct
 import zlib
 from itertools import product
 
+from ctx_reference import stripe_payloads
+
 PROB_BITS = 12
 PROB_SCALE = 1 << PROB_BITS
 RANS_L = 1 << 31
@@ -164,18 +166,10 @@ def decode(payload: bytes, h: int, w: int, bits: int, model_of: list[int], freqs
            stripe_rows: int) -> list[int]:
     """The raster map of a payload (dropped pixels as filled); raises ValueError when corrupt."""
     parts = stripes(h, stripe_rows)
-    table = 4 * (len(parts) - 1)
-    if len(payload) < table:
-        raise ValueError("shorter than its stripe table")
-    sizes = [struct.unpack_from("<I", payload, 4 * k)[0] for k in range(len(parts) - 1)]
-    sizes.append(len(payload) - table - sum(sizes))
-    if any(size < 4 for size in sizes):
-        raise ValueError("bad stripe table")
-    values, pos = [], table
-    for (_, rows), size in zip(parts, sizes):
-        for row in decode_stripe(payload[pos : pos + size], rows, w, bits, model_of, freqs):
+    values = []
+    for (_, rows), part in zip(parts, stripe_payloads(payload, len(parts))):  # the stripe table of §5.4
+        for row in decode_stripe(part, rows, w, bits, model_of, freqs):
             values += [v for group in row for v in group][:w]
-        pos += size
     return values
 
 

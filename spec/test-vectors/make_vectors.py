@@ -302,12 +302,7 @@ def ctxg_vectors() -> dict[str, tuple]:
 
 def invalid_ctxg_vectors(gbase: bytes) -> dict[str, tuple[bytes, str, str, str]]:
     """ctxg: a model whose frequencies do not sum to 2**12; a stripe shorter than the 8-byte state."""
-    b = bytearray(gbase)
-    size, table_off, count = struct.unpack_from("<QQI", b, 16)
-    at = next(table_off + 32 * k for k in range(count) if b[table_off + 32 * k : table_off + 32 * k + 4] == b"CTXG")
-    off, length = struct.unpack_from("<QQ", b, at + 8)
-    head = bytes(b[off : off + 8])
-    body = bytearray(zlib.decompress(bytes(b[off + 8 : off + length])))
+    head, body = model_parts(gbase, b"CTXG")
     keys = struct.unpack_from("<H", head, 4)[0]  # the frequencies follow the key_count model ids
     struct.pack_into("<H", body, keys, struct.unpack_from("<H", body, keys)[0] + 1)
 
@@ -450,13 +445,16 @@ def invalid_ctxs_vectors(sbase: bytes) -> dict[str, tuple[bytes, str, str, str]]
     }
 
 
+def model_parts(blob: bytes, tag: bytes) -> tuple[bytes, bytearray]:
+    """A model section's (CTXM, CTXG) 8-byte header and its inflated body."""
+    size, table_off, count = struct.unpack_from("<QQI", blob, 16)
+    at = next(table_off + 32 * k for k in range(count) if blob[table_off + 32 * k : table_off + 32 * k + 4] == tag)
+    off, length = struct.unpack_from("<QQ", blob, at + 8)
+    return bytes(blob[off : off + 8]), bytearray(zlib.decompress(bytes(blob[off + 8 : off + length])))
+
+
 def invalid_ctx_vectors(cbase: bytes) -> dict[str, tuple[bytes, str, str, str]]:
-    b = bytearray(cbase)
-    size, table_off, count = struct.unpack_from("<QQI", b, 16)
-    ctxm = next(table_off + 32 * k for k in range(count) if b[table_off + 32 * k : table_off + 32 * k + 4] == b"CTXM")
-    off, length = struct.unpack_from("<QQ", b, ctxm + 8)
-    head = bytes(b[off : off + 8])
-    table = bytearray(zlib.decompress(bytes(b[off + 8 : off + length])))
+    head, table = model_parts(cbase, b"CTXM")
     struct.pack_into("<H", table, 0, struct.unpack_from("<H", table, 0)[0] + 1)
     bad_model = head + zlib.compress(bytes(table), 9)
     return {
