@@ -23,7 +23,8 @@ The physical limit: a decoded image is H x W x 3 bytes written; this machine's m
 (a large NumPy copy, bytes written per second) divided by that is the most images per second a
 decoder that writes every pixel once can reach. Each row says how close it gets.
 
-The pipeline section (224 px only; batch 128): DCQDataset through a DataLoader with 2 workers,
+The pipeline section (224 px only; batch 128): DCQDataset through a DataLoader with 2 workers
+(batch_size=128, and a BatchSampler with batch_size=None: whole batches decoded into shared memory),
 DCQLoader (normalised float32 out, and uint8 out for normalising on the device), and the
 WebDataset pipeline, each on the 2-bit file of every codec, against a Pillow JPEG (q90)
 ImageFolder pipeline with the same workers; images per second of wall time and per
@@ -274,7 +275,7 @@ def pipeline_rate(make, epochs: int = 2) -> tuple[float, float]:  # type: ignore
 def pipeline_rows(images: np.ndarray, labels: np.ndarray, files: dict[str, Path], work: Path,
                   workers: int, batch: int) -> list[dict]:
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
     from dcqformat.loaders import DCQDataset, DCQLoader, RandomResizedCrop
     from dcqformat.loaders.wds import dcq_pipeline, write_shards
@@ -298,6 +299,13 @@ def pipeline_rows(images: np.ndarray, labels: np.ndarray, files: dict[str, Path]
                                                                shuffle=True, num_workers=workers,
                                                                persistent_workers=True))
         rows.append({"loader": f"DCQDataset, DataLoader {workers} workers, uint8 out (normalised on the device)",
+                     "codec": codec, "img_s": wall, "img_cpu_s": cpu})
+        def batches(path: Path = path) -> DataLoader:  # dataset[indices]: decoded into shared memory, no collate
+            ds = DCQDataset(path, augment=aug, mean=MEAN, std=STD)
+            return DataLoader(ds, sampler=BatchSampler(RandomSampler(ds), batch, drop_last=False), batch_size=None,
+                              num_workers=workers, persistent_workers=True)
+        wall, cpu = pipeline_rate(batches)
+        rows.append({"loader": f"DCQDataset, DataLoader {workers} workers, BatchSampler (no collate copy)",
                      "codec": codec, "img_s": wall, "img_cpu_s": cpu})
         wall, cpu = pipeline_rate(lambda path=path: DCQLoader(DCQDataset(path, augment=aug, mean=MEAN, std=STD),
                                                               batch_size=batch, shuffle=True))

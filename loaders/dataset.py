@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -141,7 +141,20 @@ class DCQDataset(Dataset):
         return self.reader.labels.tolist()
 
     # -- decoding --------------------------------------------------------------------------
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
+    @overload
+    def __getitem__(self, index: int) -> tuple[Any, Any]: ...
+
+    @overload
+    def __getitem__(self, index: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def __getitem__(self, index: int | Sequence[int] | np.ndarray) -> tuple[Any, Any]:
+        """Sample ``index``; or, given a sequence of indices, the collated batch :meth:`get_batch`
+        gives. The latter is what a DataLoader asks for when given a ``BatchSampler`` as its
+        sampler and ``batch_size=None``: in its workers the batch is then decoded straight into
+        shared memory, with none of the default collate's copy (see the README's "Loading")."""
+        if isinstance(index, (Sequence, np.ndarray)):
+            images, labels = self.get_batch(index)
+            return images, labels
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, Any]]:
@@ -149,10 +162,10 @@ class DCQDataset(Dataset):
         idx = np.asarray(indices, dtype=np.int64)
         labels = [self._target(int(y)) for y in r.labels[idx]] if idx.size else []
         if self.transform is None and self.output == "tensor" and self._batchable(idx):
-            return list(zip(torch.from_numpy(self._decode(idx)), labels))
+            return list(zip(self._decode(idx), labels))
         items = []
         for k, i in enumerate(idx.tolist()):
-            img = self._to_output(self._decode(np.array([i]))[0])
+            img = self._to_output(self._decode(np.array([i]))[0].numpy())
             items.append((self.transform(img) if self.transform else img, labels[k]))
         return items
 
@@ -170,7 +183,10 @@ class DCQDataset(Dataset):
             raise ValueError("images differ in size: give the dataset an augment (e.g. Resize)")
         labels = torch.from_numpy(np.array(self.reader.labels[idx]))
         hidden: list[np.ndarray] = []
-        images = torch.from_numpy(self._decode(idx, generator, hidden if masks else None))
+        shared = get_worker_info() is not None  # a DataLoader worker: its output goes through shared memory
+        images = self._decode(idx, generator, hidden if masks else None, shared=shared)
+        if shared and not images.is_shared():
+            images.share_memory_()  # a path that made its own array: one copy, as the default collate's
         if not masks:
             return images, labels
         shape = (idx.size, *images.shape[2:]) if self.layout == "CHW" else images.shape[:3]
@@ -186,23 +202,31 @@ class DCQDataset(Dataset):
         return not len(shapes) or bool((shapes == shapes[0]).all())
 
     def _decode(self, idx: np.ndarray, generator: torch.Generator | None = None,
-                masks: list[np.ndarray] | None = None) -> np.ndarray:
-        """Decode a batch (N, C, H, W) or (N, H, W, C), augmented and typed as configured.
+                masks: list[np.ndarray] | None = None, *, shared: bool = False) -> torch.Tensor:
+        """Decode a batch (N, C, H, W) or (N, H, W, C), augmented and typed as configured; with
+        ``shared``, into shared memory where the path allows.
 
         For a masked file with ``reconstruct="none"``, the (N, H, W) dropped-pixel masks of the
         output are appended to ``masks``.
         """
         r = self.reader
         if self.masked or self.restorer.whole_images:
-            return self._decode_reconstructed(idx, generator, masks)
+            return torch.from_numpy(self._decode_reconstructed(idx, generator, masks))
         layout: Layout = "NCHW" if self.layout == "CHW" else "NHWC"
+        c = r.channels
         if self.augment is None and self._table is None:
-            return r.decode_batch(idx, layout=layout)
+            h, w = (int(v) for v in r.shapes[idx[0]]) if idx.size else (0, 0)
+            target = _empty((idx.size, c, h, w) if layout == "NCHW" else (idx.size, h, w, c), np.uint8, shared)
+            r.decode_batch(idx, layout=layout, out=target.numpy())
+            return target
         boxes, flips, size, interp = self._windows(idx, generator)
         table = r.palettes if self._table is None else self._table
-        fill = normalized_fill(r.channels, self.mean, self.std) if self._table is not None else 0
-        return r.decode_crops(idx, boxes, size, flips=flips, layout=layout, table=table, fill=fill,
-                              interpolation="bilinear" if interp == "bilinear" else "nearest")
+        fill = normalized_fill(c, self.mean, self.std) if self._table is not None else 0
+        shape = (idx.size, c, *size) if layout == "NCHW" else (idx.size, *size, c)
+        target = _empty(shape, table.dtype, shared)
+        r.decode_crops(idx, boxes, size, flips=flips, layout=layout, table=table, fill=fill, out=target.numpy(),
+                       interpolation="bilinear" if interp == "bilinear" else "nearest")
+        return target
 
     def _windows(self, idx: np.ndarray, generator: torch.Generator | None
                  ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str]:
@@ -290,6 +314,16 @@ class DCQDataset(Dataset):
         if self.transform is not None:
             lines.append(f"    Transform: {self.transform}")
         return "\n".join(lines)
+
+
+def _empty(shape: tuple[int, ...], dtype: np.dtype | type, shared: bool) -> torch.Tensor:
+    """An uninitialised tensor, in shared memory if ``shared`` (allocated there, as the default
+    collate of a DataLoader worker allocates its batches: no copy when it is sent); else NumPy's
+    memory (which asks the kernel for huge pages: a large batch costs fewer page faults)."""
+    if not shared:
+        return torch.from_numpy(np.empty(shape, dtype))
+    kind = torch.from_numpy(np.empty(0, dtype))
+    return kind.new(kind._typed_storage()._new_shared(int(np.prod(shape)))).view(shape)
 
 
 class PackedView(Dataset):

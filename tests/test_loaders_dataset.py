@@ -123,6 +123,32 @@ def test_pickles_without_the_map_and_reopens(spec_path):
     assert clone._reader is None and torch.equal(clone[3][0], ds[3][0])
 
 
+def test_batch_sampler_decodes_whole_batches_into_shared_memory(spec_path, monkeypatch):
+    """A BatchSampler with batch_size=None: dataset[indices] is a collated batch, which the
+    workers decode straight into shared memory (no collate copy) and which equals get_batch's."""
+    spec, path = spec_path
+    for kw in ({}, {"mean": MEAN, "std": STD, "layout": "HWC"}):
+        ds = DCQDataset(path, **kw)
+        x, y = ds[[3, 1, 4]]
+        want = ds.get_batch([3, 1, 4])
+        assert torch.equal(x, want[0]) and torch.equal(y, want[1]) and not x.is_shared()
+        assert torch.equal(ds[np.array([2])][0][0], ds[2][0])
+        sampler = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(ds), 24, drop_last=False)
+        got = list(DataLoader(ds, sampler=sampler, batch_size=None, num_workers=2))
+        assert [len(b[0]) for b in got] == [24, 24, 16]
+        assert torch.equal(torch.cat([b[0] for b in got]), ds.get_batch(np.arange(64))[0])
+        assert torch.cat([b[1] for b in got]).tolist() == [s.label for s in spec.samples]
+        if not kw:
+            assert torch.equal(got[0][0][0], chw(spec.expected(0)))
+    import dcqformat.loaders.dataset as module
+
+    monkeypatch.setattr(module, "get_worker_info", lambda: object())  # as in a worker
+    monkeypatch.setattr(module, "set_parallel", lambda enabled: None)  # which would stay single-threaded
+    for kw in ({}, {"augment": RandomCrop(12, padding=2), "mean": MEAN, "std": STD}):
+        x, _ = DCQDataset(path, **kw)[[0, 5]]
+        assert x.is_shared() and x.shape == (2, 3, 12, 12)
+
+
 def _fds_on(path) -> int:
     count = 0
     for fd in os.listdir("/proc/self/fd"):

@@ -24,10 +24,11 @@ from .batch import (
     decode_indices,
     decode_masked_crops,
     kept_pixels,
+    output_array,
     resample_planes,
     set_parallel,
 )
 
 __all__ = ["PaletteSet", "Streams", "concat", "crop_arguments", "crop_rows", "decode_crops", "decode_debanded",
-           "decode_images",
+           "decode_images", "output_array",
            "decode_indices", "decode_masked_crops", "kept_pixels", "resample_planes", "set_parallel"]

@@ -299,6 +299,16 @@ def crop_rows(boxes: np.ndarray) -> np.ndarray:
     return np.clip(np.stack([first, end], 1), 0, None).astype(np.int64)
 
 
+def output_array(out: np.ndarray | None, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``out`` checked to be a C-contiguous array of ``shape`` and ``dtype`` (a new one if None)."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if out.shape != tuple(shape) or out.dtype != np.dtype(dtype) or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {np.dtype(dtype)} array of shape {tuple(shape)}, "
+                         f"got {out.dtype} {out.shape}")
+    return out
+
+
 def crop_arguments(n: int, channels: int, table: np.ndarray, fill: Any, boxes: np.ndarray,
                    flips: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes, flips and fill in the types :func:`decode_crops` takes."""

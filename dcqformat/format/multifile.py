@@ -24,7 +24,17 @@ import numpy as np
 
 from .. import _json as strict_json
 from .. import _layout as L
-from ..decode import PaletteSet, Streams, bitpack, crop_arguments, crop_rows, decode_crops, decode_images, kernels
+from ..decode import (
+    PaletteSet,
+    Streams,
+    bitpack,
+    crop_arguments,
+    crop_rows,
+    decode_crops,
+    decode_images,
+    kernels,
+    output_array,
+)
 from ..errors import CorruptFile, DcqError
 from .files import file_kind, open_regular, plain_name
 from .reader import DcqReader
@@ -246,7 +256,7 @@ class DcqSet(RecordViews):
             pos = np.flatnonzero(files == f)
             yield f, pos, idx[pos] - self.starts[f]
 
-    def decode_batch(self, indices: Iterable[int] | np.ndarray,
+    def decode_batch(self, indices: Iterable[int] | np.ndarray, out: np.ndarray | None = None,
                      layout: Literal["NHWC", "NCHW"] = "NHWC") -> np.ndarray:
         """:meth:`DcqReader.decode_batch` over the files: one decode of the batch's streams."""
         s = self.streams(indices)
@@ -255,12 +265,12 @@ class DcqSet(RecordViews):
             raise ValueError("decode_batch needs samples of one size")
         h, w = size or (0, 0)
         shape = (len(s), h, w, self.channels) if layout == "NHWC" else (len(s), self.channels, h, w)
-        return decode_images(s, self.palette_set, np.empty(shape, np.uint8), layout == "NCHW")
+        return decode_images(s, self.palette_set, output_array(out, shape, np.uint8), layout == "NCHW")
 
     def decode_crops(self, indices: Iterable[int] | np.ndarray, boxes: np.ndarray, size: tuple[int, int], *,
                      flips: np.ndarray | None = None, interpolation: Literal["nearest", "bilinear"] = "nearest",
                      layout: Literal["NHWC", "NCHW"] = "NCHW", table: np.ndarray | None = None,
-                     fill: np.ndarray | float = 0) -> np.ndarray:
+                     fill: np.ndarray | float = 0, out: np.ndarray | None = None) -> np.ndarray:
         """:meth:`DcqReader.decode_crops` over the files (``table`` has the set's palettes' shape):
         the streams of the whole batch are gathered into one buffer and decoded in one call."""
         table = self.palettes if table is None else np.asarray(table)
@@ -268,7 +278,7 @@ class DcqSet(RecordViews):
         boxes, flip, fill_c = crop_arguments(idx.size, self.channels, table, fill, boxes, flips)
         s = self.streams(idx, rows=crop_rows(boxes))
         shape = (len(s), self.channels, *size) if layout == "NCHW" else (len(s), *size, self.channels)
-        return decode_crops(s, table, fill_c, boxes, flip, np.empty(shape, table.dtype),
+        return decode_crops(s, table, fill_c, boxes, flip, output_array(out, shape, table.dtype),
                             bilinear=interpolation == "bilinear", chw=layout == "NCHW")
 
     def streams(self, indices: Iterable[int] | np.ndarray, *, rows: np.ndarray | None = None) -> Streams:

@@ -22,6 +22,7 @@ from ..decode import (
     decode_images,
     decode_indices,
     kept_pixels,
+    output_array,
 )
 from ..errors import CorruptFile, DcqError, FileChanged
 from .checksums import BlockChecks
@@ -257,10 +258,7 @@ class DcqReader(RecordViews):
             h, w = (int(hs[0]), int(ws[0])) if idx.size else (0, 0)
         c = self.channels
         shape = (idx.size, h, w, c) if layout == "NHWC" else (idx.size, c, h, w)
-        if out is None:
-            out = np.empty(shape, dtype=np.uint8)
-        elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
-            raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}")
+        out = output_array(out, shape, np.uint8)
         if idx.size:
             decode_images(self._named_streams(idx), self._palette_set, out, layout == "NCHW")
         return out
@@ -348,10 +346,7 @@ class DcqReader(RecordViews):
         boxes, flips, fill_c = crop_arguments(idx.size, self.channels, table, fill, boxes, flips)
         oh, ow = size
         shape = (idx.size, self.channels, oh, ow) if layout == "NCHW" else (idx.size, oh, ow, self.channels)
-        if out is None:
-            out = np.empty(shape, dtype=table.dtype)
-        elif out.shape != shape or out.dtype != table.dtype:
-            raise ValueError(f"out must be {table.dtype} {shape}, got {out.dtype} {out.shape}")
+        out = output_array(out, shape, table.dtype)
         if idx.size:
             decode_crops(self._named_streams(idx, crop_rows(boxes)), table, fill_c, boxes, flips, out,
                                 bilinear=interpolation == "bilinear", chw=layout == "NCHW")
