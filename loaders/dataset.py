@@ -18,6 +18,7 @@ from dcqformat.format.reader import DcqReader, Layout
 from .augment import output_size
 from .cache import DEFAULT_LIMIT, RefillCache
 from .dequantize import Dequantize, Restorer
+from .memory import empty_batch
 from .reconstruct import Mode, Reconstructor, refill_and_crop
 from .tables import channel_tables, normalized_fill, normalized_table
 
@@ -151,7 +152,7 @@ class DCQDataset(Dataset):
         """Sample ``index``; or, given a sequence of indices, the collated batch :meth:`get_batch`
         gives. The latter is what a DataLoader asks for when given a ``BatchSampler`` as its
         sampler and ``batch_size=None``: in its workers the batch is then decoded straight into
-        shared memory, with none of the default collate's copy (see the README's "Loading")."""
+        shared memory, with none of the default collate's copy."""
         if isinstance(index, (Sequence, np.ndarray)):
             images, labels = self.get_batch(index)
             return images, labels
@@ -185,8 +186,6 @@ class DCQDataset(Dataset):
         hidden: list[np.ndarray] = []
         shared = get_worker_info() is not None  # a DataLoader worker: its output goes through shared memory
         images = self._decode(idx, generator, hidden if masks else None, shared=shared)
-        if shared and not images.is_shared():
-            images.share_memory_()  # a path that made its own array: one copy, as the default collate's
         if not masks:
             return images, labels
         shape = (idx.size, *images.shape[2:]) if self.layout == "CHW" else images.shape[:3]
@@ -216,14 +215,14 @@ class DCQDataset(Dataset):
         c = r.channels
         if self.augment is None and self._table is None:
             h, w = (int(v) for v in r.shapes[idx[0]]) if idx.size else (0, 0)
-            target = _empty((idx.size, c, h, w) if layout == "NCHW" else (idx.size, h, w, c), np.uint8, shared)
+            target = empty_batch((idx.size, c, h, w) if layout == "NCHW" else (idx.size, h, w, c), np.uint8, shared)
             r.decode_batch(idx, layout=layout, out=target.numpy())
             return target
         boxes, flips, size, interp = self._windows(idx, generator)
         table = r.palettes if self._table is None else self._table
         fill = normalized_fill(c, self.mean, self.std) if self._table is not None else 0
         shape = (idx.size, c, *size) if layout == "NCHW" else (idx.size, *size, c)
-        target = _empty(shape, table.dtype, shared)
+        target = empty_batch(shape, table.dtype, shared)
         r.decode_crops(idx, boxes, size, flips=flips, layout=layout, table=table, fill=fill, out=target.numpy(),
                        interpolation="bilinear" if interp == "bilinear" else "nearest")
         return target
@@ -314,16 +313,6 @@ class DCQDataset(Dataset):
         if self.transform is not None:
             lines.append(f"    Transform: {self.transform}")
         return "\n".join(lines)
-
-
-def _empty(shape: tuple[int, ...], dtype: np.dtype | type, shared: bool) -> torch.Tensor:
-    """An uninitialised tensor, in shared memory if ``shared`` (allocated there, as the default
-    collate of a DataLoader worker allocates its batches: no copy when it is sent); else NumPy's
-    memory (which asks the kernel for huge pages: a large batch costs fewer page faults)."""
-    if not shared:
-        return torch.from_numpy(np.empty(shape, dtype))
-    kind = torch.from_numpy(np.empty(0, dtype))
-    return kind.new(kind._typed_storage()._new_shared(int(np.prod(shape)))).view(shape)
 
 
 class PackedView(Dataset):

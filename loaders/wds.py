@@ -41,6 +41,7 @@ from dcqformat.format.dcqi import (
 
 from .augment import output_size
 from .dequantize import Dequantize, Restorer
+from .memory import empty_batch
 from .reconstruct import Mode, Reconstructor, refill_and_crop
 from .tables import channel_tables, normalized_fill, normalized_table
 
@@ -209,9 +210,9 @@ class BatchDecoder:
                 (torch.from_numpy(out), labels, torch.from_numpy(hidden))
         boxes, flips, fill = crop_arguments(len(items), self.channels, self.table, self.fill, boxes, flips)
         shape = (len(items), self.channels, *size) if chw else (len(items), *size, self.channels)
-        out = decode_crops(streams, self.table, fill, boxes, flips, np.empty(shape, self.table.dtype),
-                           bilinear=interp == "bilinear", chw=chw)
-        return torch.from_numpy(out), labels
+        images = empty_batch(shape, self.table.dtype)  # in a worker: shared memory, sent without a copy
+        decode_crops(streams, self.table, fill, boxes, flips, images.numpy(), bilinear=interp == "bilinear", chw=chw)
+        return images, labels
 
 
 def dcqi_handler(sidecar: str | os.PathLike[str]) -> Callable[[str, bytes], Any]:
