@@ -71,20 +71,24 @@ class _Decoder:
                               offset=data_offset + int(offsets[k]),
                               expected=f"one zstd frame of {int(lengths[k])} bytes decoding to {int(sizes[k])} bytes",
                               found=f"status {int(status[k])}")
-        frames: list[bytes | bytearray | memoryview] = [data[o : o + ln].tobytes()
+        frames: list[bytes | bytearray | memoryview] = [memoryview(data[o : o + ln])
                                                         for o, ln in zip(offsets.tolist(), lengths.tolist())]
-        parts: list[bytes] | None = None
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        buffer = np.empty(int(starts[-1]) + 1, np.uint8)
+        buffer[-1] = 0  # one byte more than the streams, as the decode kernels expect
+        parts: list = []
         if sizes.all():  # the batch call cannot take empty outputs (masked samples with every patch dropped)
             try:
                 result = self._decompressor().multi_decompress_to_buffer(
                     frames, decompressed_sizes=sizes.astype(np.uint64).tobytes())
-                parts = [result[k].tobytes() for k in range(len(result))]
+                parts = [result[k] for k in range(len(result))]
             except zstandard.ZstdError:
-                parts = None
-        if parts is None or [len(p) for p in parts] != sizes.tolist():
+                parts = []
+        if [len(p) for p in parts] != sizes.tolist():
             parts = [self._one(i, f, n) for i, f, n in zip(idx.tolist(), frames, sizes.tolist())]  # names the bad one
-        buffer = np.frombuffer(b"".join(parts) + b"\0", dtype=np.uint8)
-        return buffer, np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        for k, part in enumerate(parts):  # one copy, into place
+            buffer[starts[k] : starts[k + 1]] = np.frombuffer(part, np.uint8)
+        return buffer, starts[:-1]
 
     def _one(self, i: int, frame: bytes | bytearray | memoryview, size: int) -> bytes:
         try:
