@@ -54,6 +54,7 @@ from dcqformat.pipeline.sources import tar_samples
 
 WORK = Path(os.environ.get("DCQ_FRONTIER_DIR", "out/frontier"))
 CALTECH_SIDE = 64
+CORRECTION_STEP = 6  # the palette corrections of a "c" configuration (dcq convert --palette-corrections 6)
 PALETTE_METHODS = {"dcq": "dcq", "mc": "mediancut", "km": "kmeans", "ap": "autopalette", "aps": "autopalette-shared"}
 DEFAULT = ["original", "webp0", "webp10", "webp30", "webp60", "jpeg50", "dcq1", "dcq2", "dcq3", "dcq4",
            "mc2", "mc4", "km2", "km4"]
@@ -104,11 +105,14 @@ def caltech_set(split: str) -> tuple[np.ndarray, np.ndarray, Path]:
     return d["x"], d["y"], src
 
 
-def palette_file(method: str, bits: int, src: Path, dither: bool, without: str = "") -> Path:
+def palette_file(method: str, bits: int, src: Path, dither: bool, without: str = "", corrections: int = 0) -> Path:
     tag = f"{src.stem}-" if "caltech" in src.stem else ""
-    path = WORK / f"{tag}{method}-{bits}bit{'-dither' if dither else ''}{'-no' + without if without else ''}.dcq"
+    path = WORK / f"{tag}{method}-{bits}bit{'-dither' if dither else ''}{'-no' + without if without else ''}" \
+        f"{f'-pc{corrections}' if corrections else ''}.dcq"
     if not path.exists():
         extra: dict = {"dither": True} if dither else {}
+        if corrections:
+            extra["palette_corrections"] = corrections
         if without:
             extra["palette_losses"] = ",".join(t for t in ("max", "balance", "align") if t != without)
         convert(str(src), path, ConvertConfig(method=method, bits=bits, **extra), progress=False)
@@ -149,13 +153,16 @@ def recode(path: Path, codec: str, out: Path | None = None, deq: train.DequantOu
     with dcqformat.open(path) as r:
         meta = {**r.meta, "dequantizer": deq.meta} if deq else r.meta
         models = {s: r.weights_blob(s) for s in ("WGHT", "DEQW")} | ({"DEQW": deq.weights} if deq else {})
-        with dcqformat.DcqWriter(out, bits=r.bits, palettes=r.palettes, codec=codec, meta=meta) as w:
+        stored = r.corrections()  # palette corrections stay corrections (PCOR), not per-image palettes
+        parents, deltas = stored if stored is not None else (r.palette_ids, None)
+        with dcqformat.DcqWriter(out, bits=r.bits, palettes=r.palettes[: r.shared_palette_count], codec=codec,
+                                 meta=meta, correction_step=r.correction_step) as w:
             for section, blob in models.items():
                 if blob is not None:
                     w.set_weights(blob, section)
             for i in range(len(r)):
-                w.add(r.indices(i), palette=int(r.palette_ids[i]), label=int(r.labels[i]),
-                      source_index=int(r.source_indices[i]))
+                w.add(r.indices(i), palette=int(parents[i]), label=int(r.labels[i]),
+                      source_index=int(r.source_indices[i]), correction=None if deltas is None else deltas[i])
     return out
 
 
@@ -281,7 +288,8 @@ def main() -> None:  # noqa: C901
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--configs", nargs="+", default=DEFAULT,
                     help="original, webpQ, jpegQ, and {dcq,mc,km,ap,aps}BITS with an optional 'd' suffix (dithered; "
-                         "ap: autopalette, aps: autopalette-shared) and an optional +deband or +learned")
+                         "ap: autopalette, aps: autopalette-shared), then an optional 'c' (dcq: palette corrections) "
+                         "and an optional +deband or +learned")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--plot", default="benchmarks/results/frontier.png")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from the saved results (both datasets)")
@@ -319,10 +327,12 @@ def main() -> None:  # noqa: C901
         else:
             base, _, mode = cfg.partition("+")  # e.g. dcq2+deband: trained on debanded images
             base, _, without = base.partition("-no")  # e.g. ap2-nomax: autopalette without L_m
+            corrections = CORRECTION_STEP if base.endswith("c") else 0  # e.g. dcq2c: with palette corrections
+            base = base.removesuffix("c")
             dither = base.endswith("d")
             key, bits = base.rstrip("d")[:-1], int(base.rstrip("d")[-1])
             method = PALETTE_METHODS[key]
-            path = palette_file(method, bits, src, dither, without)
+            path = palette_file(method, bits, src, dither, without, corrections)
             if mode:  # the ctx file, with the learned dequantizer if auto keeps one
                 path = recode(path, "ctx") if mode == "deband" else with_dequantizer(recode(path, "ctx"), x)
             with dcqformat.open(path) as r:
@@ -349,6 +359,7 @@ def main() -> None:  # noqa: C901
                 torch.set_num_threads(threads)
                 kernels.set_parallel(True)
                 variant = (" dithered" if dither else "") + (f" without L_{without}" if without else "") + \
+                    (f" +corrections (step {corrections})" if corrections else "") + \
                     (f" +{mode}" if mode else "")
                 label = f"{method}{variant} {bits}-bit, {codec}"
                 rows.append({"storage": label, "family": f"{method}{variant}, {codec}",

@@ -10,9 +10,10 @@ import struct
 
 MAGIC = b"\x89DCQ\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 3  # the newest minor version this code reads and writes
+VERSION_MINOR = 4  # the newest minor version this code reads and writes
 # The version a writer puts in a file of each codec: the oldest that has it.
 MINOR_OF_CODEC = {0: 0, 1: 0, 2: 1, 3: 2, 4: 3}
+MINOR_OF_PCOR = 4  # a file with per-sample palette corrections
 
 ALIGN = 64  # every section starts at a multiple of this
 
@@ -38,17 +39,23 @@ TAG_META = b"META"
 TAG_CTXM = b"CTXM"
 TAG_DEQW = b"DEQW"
 TAG_CTXG = b"CTXG"
+TAG_PCOR = b"PCOR"
 REQUIRED_TAGS = (TAG_DATA, TAG_RECS, TAG_DCRC, TAG_PALT, TAG_META)
-KNOWN_TAGS = REQUIRED_TAGS + (TAG_MASK, TAG_ZDCT, TAG_CTXM, TAG_CTXG, TAG_WGHT, TAG_DEQW)
+KNOWN_TAGS = REQUIRED_TAGS + (TAG_MASK, TAG_PCOR, TAG_ZDCT, TAG_CTXM, TAG_CTXG, TAG_WGHT, TAG_DEQW)
 CODEC_TAGS = (TAG_CTXM, TAG_ZDCT, TAG_CTXG)  # the sections a codec writes of its own (its model)
 MODEL_TAGS = (TAG_WGHT, TAG_DEQW)  # safetensors sections: the MAE, the learned dequantizer
 SKIPPABLE_TAGS = (TAG_DEQW,)  # written with the SKIPPABLE bit: a reader without it decodes as before
 # Order in which a writer lays sections out (canonical files).
-WRITE_ORDER = (TAG_DATA, TAG_RECS, TAG_MASK, TAG_DCRC, TAG_PALT, TAG_ZDCT, TAG_CTXM, TAG_CTXG, TAG_WGHT, TAG_DEQW,
-               TAG_META)
+WRITE_ORDER = (TAG_DATA, TAG_RECS, TAG_MASK, TAG_DCRC, TAG_PALT, TAG_PCOR, TAG_ZDCT, TAG_CTXM, TAG_CTXG, TAG_WGHT,
+               TAG_DEQW, TAG_META)
 
 # PALT: palette_count, bits, channels, reserved; then P * 2**bits * channels uint8.
 PALT_HEADER = struct.Struct("<IBBH")
+# PCOR: sample_count, step, 3 reserved; then per sample K * C signed 4-bit deltas, two per byte
+# (low nibble first): sample i's palette is PALT[palette_id] + step * delta, clipped to 0..255.
+PCOR_HEADER = struct.Struct("<IB3s")
+PCOR_MAX_BITS = 4  # corrections are for palettes of 1..4 bits
+PCOR_DELTAS = range(-8, 8)
 # RECS: sample_count, row_stride, field_count, codec, 7 reserved; then descriptors, then rows.
 RECS_HEADER = struct.Struct("<QIIB7s")
 FIELD = struct.Struct("<BBHIqq")  # mode, width, column, reserved, base, step

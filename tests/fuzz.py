@@ -39,7 +39,7 @@ from common import make_spec, write_spec  # noqa: E402
 from fuzz_surfaces import Lost, Outside, WrongValues  # noqa: E402
 
 import dcqformat  # noqa: E402
-from dcqformat import DcqError  # noqa: E402
+from dcqformat import DcqError, DcqWriter  # noqa: E402
 
 ERROR = "error"  # the trial must raise a DcqError
 Check = Callable[[Path], None]  # reads the file and asserts what it must hold
@@ -262,8 +262,18 @@ def originals(directory: Path) -> dict[str, tuple[bytes, list[np.ndarray]]]:
              "ctxs stripes": write_spec(make_spec(rng, bits=2, channels=3, n=6, sizes=[(70, 5), (130, 3)],
                                                   masked=0.5, patch=(4, 4), codec="ctxs"), directory / "e.dcq"),
              "ctxg groups": write_spec(make_spec(rng, bits=2, channels=3, n=6, sizes=[(70, 6), (130, 8)],
-                                                 masked=0.5, patch=(4, 4), codec="ctxg"), directory / "f.dcq")}
+                                                 masked=0.5, patch=(4, 4), codec="ctxg"), directory / "f.dcq"),
+             "palette corrections": _corrected(rng, directory / "g.dcq")}
     return {name: (p.read_bytes(), _read_all(p)) for name, p in files.items()}
+
+
+def _corrected(rng: np.random.Generator, path: Path) -> Path:
+    """A file with palette corrections (PCOR, spec §3.1) of every sample."""
+    pal = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    with DcqWriter(path, bits=2, palettes=pal, correction_step=int(rng.integers(1, 40)), codec="ctxg") as w:
+        for i in range(8):
+            w.add(rng.integers(0, 4, (9, 10)), palette=i % 3, label=i, correction=rng.integers(-8, 8, (4, 3)))
+    return path
 
 
 def mutate(blob: bytes, rng: np.random.Generator) -> tuple[str, bytes]:

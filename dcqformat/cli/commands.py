@@ -31,6 +31,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     _say(f"{info['path']}: dcq {info['version']}, {info['samples']:,} samples, {info['bits']}-bit, "
          f"{info['channels']} channel(s), {info['palettes']:,} palette(s), codec {info['codec']}")
+    if info["palette_correction_step"]:
+        print(f"palette corrections: each sample's palette corrected in steps of {info['palette_correction_step']}")
     if info["patch_size"]:
         print(f"patches {info['patch_size'][0]}x{info['patch_size'][1]}, "
               f"{info['masked_samples']:,} samples with dropped patches")

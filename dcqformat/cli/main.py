@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "exceeds N pixels (as FFCV's max_resolution)")
     s.add_argument("--dither", action="store_true", help="Floyd-Steinberg error diffusion through each image's "
                    "palette: smoother gradients, noisier (larger) ctx/zstd payloads")
+    s.add_argument("--palette-corrections", type=int, default=0, metavar="STEP",
+                   help="method dcq, 1-4 bits: each image keeps its shared palette and stores a correction of it "
+                        "(4 bits per colour channel, in steps of STEP, e.g. 6: 6 bytes per image at 2 bits RGB), "
+                        "its pixels reassigned to the corrected colours (default 0: off)")
     s.add_argument("--channels", type=int, default=3, choices=[1, 3], help="output channels (default 3)")
     s.add_argument("--alpha", default="drop", choices=["drop", "composite"], help="RGBA input: drop alpha or "
                    "composite over white")

@@ -30,7 +30,7 @@ from .files import open_regular
 from .header import Header, check_crc, parse_header
 from .masks import parse_masks
 from .meta import FileMeta, parse_meta
-from .palettes import parse_palettes
+from .palettes import corrected, parse_corrections, parse_palettes
 from .records import RecordTable, RecordViews, validate_records
 from .weights import load_weights, validate_safetensors
 
@@ -119,6 +119,20 @@ class DcqReader(RecordViews):
                 validate_safetensors(self._section(tag), secs[tag].offset, section=tag.decode())
         validate_records(self._records, secs, self.palettes.shape[0], self.bits, self._masks, self.patch_size,
                          self._decoder.check_lengths)
+        self.shared_palette_count = len(self.palettes)
+        self.correction_step: int | None = None  # PCOR's step, for files with palette corrections
+        self._corrected_ids: np.ndarray | None = None
+        self._corrections: tuple[np.ndarray, np.ndarray] | None = None
+        if L.TAG_PCOR in secs:  # each sample decodes with its own corrected palette, numbered after PALT's
+            n, shared = self._records.count, len(self.palettes)
+            self.correction_step, deltas = parse_corrections(self._section(L.TAG_PCOR), secs[L.TAG_PCOR].offset, n,
+                                                             self.bits, self.channels)
+            self._corrections = (self._records.get("palette_id"), deltas)
+            own = corrected(self.palettes, self._corrections[0], self.correction_step, deltas)
+            self.palettes = np.concatenate([self.palettes, own])
+            self.palettes.flags.writeable = False
+            self._corrected_ids = np.arange(shared, shared + n, dtype=np.int64)
+            self._corrected_ids.flags.writeable = False
         self._palette_set = PaletteSet(self.palettes, self.bits)
         self._cache: dict[str, np.ndarray] = {}
         self._sizes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -129,11 +143,19 @@ class DcqReader(RecordViews):
 
     def field(self, name: str) -> np.ndarray:
         """All values of a record field (see spec), as a read-only int64 array; cached."""
+        if name == "palette_id" and self._corrected_ids is not None:
+            return self._corrected_ids  # the palette each sample decodes with (RECS holds its shared parent)
         if name not in self._cache:
             values = self._records.get(name)
             values.flags.writeable = False
             self._cache[name] = values
         return self._cache[name]
+
+    def corrections(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """For a file with palette corrections (PCOR, spec §3.1): each sample's shared palette id
+        and its (K, C) deltas (in units of :attr:`correction_step`), as stored; else None. The
+        palette a sample decodes with is ``palettes[palette_ids[i]]``."""
+        return self._corrections
 
     @property
     def has_masks(self) -> bool:
@@ -311,7 +333,8 @@ class DcqReader(RecordViews):
         shapes = codecs.Shapes(hs, ws, self.patch_size, self._masks, mask_offsets, rows)
         data, offsets = self._decoder.decode(self._data, idx, offsets, lengths, sizes,
                                              self.header.sections[L.TAG_DATA].offset, shapes)
-        return Streams(data, offsets, hs, ws, rec.get("palette_id", idx), self.bits, self.patch_size,
+        pids = rec.get("palette_id", idx) if self._corrected_ids is None else self._corrected_ids[idx]
+        return Streams(data, offsets, hs, ws, pids, self.bits, self.patch_size,
                        self._masks if mask_offsets is not None else None, mask_offsets, uniform)
 
     def decode_crops(
@@ -407,7 +430,8 @@ class DcqReader(RecordViews):
             "samples": len(self),
             "bits": self.bits,
             "channels": self.channels,
-            "palettes": len(self.palettes),
+            "palettes": self.shared_palette_count,
+            "palette_correction_step": self.correction_step,
             "codec": self.codec,
             "patch_size": list(self.patch_size) if self.patch_size else None,
             "masked_samples": int(np.count_nonzero(self.field("flags") & L.RECORD_FLAG_MASKED)),

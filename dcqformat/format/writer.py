@@ -126,14 +126,19 @@ class DcqWriter:
         dict_size: int = 16384,
         block_size: int = 1 << 16,
         codec_sections: Mapping[bytes, bytes] | None = None,
+        correction_step: int | None = None,
     ) -> None:
         """``codec_sections`` (tag -> bytes) are written instead of the encoder's: the model of a
         file whose payloads live elsewhere (a WebDataset sidecar, spec/WEBDATASET.md §3); such a
-        writer takes no samples."""
+        writer takes no samples. ``correction_step`` (1..255, files of 1-4 bits) gives every
+        sample a correction of its palette (section PCOR, spec §3.1): ``add(..., correction=)``."""
         if bits not in L.BITS:
             raise ValueError(f"bits must be {L.MIN_BITS}..{L.MAX_BITS}, got {bits}")
         if channels not in L.CHANNELS:
             raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if correction_step is not None and (not 1 <= correction_step <= 255 or bits > L.PCOR_MAX_BITS):
+            raise ValueError(f"correction_step must be 1..255 in a file of 1..{L.PCOR_MAX_BITS} bits, got "
+                             f"{correction_step} at {bits} bits")
         if block_size & (block_size - 1) or not L.MIN_BLOCK <= block_size <= L.MAX_BLOCK:
             raise ValueError(f"block_size must be a power of two in {L.MIN_BLOCK}..{L.MAX_BLOCK}")
         self.path = Path(path)
@@ -171,6 +176,8 @@ class DcqWriter:
             self._records = _Spill(np.int64, len(L.FIELDS))
             k = 1 << bits
             self._palettes = _Spill(np.uint8, k * channels)
+            self.correction_step = correction_step
+            self._corrections = _Spill(np.int8, k * channels) if correction_step is not None else None
             self._masks = tempfile.TemporaryFile()
             self._mask_bytes = L.MASK_HEADER.size
             self.count = 0
@@ -223,11 +230,14 @@ class DcqWriter:
         label: int = -1,
         source_index: int | None = None,
         dropped: np.ndarray | None = None,
+        correction: np.ndarray | None = None,
     ) -> int:
         """Append one sample: an (H, W) map of palette indices; return its record number.
 
         ``dropped`` is an optional (gh, gw) boolean patch mask (True = dropped patch) on the
-        grid of ``patch_size``; the dropped pixels are not stored.
+        grid of ``patch_size``; the dropped pixels are not stored. ``correction`` (a writer with
+        ``correction_step`` only; default zeros): (2**bits, channels) integers in -8..7, the
+        sample decodes with ``palette + correction_step * correction`` (clipped).
         """
         self._check_open()
         if self._codec_sections is not None:
@@ -242,6 +252,7 @@ class DcqWriter:
             raise ValueError(f"indices must be in 0..{(1 << self.bits) - 1}, got {idx.min()}..{idx.max()}")
         if not 0 <= palette < self._palettes.count:
             raise ValueError(f"palette id {palette} not added yet ({self._palettes.count} palettes)")
+        delta = self._correction(correction)
         flags, mask_offset = 0, 0
         flat = idx.astype(np.uint8).reshape(-1)
         if dropped is not None:
@@ -270,8 +281,24 @@ class DcqWriter:
             self._pending.append((sample, record))
             if len(self._pending) >= self._encoder.warmup:
                 self._start()
+        if self._corrections is not None:
+            self._corrections.append(delta)
         self.count += 1
         return self.count - 1
+
+    def _correction(self, correction: np.ndarray | None) -> np.ndarray:
+        """A sample's correction, checked (zeros if None)."""
+        shape = (1 << self.bits, self.channels)
+        if self._corrections is None:
+            if correction is not None:
+                raise ValueError("a correction needs the writer's correction_step")
+            return np.zeros(0, np.int8)
+        if correction is None:
+            return np.zeros(shape, np.int8)
+        delta = np.asarray(correction)
+        if delta.shape != shape or delta.dtype.kind not in "ui" or delta.min() < -8 or delta.max() > 7:
+            raise ValueError(f"correction must be {shape} integers in -8..7, got {delta.dtype} {delta.shape}")
+        return delta.astype(np.int8)
 
     # -- output ----------------------------------------------------------------------------
     def _emit(self, sample: codecs.Sample, record: dict[str, int]) -> None:
@@ -322,6 +349,10 @@ class DcqWriter:
             elif tag == L.TAG_PALT:
                 head = palettes.pack_header(self._palettes.count, self.bits, self.channels)
                 yield tag, [head, *(c.tobytes() for c in self._palettes.chunks())]
+            elif tag == L.TAG_PCOR and self._corrections is not None:
+                assert self.correction_step is not None
+                head = L.PCOR_HEADER.pack(self.count, self.correction_step, bytes(3))
+                yield tag, [head, *(palettes.pack_deltas(c) for c in self._corrections.chunks())]
             elif tag in own:
                 yield tag, [own[tag]]
             elif tag in self._models:
@@ -342,7 +373,8 @@ class DcqWriter:
             table_offset = self._file.tell()
             table_bytes = b"".join(table)
             self._file.write(table_bytes)
-            head = pack_header(self._file.tell(), table_offset, table_bytes, L.MINOR_OF_CODEC[L.CODECS[self.codec]])
+            minor = max(L.MINOR_OF_CODEC[L.CODECS[self.codec]], L.MINOR_OF_PCOR if self._corrections is not None else 0)
+            head = pack_header(self._file.tell(), table_offset, table_bytes, minor)
             self._file.seek(0)
             self._file.write(head)
             self._file.flush()
@@ -372,6 +404,8 @@ class DcqWriter:
         self._closed = True
         self._records.close()
         self._palettes.close()
+        if self._corrections is not None:
+            self._corrections.close()
         self._masks.close()
         self._crc.blocks.close()
 

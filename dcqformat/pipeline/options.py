@@ -74,6 +74,7 @@ class ConvertConfig:
     adq_alpha: float = 0.65
     codec: str = "packed"
     dither: bool = False  # Floyd-Steinberg error diffusion through each image's palette
+    palette_corrections: int = 0  # dcq, 1-4 bits: each image's shared palette corrected in steps of this (PCOR); 0: off
     bytes_per_image: float | None = None  # a budget: bits and codec chosen to fit it (dcqformat.conversion.budget)
     work_dir: str | None = None  # where finished stages are kept (None: .DST.work beside the output)
     resume: bool = True  # continue after the finished stages a killed run of the same conversion left
@@ -117,7 +118,8 @@ class ConvertConfig:
                 "sample_pixels": (1, None), "pool_pixels": (1, None), "reassign": (0, 1000),
                 "refine_steps": (0, 100_000), "refine_images": (1, None), "patch_size": (1, L.MAX_SIDE),
                 "mae_epochs": (0, 10_000), "mae_images": (1, None), "bins": (1, 100_000), "limit": (1, None),
-                "seed": (0, 2**63 - 1), "batch": (1, 1 << 20), "resize": (1, L.MAX_SIDE), "max_size": (1, L.MAX_SIDE)}
+                "seed": (0, 2**63 - 1), "batch": (1, 1 << 20), "resize": (1, L.MAX_SIDE), "max_size": (1, L.MAX_SIDE),
+                "palette_corrections": (0, 255)}
         optional = {"patch_size", "limit", "resize", "max_size"}
         for name, (lo, hi) in ints.items():
             v = getattr(self, name)
@@ -138,6 +140,9 @@ class ConvertConfig:
         if self.codec in L.CODECS and self.bits > codecs.max_bits(self.codec):
             raise OptionError("bits", f"codec {self.codec} codes 1..{codecs.max_bits(self.codec)} bits, got "
                               f"{self.bits} (use packed or zstd)")
+        if self.palette_corrections and (self.method != "dcq" or self.bits > L.PCOR_MAX_BITS):
+            raise OptionError("palette_corrections", f"corrects the shared palettes of method dcq at "
+                              f"1..{L.PCOR_MAX_BITS} bits, got method {self.method} at {self.bits} bits")
         if self.channels not in L.CHANNELS:
             raise OptionError("channels", f"must be 1 or 3, got {self.channels!r}")
         floats: dict[str, tuple[float, float, bool]] = {

@@ -31,9 +31,9 @@ from .distributed import Group
 from .options import ConvertConfig
 from .progress import note
 
-# A quantized sample on its way to the writer: indices, palette (id of a stored one, or its
-# colours), label, source index, drop mask (or None).
-Row = tuple[np.ndarray, "int | np.ndarray", int, int, "np.ndarray | None"]
+# A quantized sample on its way to the writer: indices, palette (id of a stored one, its colours,
+# or (id, correction) in a file with palette corrections), label, source index, drop mask (or None).
+Row = tuple[np.ndarray, "int | np.ndarray | tuple[int, np.ndarray]", int, int, "np.ndarray | None"]
 # The rows from a position on: ``rows(start)`` yields this rank's rows from row ``start`` (a
 # multiple of the conversion's batch) to the end.
 Rows = Callable[[int], Iterable[Row]]
@@ -104,7 +104,7 @@ def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palett
     group = group or Group()
     out = Written(mae_bytes=len(weights) if weights is not None else 0)
     args: dict[str, Any] = {"bits": cfg.bits, "channels": cfg.channels, "palettes": palettes, "codec": cfg.codec,
-                            "meta": meta, "patch_size": patch}
+                            "meta": meta, "patch_size": patch, "correction_step": cfg.palette_corrections or None}
     dst = Path(dst)
     shared, start = None, 0
     if samples_per_file is None:
@@ -136,8 +136,11 @@ def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palett
         for k, (idx, pal, label, src_index, dropped) in enumerate(rows(first), first):
             if k < start:
                 continue
+            correction = None
+            if isinstance(pal, tuple):
+                pal, correction = pal
             pid = pal if isinstance(pal, int) else w.add_palette(pal)
-            w.add(idx, palette=pid, label=label, source_index=src_index, dropped=dropped)
+            w.add(idx, palette=pid, label=label, source_index=src_index, dropped=dropped, correction=correction)
             out.count(idx, dropped, patch, cfg.channels)
     if keep is not None and samples_per_file is not None:  # complete: the records stay out of the dataset
         for record in keep.directory.glob(f".{prefix}-*.dcq.json"):

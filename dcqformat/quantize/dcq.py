@@ -19,6 +19,7 @@ from ..pipeline.progress import progress as progress_of
 from ..pipeline.summary import Stage
 from .attention import Dropper, MaeOutcome, grad_cams, mae_stage, shared_model
 from .color import srgb_to_lab, unweighted, weighted
+from .corrections import correct, own_palette
 from .dither import dither
 from .kmeans import kmeans
 from .palette import assign, refine_palette, to_uint8, top_pixels
@@ -57,12 +58,18 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
 
     # 7. Every image takes the stored palette that reconstructs it best; every pixel its
     #    nearest colour in it; streamed in batches and written (with drop masks and the MAE).
-    def quantize(images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        return assign_shared(images, palettes, stored_w, device, cfg.dither)
+    #    With palette corrections, each image's palette is then refined to it (PCOR).
+    step = cfg.palette_corrections
+
+    def quantize(images: list[np.ndarray]) -> list[tuple[np.ndarray, int, np.ndarray | None]]:
+        assigned = assign_shared(images, palettes, stored_w, device, cfg.dither)
+        if step:
+            return correct(images, assigned, stored, step, cfg.dither, device)
+        return [(idx, int(pid), None) for idx, pid in assigned]
 
     dropper = Dropper(ctx)
     def colours(chunk: np.ndarray, images: list[np.ndarray]) -> list[np.ndarray]:
-        return [stored[pid][idx] for idx, pid in quantize(images)]
+        return [own_palette(stored[pid], delta, step)[idx] for idx, pid, delta in quantize(images)]
 
     mae = mae_stage(ctx, colours, dropper)
     deq = dequant_stage(ctx, colours)
@@ -70,8 +77,8 @@ def convert_dcq(ctx: Conversion, dst: str | Path) -> Written:
     def rows(start: int) -> Iterator[Row]:
         for chunk, images in progress_of(cache.batches(cfg.batch, start=start), "assign + write",
                                          total=-(-(n - start) // cfg.batch), unit="batches", enabled=progress):
-            for i, (idx, pid), dropped in zip(chunk.tolist(), quantize(images), dropper.masks(chunk, images)):
-                yield idx, int(pid), cache.labels[i], cache.sources[i], dropped
+            for i, (idx, pid, delta), dropped in zip(chunk.tolist(), quantize(images), dropper.masks(chunk, images)):
+                yield idx, pid if delta is None else (pid, delta), cache.labels[i], cache.sources[i], dropped
 
     meta = file_meta(ctx, dropper, mae, learned, deq)
     with Stage(summary, "assign + write"):

@@ -377,6 +377,52 @@ def deqw_vectors() -> dict[str, tuple]:
     return {"deqw-2bit": (file, expected, records, dequantized)}
 
 
+def pcor_section(count: int, step: int, deltas: list[list[int]]) -> bytes:
+    """§3.1: count, step, 3 reserved bytes; then each sample's K * C deltas as 4-bit two's
+    complement, two per byte, the first in the low nibble."""
+    body = b""
+    for row in deltas:
+        nib = [d & 15 for d in row]
+        body += bytes(nib[j] | nib[j + 1] << 4 for j in range(0, len(nib), 2))
+    return struct.pack("<IB3s", count, step, bytes(3)) + body
+
+
+def pcor_vectors() -> dict[str, tuple]:
+    """Palette corrections (1.4, §3.1): each sample decodes with PALT[palette_id] + step * delta,
+    clipped to 0..255. Own generator."""
+    rng = np.random.default_rng(20261204)
+    out = {}
+    for name, bits, channels, codec, step, patch in (("pcor-2bit", 2, 3, "packed", 6, None),
+                                                     ("pcor-1bit-gray-ctxg-masked", 1, 1, "ctxg", 40, (2, 2))):
+        k = 1 << bits
+        pal = rng.integers(0, 256, (2, k, channels))
+        pal[0, 0] = 250  # corrections that clip at both ends
+        pal[1, 0] = 3
+        images = [(smooth_map(rng, int(rng.integers(3, 9)), int(rng.integers(3, 9)), bits), i % 2) for i in range(4)]
+        masks = None
+        if patch is not None:
+            masks = [None if i % 2 else (rng.random(-(-idx.shape[0] // 2) * -(-idx.shape[1] // 2)) < 0.3)
+                     .astype(int).tolist() for i, (idx, _) in enumerate(images)]
+        deltas = [[int(d) for d in rng.integers(-8, 8, k * channels)] for _ in images]
+        file, _, records = build(images, pal, bits, channels, codec=codec, labels=list(range(4)), patch=patch,
+                                 masks=masks, minor=4, extra=[(b"PCOR", 0, pcor_section(len(images), step, deltas))],
+                                 stripe_rows=4 if codec == "ctxg" else 0)
+        expected = []
+        for i, (idx, pid) in enumerate(images):
+            own = [[min(255, max(0, int(pal[pid][e][c]) + step * deltas[i][e * channels + c]))
+                    for c in range(channels)] for e in range(k)]
+            img = np.array([[own[int(v)] for v in row] for row in np.asarray(idx)], np.uint8)
+            if masks is not None and masks[i] is not None:
+                gw = -(-idx.shape[1] // patch[1])
+                for y in range(idx.shape[0]):
+                    for x in range(idx.shape[1]):
+                        if masks[i][(y // patch[0]) * gw + x // patch[1]]:
+                            img[y, x] = 0
+            expected.append(img)
+        out[name] = (file, expected, records)
+    return out
+
+
 def canonical_vectors(rng: np.random.Generator) -> dict[str, tuple]:
     """Files exactly as DcqWriter must write them; their inputs are saved beside them."""
     out = {}
@@ -552,6 +598,7 @@ def main() -> None:
     valid.update(ctxs_vectors())
     valid.update(ctxg_vectors())
     valid.update(deqw_vectors())
+    valid.update(pcor_vectors())
     for name, (blob, expected, records, *more) in valid.items():
         (HERE / "valid" / f"{name}.dcq").write_bytes(blob)
         arrays = {f"x{i}": img for i, img in enumerate(expected)}
@@ -581,6 +628,11 @@ def main() -> None:
     deqw = valid["deqw-2bit"][0]
     invalid["deqw-not-safetensors"] = (replace_section(deqw, b"DEQW", b"\x05" + bytes(15)), "CorruptFile", "open",
                                        "(DEQW at byte 576): safetensors header is not JSON")
+    pcor = valid["pcor-2bit"][0]
+    invalid["pcor-length"] = (replace_section(pcor, b"PCOR", pcor_section(4, 6, [[0] * 12] * 4) + b"\0"),
+                              "CorruptFile", "open", "length does not match the correction header")
+    invalid["pcor-count"] = (patch_section(pcor, b"PCOR", lambda s: s.__setitem__(slice(0, 4), b"\3\0\0\0")),
+                             "CorruptFile", "open", "one correction per sample")
     for name, (blob, err, when, fragment) in invalid.items():
         (HERE / "invalid" / f"{name}.dcq").write_bytes(blob)
         manifest["invalid"][name] = {"error": err, "when": when, "message": fragment}
