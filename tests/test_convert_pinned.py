@@ -21,9 +21,10 @@ PINNED = {
     # 2026-11-24: META's quantizer config gained dither, bytes_per_image, resize, center_crop,
     # max_size, palette_seconds and palette_losses; then mae_size and mae_weights; then drop_by
     # (each time the digest without the new keys was the one before, checked); 2026-12-02:
-    # dequantizer and dequantizer_seconds (checked the same way)
-    "packed": "7084e8903f7e69b59db135ea18aafb18e7a235fbbe6056c825901932da97d271",
-    "zstd": "e0747f6bf09b84ed63121dd91e717ed281d25b065b0e20ef3f9ed3887d82f924",
+    # dequantizer and dequantizer_seconds (checked the same way); 2026-12-03: palette_corrections
+    # (without it the digests are the previous ones: 7084e890... and e0747f6b..., checked)
+    "packed": "b22e4ffcfb2b139bcc80a42435a375a64cbdcd82c1b1f680ef163584a1f09aaf",
+    "zstd": "732746768fec70c117f81ba85697750cb3bcdff20dc8d66f86ccff69ce04a2a1",
 }
 
 

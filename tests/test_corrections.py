@@ -165,6 +165,10 @@ def test_conversion_with_corrections_reconstructs_better(tmp_path):
             assert (r.correction_step is not None) == bool(step)
         errors[step] = float(((decoded.astype(float) - images) ** 2).mean())
     assert errors[6] < errors[0] * 0.9, errors
+    budget = dcqformat.convert(str(tmp_path / "x.npz"), tmp_path / "b.dcq", bytes_per_image=2000, palette_corrections=6,
+                               **{k: v for k, v in fast.items() if k not in ("bits", "codec")}, progress=False)
+    assert budget.config is not None and budget.config.bits == 4  # 8 bits would fit, corrections are for <= 4
+    assert budget.file_bytes / budget.written <= 2000
     r = subprocess.run([sys.executable, "-m", "dcqformat", "info", str(tmp_path / "s6.dcq"), "--json"],
                        capture_output=True, text=True, timeout=120)
     info = json.loads(r.stdout)

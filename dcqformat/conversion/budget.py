@@ -5,7 +5,8 @@ is quantized at every bit depth with per-image MedianCut (whose index maps code 
 method's own; dithered when the conversion dithers) and written in every codec. The bytes per
 image are estimated as the sample's payloads and records, plus the codec's model or
 dictionary, the file's fixed overhead, and the palettes shared over the whole dataset
-(``clusters`` palettes for DCQ; one palette per image for the per-image methods). The most
+(``clusters`` palettes for DCQ; one palette per image for the per-image methods), and with
+palette corrections their half byte per colour channel (1-4 bits only). The most
 bits that fit win (more bits train closer to the original); among the codecs that fit at
 those bits, the fastest to decode (packed, then zstd, then ctx).
 """
@@ -48,6 +49,8 @@ def estimates(cache: ImageCache, cfg: ConvertConfig, sample: int = 64) -> list[E
     out = []
     with tempfile.TemporaryDirectory(prefix="dcq-budget-") as tmp:
         for bits in L.BITS:
+            if cfg.palette_corrections and bits > L.PCOR_MAX_BITS:
+                continue  # corrections are for 1-4 bits
             maps = []
             for img in images:
                 idx, pal = pillow_quantize(img, bits)
@@ -57,6 +60,8 @@ def estimates(cache: ImageCache, cfg: ConvertConfig, sample: int = 64) -> list[E
             k = 1 << bits
             shared = cfg.method in ("dcq", "autopalette-shared")
             palettes = (min(cfg.clusters, n) if shared else n) * k * cfg.channels / n
+            if cfg.palette_corrections:
+                palettes += k * cfg.channels / 2  # each image's correction (PCOR)
             for codec in DECODE_ORDER:
                 if bits > codecs.max_bits(codec):
                     continue
