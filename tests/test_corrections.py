@@ -127,6 +127,18 @@ def test_fit_lowers_the_error_and_stays_in_range():
     assert torch.equal(labels.reshape(6, -1), torch.cdist(pixels.reshape(6, -1, 3).float(), own.float()).argmin(-1))
 
 
+def test_nearest_in_chunks_equals_one_pass(monkeypatch):
+    import dcqformat.quantize.corrections as module
+
+    rng = np.random.default_rng(3)
+    flat = torch.from_numpy(rng.random((3, 50, 3)).astype(np.float32))
+    pal = torch.from_numpy(rng.random((3, 4, 3)).astype(np.float32))
+    whole = module.nearest(flat, pal)
+    monkeypatch.setattr(module, "_CHUNK", 4 * 7)  # 7 pixels of one image at a time
+    assert torch.equal(module.nearest(flat, pal), whole)
+    assert torch.equal(whole, ((flat[:, :, None] - pal[:, None]) ** 2).sum(-1).argmin(-1))
+
+
 def test_correct_handles_gray_odd_sizes_and_dither():
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (5, 6, 3), dtype=np.uint8), rng.integers(0, 256, (7, 3, 1), dtype=np.uint8),

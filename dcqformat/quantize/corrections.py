@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .. import _layout as L
+from ..format.palettes import corrected
 from ..pipeline.imaging import as_rgb
 from .dither import dither
 
@@ -26,10 +27,11 @@ def corrected_palettes(base: torch.Tensor, deltas: torch.Tensor, step: int) -> t
 
 
 def own_palette(palette: np.ndarray, deltas: np.ndarray | None, step: int) -> np.ndarray:
-    """An image's palette (K, C) uint8: its shared ``palette`` corrected by ``deltas`` (if any)."""
+    """An image's palette (K, C) uint8: its shared ``palette`` corrected by ``deltas`` (if any),
+    as a reader computes it."""
     if deltas is None:
         return palette
-    return corrected_palettes(torch.from_numpy(palette), torch.from_numpy(deltas), step).numpy()
+    return corrected(palette[None], np.zeros(1, np.int64), step, deltas[None])[0]
 
 
 def fit_corrections(pixels: torch.Tensor, idx: torch.Tensor, base: torch.Tensor, step: int,
@@ -53,12 +55,16 @@ def fit_corrections(pixels: torch.Tensor, idx: torch.Tensor, base: torch.Tensor,
 
 
 def nearest(flat: torch.Tensor, palettes: torch.Tensor) -> torch.Tensor:
-    """Each pixel's nearest colour (squared distance): ``flat`` (N, P, C), ``palettes`` (N, K, C)."""
+    """Each pixel's nearest colour (squared distance): ``flat`` (N, P, C), ``palettes`` (N, K, C);
+    in chunks of images, and of pixels within a huge image, of at most _CHUNK distances."""
     n, p, _ = flat.shape
     out = torch.empty((n, p), dtype=torch.long, device=flat.device)
-    step = max(1, _CHUNK // max(1, p * palettes.shape[1]))
-    for s in range(0, n, step):
-        out[s : s + step] = torch.cdist(flat[s : s + step], palettes[s : s + step]).argmin(-1)
+    pixels = max(1, min(p, _CHUNK // palettes.shape[1]))
+    images = max(1, _CHUNK // (pixels * palettes.shape[1]))
+    for s in range(0, n, images):
+        for q in range(0, p, pixels):
+            out[s : s + images, q : q + pixels] = torch.cdist(flat[s : s + images, q : q + pixels],
+                                                              palettes[s : s + images]).argmin(-1)
     return out
 
 
