@@ -184,8 +184,8 @@ class DCQDataset(Dataset):
             raise ValueError("images differ in size: give the dataset an augment (e.g. Resize)")
         labels = torch.from_numpy(np.array(self.reader.labels[idx]))
         hidden: list[np.ndarray] = []
-        shared = get_worker_info() is not None  # a DataLoader worker: its output goes through shared memory
-        images = self._decode(idx, generator, hidden if masks else None, shared=shared)
+        # shared=None: in a DataLoader worker, whose output goes through shared memory, decode it there
+        images = self._decode(idx, generator, hidden if masks else None, shared=None)
         if not masks:
             return images, labels
         shape = (idx.size, *images.shape[2:]) if self.layout == "CHW" else images.shape[:3]
@@ -201,9 +201,10 @@ class DCQDataset(Dataset):
         return not len(shapes) or bool((shapes == shapes[0]).all())
 
     def _decode(self, idx: np.ndarray, generator: torch.Generator | None = None,
-                masks: list[np.ndarray] | None = None, *, shared: bool = False) -> torch.Tensor:
+                masks: list[np.ndarray] | None = None, *, shared: bool | None = False) -> torch.Tensor:
         """Decode a batch (N, C, H, W) or (N, H, W, C), augmented and typed as configured; with
-        ``shared``, into shared memory where the path allows.
+        ``shared``, into shared memory where the path allows (None: if this is a DataLoader
+        worker, as :func:`~dcqformat.loaders.memory.empty_batch` decides).
 
         For a masked file with ``reconstruct="none"``, the (N, H, W) dropped-pixel masks of the
         output are appended to ``masks``.

@@ -141,8 +141,10 @@ def test_batch_sampler_decodes_whole_batches_into_shared_memory(spec_path, monke
         if not kw:
             assert torch.equal(got[0][0][0], chw(spec.expected(0)))
     import dcqformat.loaders.dataset as module
+    import dcqformat.loaders.memory as memory
 
-    monkeypatch.setattr(module, "get_worker_info", lambda: object())  # as in a worker
+    monkeypatch.setattr(memory, "get_worker_info", lambda: object())  # as in a worker
+    monkeypatch.setattr(module, "get_worker_info", lambda: object())
     monkeypatch.setattr(module, "set_parallel", lambda enabled: None)  # which would stay single-threaded
     for kw in ({}, {"augment": RandomCrop(12, padding=2), "mean": MEAN, "std": STD}):
         x, _ = DCQDataset(path, **kw)[[0, 5]]

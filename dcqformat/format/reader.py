@@ -333,8 +333,7 @@ class DcqReader(RecordViews):
         shapes = codecs.Shapes(hs, ws, self.patch_size, self._masks, mask_offsets, rows)
         data, offsets = self._decoder.decode(self._data, idx, offsets, lengths, sizes,
                                              self.header.sections[L.TAG_DATA].offset, shapes)
-        pids = rec.get("palette_id", idx) if self._corrected_ids is None else self._corrected_ids[idx]
-        return Streams(data, offsets, hs, ws, pids, self.bits, self.patch_size,
+        return Streams(data, offsets, hs, ws, self.field("palette_id")[idx], self.bits, self.patch_size,
                        self._masks if mask_offsets is not None else None, mask_offsets, uniform)
 
     def decode_crops(
