@@ -151,3 +151,24 @@ def test_full_parts_leave_no_empty_part(tmp_path):
         for _ in range(4):
             w.add(np.zeros((2, 2), np.uint8), palette=0, label=0)
     assert [f["samples"] for f in json.loads((tmp_path / "set" / MANIFEST).read_text())["files"]] == [2, 2]
+
+
+def test_a_full_part_is_told_before_and_after_it_gets_its_name(tmp_path):
+    """before_part sees the complete temporary file while the name is still free (a conversion
+    records the part there, so a kill at any moment leaves no named part without its record);
+    on_part sees the named part. The last part, closed with the set, is neither."""
+    seen = []
+
+    def before(tmp, part):
+        with dcqformat.open(tmp, verify=True) as r:  # complete and valid already
+            seen.append(("before", part.name, len(r), part.exists()))
+
+    def after(part):
+        seen.append(("after", part.name, part.exists()))
+
+    with DcqSetWriter(tmp_path / "set", 2, into=tmp_path / "work", bits=1, before_part=before, on_part=after,
+                      palettes=np.zeros((1, 2, 3), np.uint8)) as w:
+        for _ in range(5):
+            w.add(np.zeros((2, 2), np.uint8), palette=0, label=0)
+    assert seen == [("before", "part-00000.dcq", 2, False), ("after", "part-00000.dcq", True),
+                    ("before", "part-00001.dcq", 2, False), ("after", "part-00001.dcq", True)]

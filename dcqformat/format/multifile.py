@@ -418,11 +418,14 @@ class DcqSetWriter:
     The interface of :class:`~dcqformat.DcqWriter` (``add_palette``, ``add``, ``set_weights``,
     ``close``, ``with``); every part gets the palettes given at construction, the metadata and
     the weights. Parts are written into a temporary directory beside ``directory``, renamed into
-    place when all are done: nothing partial appears at the destination.
+    place when all are done: nothing partial appears at the destination. Of each full part,
+    ``before_part(temporary file, name)`` is told just before the part gets its name (the file is
+    complete and synced), and ``on_part(name)`` just after.
     """
 
     def __init__(self, directory: PathLike, samples_per_file: int, *, into: PathLike | None = None,
-                 prefix: str = "part", on_part: Callable[[Path], None] | None = None, **writer_args: Any) -> None:
+                 prefix: str = "part", before_part: Callable[[Path, Path], None] | None = None,
+                 on_part: Callable[[Path], None] | None = None, **writer_args: Any) -> None:
         if samples_per_file < 1:
             raise ValueError(f"samples_per_file must be >= 1, got {samples_per_file}")
         self.directory = Path(directory)
@@ -434,7 +437,8 @@ class DcqSetWriter:
             self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}.", dir=self.directory.parent))
         else:  # one writer of several (ranks) filling a temporary directory that finish_set publishes
             self._tmp = Path(into)
-        self.per_file, self.args, self.on_part = samples_per_file, writer_args, on_part
+        self.per_file, self.args = samples_per_file, writer_args
+        self.before_part, self.on_part = before_part, on_part
         self.parts: list[Path] = []
         self._writer: DcqWriter | None = None
         self._models: dict[str, bytes] = {}
@@ -443,7 +447,8 @@ class DcqSetWriter:
     def _current(self) -> DcqWriter:
         if self._writer is None or self._writer.count >= self.per_file:
             if self._writer is not None:
-                self._writer.close()
+                before, part = self.before_part, self.parts[-1]
+                self._writer.close(None if before is None else lambda tmp: before(tmp, part))
                 if self.on_part is not None:
                     self.on_part(self.parts[-1])
             path = self._tmp / f"{self.prefix}-{len(self.parts):05d}.dcq"

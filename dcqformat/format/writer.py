@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -360,8 +360,9 @@ class DcqWriter:
             elif tag == L.TAG_META:
                 yield tag, [self._json_meta.encode("utf-8")]
 
-    def close(self) -> Path:
-        """Finish the file and rename it into place; return its path."""
+    def close(self, before_publish: Callable[[Path], None] | None = None) -> Path:
+        """Finish the file and rename it into place; return its path. ``before_publish`` is
+        called with the finished temporary file (synced) just before the rename."""
         self._check_open()
         try:
             if not self._started:
@@ -380,6 +381,8 @@ class DcqWriter:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
+            if before_publish is not None:
+                before_publish(self._tmp)
             publish(self._tmp, self.path)
         except BaseException:
             self.abort()

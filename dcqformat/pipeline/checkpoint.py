@@ -82,9 +82,11 @@ class KeptParts:
     def _record_of(self, part: Path) -> Path:
         return part.parent / f".{part.name}.json"
 
-    def record(self, part: Path) -> None:
+    def record(self, part: Path, contents: Path | None = None) -> None:
+        """Record ``part`` as this conversion's, with the SHA-256 of ``contents`` (the finished
+        file about to be renamed to ``part``; default: ``part`` itself)."""
         tmp = part.parent / f".{part.name}.json.tmp"
-        tmp.write_text(json.dumps({"fingerprint": self.key, "sha256": _digest(part)}))
+        tmp.write_text(json.dumps({"fingerprint": self.key, "sha256": _digest(contents or part)}))
         os.replace(tmp, self._record_of(part))
 
     def matches(self, part: Path) -> bool:

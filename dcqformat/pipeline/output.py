@@ -119,8 +119,9 @@ def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palett
                 dst.parent.mkdir(parents=True, exist_ok=True)
             shared = Path(group.broadcast(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent)
                                           if group.leader else None))
-        on_part = _kill_hook if keep is None else functools.partial(_finished_part, keep)
-        writer = DcqSetWriter(dst, samples_per_file, into=shared, prefix=prefix, on_part=on_part, **args)
+        before_part = None if keep is None else functools.partial(_record_part, keep)
+        writer = DcqSetWriter(dst, samples_per_file, into=shared, prefix=prefix, before_part=before_part,
+                              on_part=_kill_hook, **args)
         if keep is not None:
             done = kept_parts(keep, prefix, samples_per_file, out, patch, cfg.channels, progress)
             writer.resume(done)
@@ -153,9 +154,10 @@ def write_rows(dst: str | Path, cfg: ConvertConfig, meta: dict[str, Any], palett
     return out
 
 
-def _finished_part(keep: KeptParts, part: Path) -> None:
-    keep.record(part)
-    _kill_hook(part)
+def _record_part(keep: KeptParts, finished: Path, part: Path) -> None:
+    """Record a part before it gets its name: a kill at any moment leaves no named part without
+    its record, so a rerun keeps every part that has its name."""
+    keep.record(part, contents=finished)
 
 
 def _kill_hook(part: Path) -> None:
