@@ -234,7 +234,8 @@ def _panel(ax, plt, title: str, rows: list[dict]) -> None:  # type: ignore[no-un
     ax.legend(fontsize=7, ncol=2, loc="lower right")
 
 
-PANELS = (("CIFAR-10", ("bench_frontier", "bench_frontier_dequantize", "bench_frontier_corrections")),
+PANELS = (("CIFAR-10", ("bench_frontier", "bench_frontier_dequantize", "bench_frontier_corrections",
+                       "bench_frontier_deband_corrections")),
           ("Caltech-101, 64 px", ("bench_frontier_caltech64",)))
 
 
