@@ -236,7 +236,7 @@ def _panel(ax, plt, title: str, rows: list[dict]) -> None:  # type: ignore[no-un
 
 PANELS = (("CIFAR-10", ("bench_frontier", "bench_frontier_dequantize", "bench_frontier_corrections",
                        "bench_frontier_deband_corrections")),
-          ("Caltech-101, 64 px", ("bench_frontier_caltech64",)))
+          ("Caltech-101, 64 px", ("bench_frontier_caltech64", "bench_frontier_caltech64_more")))
 
 
 def plot_saved(out: Path) -> None:
