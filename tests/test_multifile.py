@@ -172,3 +172,32 @@ def test_a_full_part_is_told_before_and_after_it_gets_its_name(tmp_path):
             w.add(np.zeros((2, 2), np.uint8), palette=0, label=0)
     assert seen == [("before", "part-00000.dcq", 2, False), ("after", "part-00000.dcq", True),
                     ("before", "part-00001.dcq", 2, False), ("after", "part-00001.dcq", True)]
+
+
+def test_info_and_verify_take_a_dataset_directory(converted, tmp_path):
+    """`dcq verify DIR` checks the manifest, then every part; `dcq info DIR` lists the parts and
+    their sum, then the first part (--json: all of them)."""
+    import shutil
+
+    _, _, many, _ = converted
+
+    def dcq(*args):
+        return subprocess.run([sys.executable, "-m", "dcqformat", *map(str, args)], capture_output=True, text=True)
+
+    ok = dcq("verify", many)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count(": ok (") == 4 and "part-00003.dcq: ok (2 samples" in ok.stdout
+    info = dcq("info", many)
+    text = " ".join(info.stdout.split())  # lines wrap at the terminal's width
+    assert info.returncode == 0 and "4 part file(s), 50 samples" in text
+    assert "the first part (part-00000.dcq)" in text and "section" in text
+    js = json.loads(dcq("info", many, "--json").stdout)
+    assert js["samples"] == 50 and [p["samples"] for p in js["parts"]] == [16, 16, 16, 2]
+    assert js["file_bytes"] == sum(p.stat().st_size for p in many.glob("*.dcq"))
+    bad = tmp_path / "bad"
+    shutil.copytree(many, bad)
+    shutil.copy(bad / "part-00000.dcq", bad / "part-00009.dcq")  # a part the manifest does not list
+    failed = dcq("verify", bad, many / "part-00000.dcq")
+    assert failed.returncode == 1 and "FAILED" in failed.stdout and "not in the manifest" in failed.stdout
+    assert "part-00000.dcq: ok" in failed.stdout  # the other argument still checked
+    assert dcq("info", bad).returncode != 0 and "not in the manifest" in dcq("info", bad).stderr

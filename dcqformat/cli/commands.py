@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DcqError
+from ..format.multifile import resolve
 from ..format.reader import open as open_dcq
 from ..format.writer import publish
 from ..pipeline.options import ConvertConfig
@@ -22,6 +23,8 @@ from .refill import refilling_decoder
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    if Path(args.file).is_dir():
+        return _set_info(args)
     with open_dcq(args.file) as r:
         info = r.info()
         info["meta"] = r.meta
@@ -29,6 +32,33 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
+    _print_info(info, meta)
+    return 0
+
+
+def _set_info(args: argparse.Namespace) -> int:
+    """``dcq info DIR`` of a dataset directory: its parts (checked against the manifest) and
+    their sum, then the first part's header and metadata (the parts share the metadata)."""
+    infos = []
+    for part in resolve(args.file):
+        with open_dcq(part) as r:
+            infos.append({**r.info(), "meta": r.meta})
+            if len(infos) == 1:
+                meta = r.metadata
+    samples, size = sum(i["samples"] for i in infos), sum(i["file_bytes"] for i in infos)
+    if args.json:
+        print(json.dumps({"directory": str(args.file), "samples": samples, "file_bytes": size, "parts": infos},
+                         indent=2))
+        return 0
+    _say(f"{args.file}: dataset directory, {len(infos):,} part file(s), {samples:,} samples, {size:,} bytes")
+    for i in infos:
+        print(f"  {Path(i['path']).name}: {i['samples']:,} samples, {i['file_bytes']:,} bytes")
+    print(f"the first part ({Path(infos[0]['path']).name}):")
+    _print_info(infos[0], meta)
+    return 0
+
+
+def _print_info(info: dict[str, Any], meta: Any) -> None:
     _say(f"{info['path']}: dcq {info['version']}, {info['samples']:,} samples, {info['bits']}-bit, "
          f"{info['channels']} channel(s), {info['palettes']:,} palette(s), codec {info['codec']}")
     if info["palette_correction_step"]:
@@ -63,7 +93,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         _say(f"selection: {sel.method}, keep {sel.keep}{counts}; per class: {json.dumps(sel.per_class)}")
     if meta.quantizer is not None:
         _say(f"quantizer: {json.dumps(_brief(meta.quantizer))}  (all of it: --json)")
-    return 0
 
 
 def _say(line: str) -> None:
@@ -85,14 +114,21 @@ def _brief(obj: Any, longest: int = 12) -> Any:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     bad = 0
-    for path in args.files:
-        try:
-            with open_dcq(path) as r:
-                r.verify()
-                print(f"{path}: ok ({len(r):,} samples, all checksums match)")
+    for source in args.files:
+        try:  # a dataset directory: its manifest checked, then each part
+            paths = resolve(source) if Path(source).is_dir() else [source]
         except DcqError as exc:
-            print(f"{path}: FAILED: {exc}")
+            print(f"{source}: FAILED: {exc}")
             bad += 1
+            continue
+        for path in paths:
+            try:
+                with open_dcq(path) as r:
+                    r.verify()
+                    print(f"{path}: ok ({len(r):,} samples, all checksums match)")
+            except DcqError as exc:
+                print(f"{path}: FAILED: {exc}")
+                bad += 1
     return 1 if bad else 0
 
 

@@ -31,6 +31,7 @@ EPILOG = """examples:
   dcq info train.dcq              header, sections, sizes, bits/pixel, ratio
   dcq info train.dcq --json       the same as JSON
   dcq verify train.dcq            check every checksum and sample (exit 1 on any problem)
+  dcq verify train/               a dataset directory: its manifest, then every part
   dcq export train.dcq out/       decoded PNGs in an ImageFolder tree out/<class>/<index>.png
   dcq export train.dcq out.npz    decoded arrays x, y, source_index in one .npz
   dcq to-wds train.dcq 'shards/train-%06d.tar' --shards 8
@@ -76,11 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors (no progress)")
     s = sub.add_parser("info", parents=[quiet], help="show header, sections, sizes and metadata")
-    s.add_argument("file")
+    s.add_argument("file", help="a .dcq file or a dataset directory (its parts, then the first part)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(fn=commands.cmd_info)
     s = sub.add_parser("verify", parents=[quiet], help="check every checksum and sample; exit 1 on any problem")
-    s.add_argument("files", nargs="+", metavar="FILE")
+    s.add_argument("files", nargs="+", metavar="FILE", help=".dcq files or dataset directories (the manifest too)")
     s.set_defaults(fn=commands.cmd_verify)
     s = sub.add_parser("export", parents=[quiet], help="decode to PNGs (ImageFolder tree) or to one .npz",
                        description="Decode to OUT/<class>/<source index>.png, or to OUT.npz when OUT "
