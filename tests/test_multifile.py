@@ -174,9 +174,10 @@ def test_a_full_part_is_told_before_and_after_it_gets_its_name(tmp_path):
                     ("before", "part-00001.dcq", 2, False), ("after", "part-00001.dcq", True)]
 
 
-def test_info_and_verify_take_a_dataset_directory(converted, tmp_path):
+def test_the_cli_takes_a_dataset_directory(converted, tmp_path):
     """`dcq verify DIR` checks the manifest, then every part; `dcq info DIR` lists the parts and
-    their sum, then the first part (--json: all of them)."""
+    their sum, then the first part (--json: all of them); `dcq export DIR` exports the parts as
+    one dataset; `dcq to-wds DIR` refuses by name (each part has its own codec model)."""
     import shutil
 
     _, _, many, _ = converted
@@ -201,3 +202,12 @@ def test_info_and_verify_take_a_dataset_directory(converted, tmp_path):
     assert failed.returncode == 1 and "FAILED" in failed.stdout and "not in the manifest" in failed.stdout
     assert "part-00000.dcq: ok" in failed.stdout  # the other argument still checked
     assert dcq("info", bad).returncode != 0 and "not in the manifest" in dcq("info", bad).stderr
+    # export reads the parts as one dataset (the refill as the loaders do it); to-wds says what to do
+    exported = dcq("export", many, tmp_path / "x.npz", "--limit", "40")
+    assert exported.returncode == 0, exported.stderr
+    with np.load(tmp_path / "x.npz") as z:
+        want = DCQDataset(many, layout="HWC").get_batch(np.arange(40))
+        assert np.array_equal(z["x"], want[0].numpy()) and np.array_equal(z["y"], want[1].numpy())
+        assert np.array_equal(z["source_index"], DcqSet(resolve(many)).source_indices[:40])
+    shards = dcq("to-wds", many, tmp_path / "w-%06d.tar")
+    assert shards.returncode == 1 and "dataset directory" in shards.stderr and "Traceback" not in shards.stderr

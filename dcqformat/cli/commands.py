@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DcqError
-from ..format.multifile import resolve
+from ..format.multifile import open_set, resolve
 from ..format.reader import open as open_dcq
 from ..format.writer import publish
 from ..pipeline.options import ConvertConfig
@@ -135,7 +135,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    with open_dcq(args.file) as r:
+    r = open_set(args.file)  # a file, or a dataset directory's parts as one
+    try:
         n = len(r) if args.limit is None else min(args.limit, len(r))
         classes = r.classes or []
         out = Path(args.out)
@@ -173,6 +174,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             shown = ", ".join(f"{k!r} -> {v!r}" for k, v in list(escaped.items())[:5])
             print(f"{len(escaped)} name(s) from the file were not safe as file names and were escaped "
                   f"(%XX as in URLs; names over {MAX_COMPONENT} bytes shortened with a digest): {shown}")
+    finally:
+        r.close()
     return 0
 
 
@@ -224,6 +227,9 @@ def cmd_to_wds(args: argparse.Namespace) -> int:
         from ..loaders.wds import write_shards
     except ImportError as exc:
         raise DcqError(f"to-wds needs the loaders' dependencies (torch, webdataset): {exc}") from None
+    if Path(args.file).is_dir():  # each part has its own codec model: one sidecar cannot serve them all
+        raise DcqError(f"{args.file} is a dataset directory: convert its part files one at a time "
+                       f"(dcq to-wds {args.file}/part-00000.dcq ...), or convert to one file")
     side, shards = write_shards(args.file, args.pattern, maxcount=args.maxcount, sidecar=args.sidecar,
                                 shards=args.shards, shuffle=not args.no_shuffle, seed=args.seed, block=args.block,
                                 keep_codec=not args.packed)

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Decode to OUT/<class>/<source index>.png, or to OUT.npz when OUT "
                                    "ends in .npz. Dropped patches are refilled by the file's MAE when it has "
                                    "one (--reconstruct).")
-    s.add_argument("file")
+    s.add_argument("file", help="a .dcq file or a dataset directory (its parts as one dataset)")
     s.add_argument("out", metavar="OUT")
     s.add_argument("--reconstruct", default="auto", choices=["auto", "mae", "smooth", "mean", "none"],
                    help="refill dropped patches: auto (default: the file's MAE if any, else smooth), mae, smooth "

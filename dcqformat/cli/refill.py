@@ -9,10 +9,11 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import DcqError
+from ..format.multifile import DcqSet
 from ..format.reader import DcqReader
 
 
-def refilling_decoder(r: DcqReader, mode: str = "auto",
+def refilling_decoder(r: DcqReader | DcqSet, mode: str = "auto",
                       dequantize: str = "lookup") -> Callable[[np.ndarray], list[np.ndarray]]:
     """Samples -> their (H, W, C) uint8 images in order, dropped patches refilled as ``mode`` says
     (auto: by the file's MAE when it has one, else by harmonic inpainting) and dequantized as the
