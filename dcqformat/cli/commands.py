@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import DcqError
 from ..format.multifile import open_set, resolve
+from ..format.reader import DcqReader
 from ..format.reader import open as open_dcq
 from ..format.writer import publish
 from ..pipeline.options import ConvertConfig
@@ -26,9 +27,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if Path(args.file).is_dir():
         return _set_info(args)
     with open_dcq(args.file) as r:
-        info = r.info()
-        info["meta"] = r.meta
-        meta = r.metadata
+        info, meta = _info(r), r.metadata
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -42,7 +41,7 @@ def _set_info(args: argparse.Namespace) -> int:
     infos = []
     for part in resolve(args.file):
         with open_dcq(part) as r:
-            infos.append({**r.info(), "meta": r.meta})
+            infos.append(_info(r))
             if len(infos) == 1:
                 meta = r.metadata
     samples, size = sum(i["samples"] for i in infos), sum(i["file_bytes"] for i in infos)
@@ -56,6 +55,11 @@ def _set_info(args: argparse.Namespace) -> int:
     print(f"the first part ({Path(infos[0]['path']).name}):")
     _print_info(infos[0], meta)
     return 0
+
+
+def _info(r: DcqReader) -> dict[str, Any]:
+    """What ``dcq info --json`` says of one file: the reader's info and its metadata as stored."""
+    return {**r.info(), "meta": r.meta}
 
 
 def _print_info(info: dict[str, Any], meta: Any) -> None:

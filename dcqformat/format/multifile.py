@@ -450,7 +450,7 @@ class DcqSetWriter:
                 before, part = self.before_part, self.parts[-1]
                 self._writer.close(None if before is None else lambda tmp: before(tmp, part))
                 if self.on_part is not None:
-                    self.on_part(self.parts[-1])
+                    self.on_part(part)
             path = self._tmp / f"{self.prefix}-{len(self.parts):05d}.dcq"
             self._writer = DcqWriter(path, **self.args)
             for section, blob in self._models.items():
